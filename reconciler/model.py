@@ -1,0 +1,231 @@
+"""The data passed between the engine, providers and roles.
+
+* :class:`MemberSpec` — one desired member, produced by a role's ``expand``; what a provider's
+  ``create`` receives. Its deterministic ``name`` and ``labels`` make create idempotent and
+  ownership visible at the provider with no state file.
+* :class:`Instance` — one observed instance, returned by a provider's ``list``.
+* :class:`ConfigFile` / :class:`Service` — what runs on a member and the files it reads. Files
+  reach the instance the way LinuxKit's ``metadata`` package delivers user-data
+  (:func:`MemberSpec.userdata` is that JSON); services are LinuxKit services with the host
+  command that stands in for each on the local provider.
+
+Secrets (private keys) travel only in ``ConfigFile(secret=True)`` entries: they are excluded
+from the spec hash, from plans, from ``repr`` and from logs.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from functools import cached_property
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+# Ownership labels (valid GCE labels and EC2 tags).
+LABEL_STACK = "infra-stack"
+LABEL_GROUP = "infra-group"
+LABEL_MEMBER = "infra-member"
+LABEL_SPEC = "infra-spec"
+OWNERSHIP_LABELS = (LABEL_STACK, LABEL_GROUP, LABEL_MEMBER, LABEL_SPEC)
+
+SPEC_HASH_LEN = 8
+
+
+def stack_selector(stack: str) -> dict[str, str]:
+    """Labels that select every instance of ``stack`` (and nothing else)."""
+    return {LABEL_STACK: stack}
+
+
+def group_selector(stack: str, group: str) -> dict[str, str]:
+    """Labels that select every instance of one group of ``stack``."""
+    return {LABEL_STACK: stack, LABEL_GROUP: group}
+
+
+def instance_name(stack: str, group: str, member: str, spec_hash: str) -> str:
+    """The deterministic instance name: ``<stack>-<group>-<member>-<spec>``."""
+    return f"{stack}-{group}-{member}-{spec_hash}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConfigFile(_Frozen):
+    """A file the member reads at start, below its config directory (LinuxKit ``/run/config``).
+
+    ``path`` is relative (``etcd/etcd.conf.yml``). ``secret`` files (private keys) never appear
+    in plans or logs and do not count towards the spec hash. ``in_spec=False`` marks runtime
+    settings (e.g. etcd's ``initial-cluster``) that may differ between two members with the same
+    spec and so must not force a replacement.
+    """
+
+    path: str
+    content: str = Field(repr=False)
+    mode: int = 0o644
+    secret: bool = False
+    in_spec: bool = True
+
+
+class Service(_Frozen):
+    """A long-running service of the member: a LinuxKit service and its local stand-in.
+
+    ``image`` is the container image LinuxKit would run; ``command`` is the host command the
+    local provider runs instead. Placeholders in ``command`` and ``env`` values are expanded by
+    the provider: ``{address}`` (the instance's address), ``{config}`` (its config directory),
+    ``{data}`` (its data directory), ``{name}`` (instance name). ``ports`` are TCP ports the
+    service listens on at the instance's address.
+    """
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = Field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+
+
+class MemberSpec(_Frozen):
+    """One desired member of a group: everything needed to create its instance."""
+
+    stack: str
+    group: str
+    member: str
+    role: str
+    image: str | None = None
+    machine_type: str | None = None
+    services: tuple[Service, ...] = ()
+    files: tuple[ConfigFile, ...] = ()
+    provider_config: Mapping[str, Any] = Field(default_factory=dict)
+    placement: int = Field(0, description="index used to spread members over zones/subnets")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @cached_property
+    def spec_hash(self) -> str:
+        """Short hash of everything that, when changed, requires replacing the instance."""
+        doc = {
+            "role": self.role,
+            "image": self.image,
+            "machine_type": self.machine_type,
+            "services": [s.model_dump(mode="json") for s in self.services],
+            "files": [
+                {"path": f.path, "content": f.content, "mode": f.mode}
+                for f in self.files
+                if f.in_spec and not f.secret
+            ],
+            "provider_config": dict(self.provider_config),
+        }
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()[:SPEC_HASH_LEN]
+
+    @property
+    def name(self) -> str:
+        return instance_name(self.stack, self.group, self.member, self.spec_hash)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_STACK: self.stack,
+            LABEL_GROUP: self.group,
+            LABEL_MEMBER: self.member,
+            LABEL_SPEC: self.spec_hash,
+        }
+
+    def userdata(self) -> dict[str, Any]:
+        """The member's files in the JSON shape LinuxKit's ``metadata`` package expands.
+
+        ``{"etcd": {"entries": {"etcd.conf.yml": {"content": "...", "perm": "0644"}}}}`` becomes
+        ``/run/config/etcd/etcd.conf.yml`` on a LinuxKit instance. Contains secrets: hand it only
+        to the provider's create call, never to a log or plan.
+        """
+        root: dict[str, Any] = {}
+        for f in self.files:
+            parts = [p for p in f.path.split("/") if p]
+            node = root
+            for part in parts[:-1]:
+                node = node.setdefault(part, {"entries": {}})["entries"]
+            node[parts[-1]] = {"content": f.content, "perm": f"{f.mode:04o}"}
+        return root
+
+    def public_view(self) -> dict[str, Any]:
+        """What a plan may show of this member: no file contents, no secrets."""
+        return {
+            "name": self.name,
+            "spec": self.spec_hash,
+            "image": self.image,
+            "machine_type": self.machine_type,
+            "services": [s.name for s in self.services],
+        }
+
+    def with_files(self, *files: ConfigFile) -> MemberSpec:
+        """A copy with ``files`` added or replacing files of the same path."""
+        paths = {f.path for f in files}
+        kept = tuple(f for f in self.files if f.path not in paths)
+        return self.model_copy(update={"files": kept + tuple(files)})
+
+
+class InstanceStatus(str, enum.Enum):
+    """Where an observed instance is in its life, as the provider reports it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DEAD = "dead"  # its processes/VM are gone but the instance record is not
+    UNKNOWN = "unknown"
+
+
+class Instance(_Frozen):
+    """An instance observed at a provider."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str] = Field(default_factory=dict)
+    address: str | None = None
+    status: InstanceStatus = InstanceStatus.UNKNOWN
+    detail: str | None = Field(None, description="provider's note, e.g. why it is dead")
+
+    @property
+    def stack(self) -> str | None:
+        return self.labels.get(LABEL_STACK)
+
+    @property
+    def group(self) -> str | None:
+        return self.labels.get(LABEL_GROUP)
+
+    @property
+    def member(self) -> str | None:
+        return self.labels.get(LABEL_MEMBER)
+
+    @property
+    def spec_hash(self) -> str | None:
+        return self.labels.get(LABEL_SPEC)
+
+    def owned_by(self, stack: str) -> bool:
+        """True when the instance carries every ownership label of ``stack``."""
+        return self.labels.get(LABEL_STACK) == stack and all(k in self.labels for k in OWNERSHIP_LABELS)
+
+    @property
+    def alive(self) -> bool:
+        return self.status in (InstanceStatus.PENDING, InstanceStatus.RUNNING)
+
+
+class Health(str, enum.Enum):
+    """A role's verdict on one instance."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class Problem(_Frozen):
+    """Something wrong found by ``validate`` before anything changes."""
+
+    field: str = Field(description="where: 'groups[0].size', 'provider_config.zones', ...")
+    message: str
+    severity: str = "error"  # "error" stops the run; "warning" is printed
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"

@@ -1,0 +1,32 @@
+"""Where ``infra`` keeps its few local files: the state directory.
+
+The provider is the source of truth for instances; locally ``infra`` keeps only secrets (a
+stack's CA), its lock, and the local provider's instance directories. The root is
+``$INFRA_STATE_DIR``, else ``$XDG_STATE_HOME/infra``, else ``~/.local/state/infra``. Called by the
+CLI, the lock and the local provider.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def state_root() -> Path:
+    """The state root directory (created 0700 on first use)."""
+    explicit = os.environ.get("INFRA_STATE_DIR")
+    if explicit:
+        root = Path(explicit)
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "infra"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return root
+
+
+def stack_dir(stack: str, root: Path | None = None) -> Path:
+    """The private directory of one stack: its lock and its secrets (mode 0700)."""
+    path = (root or state_root()) / "stacks" / stack
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,150 @@
+"""The role protocol: what runs on the instances of a group (InfraKit's "flavor", typed).
+
+A role plugin is a class registered under the ``infra.plugins`` entry-point group, built with no
+arguments. The engine calls it with a :class:`RoleContext` that holds the stack, the group, the
+role's parsed settings, this pass's observed instances and the stack's private state directory.
+
+Contract, hook by hook (every hook may raise only :mod:`reconciler.errors` types; a
+``RoleTransientError`` is retried with backoff, anything else stops the group's changes):
+
+``validate(ctx)``       problems with the group's settings; changes nothing. Warnings are shown.
+``expand(ctx)``         the group's desired members, with stable logical ids (``etcd-0``...).
+``health(ctx, inst)``   HEALTHY, UNHEALTHY (the planner replaces it) or UNKNOWN (left alone).
+                        Called only for instances the provider reports alive; must be quick.
+``preflight(ctx)``      before each change of a quorum group (once per group for cattle): raise
+                        QuorumLostError to refuse every change, RoleTransientError to wait.
+``before_create``       e.g. ``etcd member add``; returns the member to create, possibly with
+                        runtime files (``initial-cluster-state=existing``) added. If it raises,
+                        nothing was created.
+``after_create``        wait until the new instance is healthy (raise HealthTimeoutError).
+``before_delete``       e.g. ``etcd member remove``. If it raises, the instance is not deleted.
+``status(ctx)``         extra facts for ``infra status`` (leader, target health).
+``env(ctx)``            shell variables for ``infra env`` (etcdctl endpoints and certificates).
+``metrics(ctx)``        where members serve Prometheus metrics (port, scheme, mutual TLS).
+
+During ``infra destroy`` (``ctx.destroying``) membership hooks are skipped: the whole group is
+going away, there is no quorum to protect.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+from reconciler.model import Health, Instance, MemberSpec, Problem
+from reconciler.provider import Provider
+from reconciler.stack import Group, Stack
+
+
+class UpdatePolicy(str, enum.Enum):
+    """How the planner and executor may change a group."""
+
+    CATTLE = "cattle"  # any order, in parallel, create-before-delete when names differ
+    QUORUM = "quorum"  # one change at a time, health gate between, remove before add
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Where a role's members expose Prometheus metrics (for the prometheus role to scrape).
+
+    ``mtls`` means the endpoint requires a client certificate signed by the stack's CA
+    (:mod:`reconciler.pki`).
+    """
+
+    port: int
+    path: str = "/metrics"
+    scheme: str = "http"
+    mtls: bool = False
+
+
+class RoleConfig(BaseModel):
+    """Base for a role's settings model: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass
+class RoleContext:
+    """What a role may look at during one pass. ``observed`` is kept current by the executor."""
+
+    stack: Stack
+    group: Group
+    config: Any  # the role's own RoleConfig subclass instance
+    provider: Provider
+    state_dir: Path  # the stack's private directory (0700); secrets go here, mode 0600
+    observed: dict[str, list[Instance]] = field(default_factory=dict)  # by group name
+    destroying: bool = False
+    log: Callable[[str], None] = print
+    #: The metrics endpoints of another group's role, by group name (set by the engine), so a
+    #: monitoring role learns how to scrape a group without importing its role.
+    metrics_of: Callable[[str], list[MetricsTarget]] = lambda group: []
+
+    @property
+    def instances(self) -> list[Instance]:
+        """This group's observed instances."""
+        return self.observed.get(self.group.name, [])
+
+    def group_instances(self, group: str) -> list[Instance]:
+        return self.observed.get(group, [])
+
+
+class Role:
+    """Base class with the default behaviour of every hook; plugins override what they need."""
+
+    name: ClassVar[str] = ""
+    policy: ClassVar[UpdatePolicy] = UpdatePolicy.CATTLE
+    config_model: ClassVar[type[RoleConfig]] = RoleConfig
+
+    def validate(self, ctx: RoleContext) -> list[Problem]:
+        return []
+
+    def expand(self, ctx: RoleContext) -> list[MemberSpec]:
+        raise NotImplementedError
+
+    def health(self, ctx: RoleContext, instance: Instance) -> Health:
+        return Health.HEALTHY if instance.alive else Health.UNHEALTHY
+
+    def preflight(self, ctx: RoleContext) -> None:
+        return None
+
+    def before_create(self, ctx: RoleContext, member: MemberSpec) -> MemberSpec:
+        return member
+
+    def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
+        return None
+
+    def before_delete(self, ctx: RoleContext, instance: Instance) -> None:
+        return None
+
+    def status(self, ctx: RoleContext) -> Mapping[str, JsonValue]:
+        return {}
+
+    def env(self, ctx: RoleContext) -> dict[str, str]:
+        return {}
+
+    def metrics(self, ctx: RoleContext) -> list[MetricsTarget]:
+        """Where this group's members serve Prometheus metrics (none by default)."""
+        return []
+
+    def member_base(self, ctx: RoleContext, index: int, *, member: str | None = None) -> MemberSpec:
+        """A member with the identity fields filled in; roles add services and files."""
+        group = ctx.group
+        return MemberSpec(
+            stack=ctx.stack.name,
+            group=group.name,
+            member=member or f"{group.name}-{index}",
+            role=self.name,
+            image=group.image,
+            machine_type=group.machine_type,
+            provider_config=ctx.stack.group_provider_config(group),
+            placement=index,
+        )
+
+
+def problems_from(errors: Sequence[str], field_prefix: str) -> list[Problem]:
+    return [Problem(field=field_prefix, message=m) for m in errors]

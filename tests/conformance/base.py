@@ -1,0 +1,127 @@
+"""The provider conformance suite: every provider's test module subclasses :class:`ProviderConformance`.
+
+Shaped after Terraform's acceptance harness: each test creates through the provider, checks what
+``list`` observes, and the ``cleanup`` fixture (a sweeper) deletes whatever a failed test left
+with the test stack's labels, so one failure does not cascade.
+
+A subclass provides two things:
+
+* a ``provider`` fixture yielding an open provider (``reconciler.provider.Provider``);
+* ``add_foreign(provider, name, labels)``: put an instance at the provider *without* going
+  through ``infra`` (another tool's VM, another stack's) and return its id.
+
+and may override ``spec_fields`` (image, machine type, provider_config the provider needs) and
+``settle(provider)`` (wait for eventual consistency after a change).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from reconciler.errors import PermanentError
+from reconciler.model import Instance, MemberSpec, Service, group_selector, stack_selector
+from reconciler.provider import Provider
+
+
+class ProviderConformance:
+    """Behaviour every provider must have. See the module docstring."""
+
+    #: Extra MemberSpec fields the provider needs (image, machine_type, provider_config).
+    spec_fields: Mapping[str, Any] = {}
+    #: Services the members run (the local provider really runs them).
+    services: tuple[Service, ...] = ()
+
+    @pytest.fixture
+    def provider(self) -> Iterator[Provider]:
+        raise NotImplementedError("subclasses provide an open provider")
+
+    def add_foreign(self, provider: Provider, name: str, labels: Mapping[str, str]) -> str:
+        raise NotImplementedError("subclasses create an instance outside infra and return its id")
+
+    def settle(self, provider: Provider) -> None:
+        """Wait until the provider's listing reflects the last change (no-op by default)."""
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @pytest.fixture
+    def stack(self) -> str:
+        return "conf" + uuid.uuid4().hex[:6]
+
+    @pytest.fixture(autouse=True)
+    def cleanup(self, provider: Provider, stack: str) -> Iterator[None]:
+        yield
+        for inst in provider.list(stack_selector(stack)):
+            provider.delete(inst)
+
+    def spec(self, stack: str, member: str = "web-0", group: str = "web", index: int = 0) -> MemberSpec:
+        fields: dict[str, Any] = {"services": self.services, **self.spec_fields}
+        return MemberSpec(stack=stack, group=group, member=member, role="command", placement=index, **fields)
+
+    def ids(self, instances: list[Instance]) -> set[str]:
+        return {i.id for i in instances}
+
+    # -- the suite ---------------------------------------------------------------------------
+
+    def test_create_then_list_by_labels(self, provider: Provider, stack: str) -> None:
+        a = provider.create(self.spec(stack, "web-0", index=0))
+        b = provider.create(self.spec(stack, "web-1", index=1))
+        self.settle(provider)
+        seen = provider.list(group_selector(stack, "web"))
+        assert self.ids(seen) == {a.id, b.id}
+        by_id = {i.id: i for i in seen}
+        assert by_id[a.id].name == self.spec(stack, "web-0").name
+        assert dict(by_id[a.id].labels).items() >= self.spec(stack, "web-0").labels.items()
+        assert by_id[a.id].owned_by(stack)
+        assert by_id[a.id].alive
+
+    def test_list_filters_by_every_label(self, provider: Provider, stack: str) -> None:
+        web = provider.create(self.spec(stack, "web-0", group="web"))
+        db = provider.create(self.spec(stack, "db-0", group="db"))
+        self.settle(provider)
+        assert self.ids(provider.list(group_selector(stack, "web"))) == {web.id}
+        assert self.ids(provider.list(group_selector(stack, "db"))) == {db.id}
+        assert self.ids(provider.list(stack_selector(stack))) == {web.id, db.id}
+        assert provider.list(stack_selector(stack + "x")) == []
+
+    def test_create_is_idempotent_on_the_name(self, provider: Provider, stack: str) -> None:
+        first = provider.create(self.spec(stack))
+        again = provider.create(self.spec(stack))
+        self.settle(provider)
+        assert again.id == first.id
+        assert self.ids(provider.list(stack_selector(stack))) == {first.id}
+
+    def test_delete_removes_the_instance(self, provider: Provider, stack: str) -> None:
+        keep = provider.create(self.spec(stack, "web-0"))
+        gone = provider.create(self.spec(stack, "web-1", index=1))
+        self.settle(provider)
+        provider.delete(gone)
+        self.settle(provider)
+        assert self.ids(provider.list(stack_selector(stack))) == {keep.id}
+
+    def test_delete_of_a_missing_instance_succeeds(self, provider: Provider, stack: str) -> None:
+        inst = provider.create(self.spec(stack))
+        self.settle(provider)
+        provider.delete(inst)
+        self.settle(provider)
+        provider.delete(inst)  # already gone: still success
+        assert provider.list(stack_selector(stack)) == []
+
+    def test_foreign_instances_are_untouched(self, provider: Provider, stack: str) -> None:
+        mine = provider.create(self.spec(stack))
+        untagged = self.add_foreign(provider, f"{stack}-untagged", {})
+        other = self.spec(stack + "o").labels
+        other_stack = self.add_foreign(provider, f"{stack}-other", other)
+        self.settle(provider)
+        assert self.ids(provider.list(stack_selector(stack))) == {mine.id}
+        # Deleting an instance without infra's labels is refused by the provider itself.
+        foreign = Instance(id=untagged, name=f"{stack}-untagged", labels={})
+        with pytest.raises(PermanentError):
+            provider.delete(foreign)
+        assert other_stack in self.ids(provider.list(stack_selector(stack + "o")))
+        provider.delete(mine)
+        self.settle(provider)
+        assert other_stack in self.ids(provider.list(stack_selector(stack + "o")))
