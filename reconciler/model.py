@@ -99,6 +99,11 @@ class MemberSpec(_Frozen):
     files: tuple[ConfigFile, ...] = ()
     provider_config: Mapping[str, Any] = Field(default_factory=dict)
     placement: int = Field(0, description="index used to spread members over zones/subnets")
+    address: str | None = Field(
+        None,
+        description="the address reserved for this member by Provider.address_for, known before "
+        "creation so roles can write it into configuration; not part of the spec hash",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @cached_property

@@ -31,6 +31,14 @@ Contract, method by method:
     Problems with the desired members found *before* anything changes: unknown machine type,
     missing image or subnet, address or port collisions. Must not change anything.
 
+``address_for(spec)`` (optional)
+    The address (IP or DNS name) the instance created from ``spec`` will be reachable at, known
+    *before* it is created, so a role can write it into configuration (etcd's static
+    ``initial-cluster`` and certificate SANs). Stable for ``spec.name`` until that instance is
+    deleted; providers that honour ``MemberSpec.address`` create the instance at it. Returns
+    ``None`` when the provider cannot know it in advance. The engine calls it through
+    :func:`address_for`, so providers without it still conform.
+
 ``discovery(selector, port)``
     A Prometheus scrape-config fragment (``{"file_sd_configs": ...}``, ``{"ec2_sd_configs": ...}``,
     ``{"gce_sd_configs": ...}``) that discovers the instances matching ``selector`` on ``port``
@@ -83,3 +91,12 @@ class ProviderClass(Protocol):
         stack's private directory; ``stack`` its name.
         """
         ...
+
+
+def address_for(provider: Provider, spec: MemberSpec) -> str | None:
+    """The provider's advance address for ``spec``, or None when it offers none."""
+    method = getattr(provider, "address_for", None)
+    if method is None:
+        return None
+    result = method(spec)
+    return result if isinstance(result, str) else None
