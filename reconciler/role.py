@@ -22,6 +22,11 @@ Contract, hook by hook (every hook may raise only :mod:`reconciler.errors` types
 ``env(ctx)``            shell variables for ``infra env`` (etcdctl endpoints and certificates).
 ``metrics(ctx)``        where members serve Prometheus metrics (port, scheme, mutual TLS).
 
+A quorum group with no observed instance is bootstrapped: all its creates run together with
+``ctx.bootstrapping`` set, then ``after_create`` runs for each. Afterwards every change is one
+at a time: ``preflight`` → (``before_delete`` → delete) and/or (``before_create`` → create →
+``after_create``), removal first when a member is replaced.
+
 During ``infra destroy`` (``ctx.destroying``) membership hooks are skipped: the whole group is
 going away, there is no quorum to protect.
 """
@@ -79,6 +84,10 @@ class RoleContext:
     state_dir: Path  # the stack's private directory (0700); secrets go here, mode 0600
     observed: dict[str, list[Instance]] = field(default_factory=dict)  # by group name
     destroying: bool = False
+    #: True while a quorum group with no observed instance is created from nothing: its members
+    #: are created together (a static bootstrap), so ``after_create`` runs after all of them
+    #: exist and ``before_create`` must not try runtime reconfiguration.
+    bootstrapping: bool = False
     log: Callable[[str], None] = print
     #: The metrics endpoints of another group's role, by group name (set by the engine), so a
     #: monitoring role learns how to scrape a group without importing its role.
