@@ -18,8 +18,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from functools import cached_property
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field

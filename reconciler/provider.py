@@ -48,6 +48,7 @@ Contract, method by method:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -70,7 +71,7 @@ class Provider(Protocol):
 
     def delete(self, instance: Instance) -> None: ...
 
-    def validate(self, members: Sequence[MemberSpec]) -> list[Problem]: ...
+    def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]: ...
 
     def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None: ...
 

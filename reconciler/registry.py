@@ -42,7 +42,7 @@ def _load(group: str, kind: str, name: str, where: str) -> object:
         )
     try:
         return eps[name].load()
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:
         raise ConfigError(
             f"{where}: {kind} {name!r} is installed but cannot be imported: {exc}",
             hint="install its optional dependencies: pip install 'infra[all]'",

@@ -8,6 +8,7 @@ so a test can reopen "the same cloud" the way a second ``infra`` run would.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import random
 import threading
@@ -130,7 +131,7 @@ class MemoryProvider:
             del self.world.instances[instance.id]
             self.world.by_name.pop(current.name, None)
 
-    def validate(self, members: Sequence[MemberSpec]) -> list[Problem]:
+    def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
         return []
 
     def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None:

@@ -1,0 +1,123 @@
+"""The ``command`` role: run a given command on every member (a stand-in LinuxKit service).
+
+The simplest useful role and the reference for writing one: each member runs ``command`` as its
+one service (on the local provider a host process; in a LinuxKit image the container ``image``),
+optionally listening on ``port`` at the member's own address. Cattle policy: members are
+interchangeable and change in parallel. Health is a TCP connect (or an HTTP GET with
+``health="http"``) to that port: refused means unhealthy (the process is up but broken), a
+timeout means unknown (nothing is replaced on a guess).
+
+``stacks/hello-local.py`` uses it to run three tiny web servers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from reconciler.errors import HealthTimeoutError
+from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
+from reconciler.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
+
+
+class CommandConfig(RoleConfig):
+    """Settings of a ``command`` group (``Group.config``)."""
+
+    command: list[str] = Field(min_length=1, description="argv; {address} {config} {data} {name} expand")
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port the command listens on")
+    health: Literal["tcp", "http", "none"] = "tcp"
+    http_path: str = "/"
+    env: dict[str, str] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="config files: relative path → content")
+    image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")
+    metrics_path: str | None = Field(None, description="path of Prometheus metrics on port, if any")
+    ready_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _health_needs_port(self) -> CommandConfig:
+        if self.health != "none" and self.port is None:
+            object.__setattr__(self, "health", "none")
+        return self
+
+
+class CommandRole(Role):
+    """Runs ``config.command`` on each member. See the module docstring."""
+
+    name: ClassVar[str] = "command"
+    policy: ClassVar[UpdatePolicy] = UpdatePolicy.CATTLE
+    config_model: ClassVar[type[RoleConfig]] = CommandConfig
+
+    def validate(self, ctx: RoleContext) -> list[Problem]:
+        cfg: CommandConfig = ctx.config
+        problems = []
+        for path in cfg.files:
+            if path.startswith("/") or ".." in path.split("/"):
+                problems.append(Problem(field=f"config.files[{path!r}]",
+                                        message="file paths must be relative, without '..'"))
+        return problems
+
+    def expand(self, ctx: RoleContext) -> list[MemberSpec]:
+        cfg: CommandConfig = ctx.config
+        service = Service(
+            name=ctx.group.name,
+            image=cfg.image,
+            command=tuple(cfg.command),
+            env=dict(cfg.env),
+            ports=(cfg.port,) if cfg.port else (),
+        )
+        files = tuple(ConfigFile(path=f"{ctx.group.name}/{p}", content=c) for p, c in sorted(cfg.files.items()))
+        out = []
+        for i in range(ctx.group.size):
+            base = self.member_base(ctx, i)
+            out.append(base.model_copy(update={"services": (service,), "files": files}))
+        return out
+
+    def _probe(self, cfg: CommandConfig, address: str, timeout: float) -> Health:
+        assert cfg.port is not None
+        try:
+            if cfg.health == "http":
+                conn = http.client.HTTPConnection(address, cfg.port, timeout=timeout)
+                try:
+                    conn.request("GET", cfg.http_path)
+                    status = conn.getresponse().status
+                finally:
+                    conn.close()
+                return Health.HEALTHY if status < 500 else Health.UNHEALTHY
+            with socket.create_connection((address, cfg.port), timeout=timeout):
+                return Health.HEALTHY
+        except ConnectionRefusedError:
+            return Health.UNHEALTHY
+        except OSError:
+            return Health.UNKNOWN
+
+    def health(self, ctx: RoleContext, instance: Instance) -> Health:
+        cfg: CommandConfig = ctx.config
+        if not instance.alive:
+            return Health.UNHEALTHY
+        if cfg.health == "none" or cfg.port is None or not instance.address:
+            return Health.HEALTHY
+        return self._probe(cfg, instance.address, timeout=1.0)
+
+    def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
+        cfg: CommandConfig = ctx.config
+        if cfg.health == "none" or cfg.port is None or not instance.address:
+            return
+        deadline = time.monotonic() + cfg.ready_timeout
+        while time.monotonic() < deadline:
+            if self._probe(cfg, instance.address, timeout=0.5) is Health.HEALTHY:
+                return
+            time.sleep(0.05)
+        raise HealthTimeoutError(
+            f"{member.member} ({instance.address}:{cfg.port}) did not answer within {cfg.ready_timeout:g}s",
+            hint="look at the member's log: infra status shows where it is",
+        )
+
+    def metrics(self, ctx: RoleContext) -> list[MetricsTarget]:
+        cfg: CommandConfig = ctx.config
+        if cfg.port and cfg.metrics_path:
+            return [MetricsTarget(port=cfg.port, path=cfg.metrics_path)]
+        return []

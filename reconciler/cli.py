@@ -1,0 +1,433 @@
+"""The ``infra`` command line: validate, plan, apply, destroy, status, env, daemon.
+
+The console script ``infra`` points at :func:`main`. Each command loads the stack file
+(:mod:`reconciler.loader`), wires an :class:`~reconciler.engine.Engine` and runs one pass or a
+read-only view of it; the daemon (:mod:`reconciler.daemon`) runs the same pass in a loop.
+
+Exit codes: 0 success (``plan --detailed-exitcode``: no changes), 2 changes present (only with
+``--detailed-exitcode``) or a usage error, 1 any other error. Errors are one clear message on
+stderr; ``--debug`` adds the traceback. Heavy imports (pydantic, rich, the engine) happen inside
+the commands so that ``infra --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from reconciler.engine import Engine
+    from reconciler.plan import Plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEBUG = False
+
+
+def _debug_option(func: F) -> F:
+    def set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        global _DEBUG
+        _DEBUG = _DEBUG or value
+        return value
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=set_debug, is_eager=True,
+                        help="Show tracebacks on errors.")(func)
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    raise SystemExit(code)
+
+
+def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> Engine:
+    from reconciler.engine import Engine
+    from reconciler.executor import RetryPolicy
+    from reconciler.loader import load_stack
+
+    stack = load_stack(path)
+    err = _console(stderr=True)
+    retry = RetryPolicy(change_timeout=timeout) if timeout else None
+    return Engine.open(stack, source=path, log=lambda m: err.print(f"  {m}", markup=False),
+                       concurrency=concurrency, retry=retry)
+
+
+def _confirm(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _fail(f"refusing to {what} without confirmation: no terminal to ask on; pass --yes")
+    if not click.confirm(f"Do you want to {what}?", default=False):
+        _console(stderr=True).print(f"{what.capitalize()} cancelled; nothing was changed.")
+        raise SystemExit(1)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+_STYLE = {"create": "green", "delete": "red", "replace": "yellow"}
+
+
+def render_plan(plan: Plan, console: Console, provider: str) -> None:
+    from rich.markup import escape
+
+    for p in plan.problems:
+        console.print(f"[yellow]warning:[/] {escape(p.field)}: {escape(p.message)}")
+    if plan.empty:
+        console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its declaration "
+                      f"({plan.observed} instances observed).")
+        return
+    verb = "destroy" if plan.destroy else "change"
+    console.print(f"infra will {verb} stack [bold]{plan.stack}[/] at provider [bold]{provider}[/]:\n")
+    for gp in plan.groups:
+        console.print(f"  [bold]# group {gp.group}[/] ({gp.policy}{', bootstrap' if gp.bootstrap else ''})")
+        for c in gp.changes:
+            style = _STYLE[c.action.value]
+            why = c.reason.value + (f": {c.detail}" if c.detail else "")
+            console.print(f"  [{style}]{c.action.symbol:>3} {c.member}[/]  [dim]({escape(why)})[/]")
+            if c.before is not None and c.after is not None:
+                console.print(f"        {c.before.name} → {c.after.name}  [dim]({c.order.value if c.order else ''})[/]")
+            elif c.before is not None:
+                console.print(f"        {c.before.name}  [dim]{c.before.address or ''}[/]")
+            elif c.after is not None:
+                console.print(f"        {c.after.name}")
+    n = plan.counts()
+    console.print(f"\n[bold]Plan:[/] {n['create']} to create, {n['replace']} to replace, {n['delete']} to delete.")
+
+
+class ConsoleReporter:
+    """Progress of an apply: a live bar on a terminal, one line per change otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+
+    def begin(self, plan: Plan) -> None:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("applying", total=len(plan.changes))
+
+    def started(self, change: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{change.action.symbol} {change.member}")
+
+    def finished(self, change: Any, seconds: float) -> None:
+        done = {"create": "created", "delete": "deleted", "replace": "replaced"}[change.action.value]
+        style = _STYLE[change.action.value]
+        self.console.print(f"  [{style}]{change.action.symbol:>3} {change.member}[/] {done} in {seconds:.1f}s")
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def failed(self, change: Any, error: Any) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"  [bold red]  ! {change.member}[/] {change.action.value} failed: {escape(str(error))}")
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def note(self, message: str) -> None:
+        self.console.print(f"  {message}", markup=False)
+
+    def end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@_debug_option
+@click.version_option("0.1.0", prog_name="infra")
+def cli() -> None:
+    """Declare node groups in a Python stack file; infra converges a provider to them.
+
+    \b
+      infra validate stacks/hello-local.py
+      infra plan     stacks/hello-local.py
+      infra apply    stacks/hello-local.py --yes
+      infra status   stacks/hello-local.py
+      infra destroy  stacks/hello-local.py --yes
+
+    State (locks, a stack's CA, local instances) lives under $INFRA_STATE_DIR
+    (default: $XDG_STATE_HOME/infra or ~/.local/state/infra).
+    """
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@_debug_option
+def validate(stack_file: str) -> None:
+    """Check a stack file and its plugins' settings; change nothing."""
+    engine = _open(stack_file)
+    try:
+        problems = engine.validate()
+    finally:
+        engine.close()
+    out = _console()
+    errors = [p for p in problems if p.is_error]
+    for p in problems:
+        label = "[red]error:[/]" if p.is_error else "[yellow]warning:[/]"
+        out.print(f"{label} {stack_file}: {p.field}: {p.message}")
+    if errors:
+        raise SystemExit(1)
+    groups = engine.stack.groups
+    members = sum(g.size for g in groups)
+    out.print(f"[green]✓[/] {stack_file}: stack [bold]{engine.stack.name}[/] is valid "
+              f"({len(groups)} group{'s' * (len(groups) != 1)}, {members} members, provider {engine.stack.provider})")
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan for 'apply --plan'.")
+@click.option("--destroy", is_flag=True, help="Plan the destruction of every instance of the stack.")
+@_debug_option
+def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str | None, destroy: bool) -> None:
+    """Show what apply would change, and why."""
+    engine = _open(stack_file)
+    try:
+        the_plan = engine.plan(destroy=destroy)
+        preflight_error = _preflight(engine, the_plan)
+    finally:
+        engine.close()
+    if out_file:
+        with open(out_file, "w", encoding="utf-8") as fh:
+            fh.write(the_plan.dumps())
+    if as_json:
+        click.echo(the_plan.dumps())
+    else:
+        render_plan(the_plan, _console(), engine.stack.provider)
+        if out_file:
+            _console().print(f"\nSaved the plan to {out_file}; apply exactly it with: "
+                             f"infra apply {stack_file} --plan {out_file}")
+    if preflight_error is not None:
+        _fail(str(preflight_error))
+    if detailed_exitcode and not the_plan.empty:
+        raise SystemExit(2)
+
+
+def _preflight(engine: Engine, the_plan: Plan) -> Exception | None:
+    """Ask each quorum group with changes whether it could be changed now (read-only)."""
+    from reconciler.errors import QuorumLostError
+    from reconciler.role import UpdatePolicy
+
+    for gp in the_plan.groups:
+        if the_plan.destroy or gp.bootstrap or gp.policy != UpdatePolicy.QUORUM.value:
+            continue
+        try:
+            engine.roles[gp.group].preflight(engine.context(gp.group))
+        except QuorumLostError as exc:
+            return exc
+        except Exception:
+            continue  # transient at plan time: apply will retry it
+    return None
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+              help="Apply exactly this saved plan; refuse it if it is stale.")
+@click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="Changes in flight at once (cattle groups).")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds allowed per change, retries included.")
+@_debug_option
+def apply(stack_file: str, yes: bool, plan_file: str | None, concurrency: int, timeout: float) -> None:
+    """Converge the provider to the stack: create, replace and delete instances."""
+    _run_pass(stack_file, yes=yes, plan_file=plan_file, destroy=False, concurrency=concurrency, timeout=timeout)
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1))
+@_debug_option
+def destroy(stack_file: str, yes: bool, concurrency: int, timeout: float) -> None:
+    """Delete every instance of the stack (and its local state)."""
+    _run_pass(stack_file, yes=yes, plan_file=None, destroy=True, concurrency=concurrency, timeout=timeout)
+
+
+def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: bool,
+              concurrency: int, timeout: float) -> None:
+    from reconciler.lock import StackLock
+    from reconciler.plan import saved_keys
+
+    saved = saved_keys(plan_file) if plan_file else None
+    engine = _open(stack_file, concurrency=concurrency, timeout=timeout)
+    out = _console()
+    lock = StackLock(engine.state_dir, engine.stack.name)
+    try:
+        with lock:
+            the_plan = engine.plan(destroy=destroy)
+            if saved is not None:
+                engine.check_saved(the_plan, *saved)
+            if the_plan.empty:
+                if destroy:
+                    out.print(f"Nothing of stack [bold]{engine.stack.name}[/] exists; nothing to destroy.")
+                else:
+                    render_plan(the_plan, out, engine.stack.provider)
+                    preflight_error = _preflight(engine, the_plan)
+                    if preflight_error is not None:
+                        _fail(str(preflight_error))
+                return_code = 0
+            else:
+                render_plan(the_plan, out, engine.stack.provider)
+                if saved is None:
+                    _confirm("destroy these instances" if destroy else "apply these changes", yes)
+                out.print()
+                result = engine.apply(the_plan, reporter=ConsoleReporter(_console(stderr=True)))
+                if result.ok:
+                    n = result.applied
+                    out.print(f"\n[bold green]{'Destroy' if destroy else 'Apply'} complete:[/] "
+                              f"{len(n)} change{'s' * (len(n) != 1)} in {result.seconds:.1f}s.")
+                    return_code = 0
+                else:
+                    quorum = result.quorum_lost
+                    if quorum is not None:
+                        _console(stderr=True).print(f"[bold red]error:[/] {quorum}", markup=True)
+                    else:
+                        for change, err in result.failed:
+                            _console(stderr=True).print(
+                                f"[bold red]error:[/] {change.action.value} {change.group}/{change.member}: {err}")
+                    if result.skipped:
+                        _console(stderr=True).print(f"{len(result.skipped)} change(s) not attempted.")
+                    return_code = 1
+    finally:
+        engine.close()
+    if destroy and return_code == 0:
+        shutil.rmtree(engine.state_dir, ignore_errors=True)
+    raise SystemExit(return_code)
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_debug_option
+def status(stack_file: str, as_json: bool) -> None:
+    """Show every member: address, status, health, and what its role reports."""
+    engine = _open(stack_file)
+    try:
+        groups = engine.status()
+    finally:
+        engine.close()
+    if as_json:
+        doc = {
+            "stack": engine.stack.name,
+            "provider": engine.stack.provider,
+            "groups": [
+                {
+                    "name": g.name, "role": g.role, "size": g.size,
+                    "members": [
+                        {"member": m.member, "name": m.name, "id": m.id, "address": m.address,
+                         "status": m.status,
+                         "healthy": {"healthy": True, "unhealthy": False}.get(m.healthy),
+                         "spec_current": m.spec_current}
+                        for m in g.members
+                    ],
+                    **({"role_status": dict(g.extra)} if g.extra else {}),
+                }
+                for g in groups
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    out = _console()
+    for g in groups:
+        table = Table(title=f"{engine.stack.name}/{g.name} ({g.role}, {len(g.members)}/{g.size} members)",
+                      title_justify="left")
+        for col in ("member", "address", "status", "healthy", "spec", "instance"):
+            table.add_column(col)
+        colour = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+        for m in g.members:
+            table.add_row(m.member, m.address or "-", m.status, f"[{colour[m.healthy]}]{m.healthy}[/]",
+                          "current" if m.spec_current else "[yellow]outdated[/]", m.name)
+        out.print(table)
+        for key, value in g.extra.items():
+            shown = value if isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
+            out.print(f"  {key}: {shown}", markup=False)
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@_debug_option
+def env(stack_file: str) -> None:
+    """Print shell exports for the stack's clients: eval "$(infra env STACK)"."""
+    import shlex
+
+    engine = _open(stack_file)
+    try:
+        variables = engine.env()
+    finally:
+        engine.close()
+    if not variables:
+        _fail(f"{stack_file}: no role of this stack exports client settings")
+    for key, value in variables.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _add_daemon() -> None:
+    try:
+        from reconciler.daemon import daemon_command  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # the daemon module is optional until installed
+        return
+    cli.add_command(daemon_command, "daemon")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``infra`` console script."""
+    from reconciler import netguard
+
+    netguard.install()
+    global _DEBUG
+    _DEBUG = _DEBUG or os.environ.get("INFRA_DEBUG") == "1"
+    args = sys.argv[1:] if argv is None else argv
+    _add_daemon()
+    try:
+        cli.main(args=args, prog_name="infra", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        from reconciler.errors import InfraError
+
+        if _DEBUG:
+            traceback.print_exc()
+        if isinstance(exc, InfraError):
+            _fail(str(exc))
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""The executor: carries out a :class:`~reconciler.plan.Plan` against a provider and roles.
+
+Called by :class:`reconciler.engine.Engine.apply` (so by ``infra apply``, ``infra destroy`` and
+every daemon pass). Groups run in plan order. Inside a group:
+
+* **cattle** — every change at once, at most ``concurrency`` (default 50) in flight;
+* **quorum** — one change at a time, ``preflight`` before each, health gate after each; a
+  group created from nothing (``bootstrap``) creates all members together, then gates on each.
+
+Every provider call and role hook is retried while it raises a *retryable* error
+(:func:`reconciler.errors.is_retryable`), with exponential backoff and full jitter (tenacity),
+for at most ``attempts`` tries and ``change_timeout`` seconds per change. Anything else fails
+the change: a cattle group carries on with its other changes, a quorum group stops at once
+(changing a quorum group after a failure could cost the quorum). What the provider returns is
+checked against what was planned; a mismatch is reported as a provider bug.
+
+``stop`` (a ``threading.Event``) asks the executor to start no new change; changes in flight
+finish — the daemon's SIGTERM path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from reconciler.errors import InfraError, PermanentError, QuorumLostError, is_retryable
+from reconciler.model import Instance, MemberSpec
+from reconciler.plan import Action, Change, GroupPlan, Order, Plan
+from reconciler.provider import Provider
+from reconciler.role import Role, RoleContext, UpdatePolicy
+
+T = TypeVar("T")
+
+DEFAULT_CONCURRENCY = 50
+
+
+class Reporter(Protocol):
+    """Where the executor reports progress (the CLI draws it; the daemon logs it)."""
+
+    def begin(self, plan: Plan) -> None: ...
+
+    def started(self, change: Change) -> None: ...
+
+    def finished(self, change: Change, seconds: float) -> None: ...
+
+    def failed(self, change: Change, error: InfraError) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class NullReporter:
+    def begin(self, plan: Plan) -> None: ...
+
+    def started(self, change: Change) -> None: ...
+
+    def finished(self, change: Change, seconds: float) -> None: ...
+
+    def failed(self, change: Change, error: InfraError) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    base: float = 0.2  # seconds; backoff is random in [0, base * 2**n], capped
+    cap: float = 10.0
+    change_timeout: float = 600.0
+
+
+@dataclass
+class ApplyResult:
+    applied: list[Change] = field(default_factory=list)
+    failed: list[tuple[Change, InfraError]] = field(default_factory=list)
+    skipped: list[Change] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    @property
+    def quorum_lost(self) -> QuorumLostError | None:
+        for _, err in self.failed:
+            if isinstance(err, QuorumLostError):
+                return err
+        return None
+
+
+class Executor:
+    """Runs plans. One executor per pass; see the module docstring."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        contexts: Mapping[str, tuple[Role, RoleContext]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retry: RetryPolicy | None = None,
+        reporter: Reporter | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.provider = provider
+        self.contexts = contexts
+        self.concurrency = max(1, concurrency)
+        self.retry = retry or RetryPolicy()
+        self.reporter: Reporter = reporter or NullReporter()
+        self.stop = stop or threading.Event()
+        self._observed_lock = threading.Lock()
+
+    # -- retries -------------------------------------------------------------------------------
+
+    def _call(self, what: Callable[[], T], deadline: float) -> T:
+        remaining = max(0.001, deadline - time.monotonic())
+        retrying = Retrying(
+            retry=retry_if_exception(is_retryable),
+            wait=wait_random_exponential(multiplier=self.retry.base, max=self.retry.cap),
+            stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(remaining),
+            reraise=True,
+        )
+        return retrying(what)
+
+    # -- the observed view roles see -------------------------------------------------------------
+
+    def _ctx(self, group: str) -> tuple[Role | None, RoleContext | None]:
+        pair = self.contexts.get(group)
+        return (pair[0], pair[1]) if pair else (None, None)
+
+    def _observe_add(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
+        if ctx is None:
+            return
+        with self._observed_lock:
+            current = [i for i in ctx.observed.get(group, []) if i.id != inst.id]
+            ctx.observed[group] = [*current, inst]
+
+    def _observe_remove(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
+        if ctx is None:
+            return
+        with self._observed_lock:
+            ctx.observed[group] = [i for i in ctx.observed.get(group, []) if i.id != inst.id]
+
+    # -- the halves of a change --------------------------------------------------------------
+
+    def _create(self, change: Change, deadline: float, *, gate: bool = True) -> Instance:
+        role, ctx = self._ctx(change.group)
+        planned = change.after
+        assert planned is not None
+        member: MemberSpec = planned
+        if role is not None and ctx is not None and not ctx.destroying:
+            hooked: MemberSpec = self._call(lambda: role.before_create(ctx, planned), deadline)
+            if hooked.spec_hash != member.spec_hash or hooked.name != member.name:
+                raise PermanentError(
+                    f"role {role.name!r} bug: before_create changed the spec of {member.member}",
+                    hint="a role may add runtime files (in_spec=False) only",
+                )
+            member = hooked
+        inst = self._call(lambda: self.provider.create(member), deadline)
+        self._check_created(member, inst)
+        self._observe_add(ctx, change.group, inst)
+        if gate and role is not None and ctx is not None:
+            self._after_create(role, ctx, member, inst, deadline)
+        return inst
+
+    def _after_create(
+        self, role: Role, ctx: RoleContext, member: MemberSpec, inst: Instance, deadline: float
+    ) -> None:
+        self._call(lambda: role.after_create(ctx, member, inst), deadline)
+
+    def _check_created(self, member: MemberSpec, inst: Instance) -> None:
+        if inst.name != member.name or not member.labels.items() <= dict(inst.labels).items():
+            raise PermanentError(
+                f"provider {self.provider.name!r} bug: asked to create {member.name} with labels "
+                f"{member.labels}, it returned {inst.name} with labels {dict(inst.labels)}"
+            )
+
+    def _delete(self, change: Change, deadline: float) -> None:
+        role, ctx = self._ctx(change.group)
+        inst = change.before
+        assert inst is not None
+        if role is not None and ctx is not None and not ctx.destroying:
+            self._call(lambda: role.before_delete(ctx, inst), deadline)
+        self._call(lambda: self.provider.delete(inst), deadline)
+        self._observe_remove(ctx, change.group, inst)
+
+    def _run(self, change: Change, *, gate: bool = True) -> None:
+        deadline = time.monotonic() + self.retry.change_timeout
+        if change.action is Action.CREATE:
+            self._create(change, deadline, gate=gate)
+        elif change.action is Action.DELETE:
+            self._delete(change, deadline)
+        elif change.order is Order.CREATE_FIRST:
+            self._create(change, deadline, gate=gate)
+            self._delete(change, deadline)
+        else:
+            self._delete(change, deadline)
+            self._create(change, deadline, gate=gate)
+
+    def _attempt(self, change: Change, result: ApplyResult, *, gate: bool = True) -> bool:
+        self.reporter.started(change)
+        start = time.monotonic()
+        try:
+            self._run(change, gate=gate)
+        except InfraError as exc:
+            result.failed.append((change, exc))
+            self.reporter.failed(change, exc)
+            return False
+        except Exception as exc:  # a plugin bug: report it as such, keep the other changes going
+            err = PermanentError(f"unexpected {type(exc).__name__} in {change.action.value} of "
+                                 f"{change.member}: {exc}")
+            err.__cause__ = exc
+            result.failed.append((change, err))
+            self.reporter.failed(change, err)
+            return False
+        result.applied.append(change)
+        self.reporter.finished(change, time.monotonic() - start)
+        return True
+
+    # -- groups ----------------------------------------------------------------------------------
+
+    def _preflight(self, group: str) -> None:
+        role, ctx = self._ctx(group)
+        if role is not None and ctx is not None and not ctx.destroying:
+            deadline = time.monotonic() + self.retry.change_timeout
+            self._call(lambda: role.preflight(ctx), deadline)
+
+    def _cattle(self, gp: GroupPlan, result: ApplyResult, pool: ThreadPoolExecutor) -> None:
+        try:
+            self._preflight(gp.group)
+        except InfraError as exc:
+            for change in gp.changes:
+                result.failed.append((change, exc))
+            self.reporter.failed(gp.changes[0], exc)
+            return
+        pending: set[Future[bool]] = set()
+        queue = list(gp.changes)
+        while queue or pending:
+            while queue and len(pending) < self.concurrency and not self.stop.is_set():
+                change = queue.pop(0)
+                pending.add(pool.submit(self._attempt, change, result))
+            if self.stop.is_set() and queue:
+                result.skipped.extend(queue)
+                queue.clear()
+            if pending:
+                _, pending = wait(pending, return_when=FIRST_COMPLETED)
+
+    def _quorum(self, gp: GroupPlan, result: ApplyResult, pool: ThreadPoolExecutor) -> None:
+        role, ctx = self._ctx(gp.group)
+        if gp.bootstrap and role is not None and ctx is not None:
+            ctx.bootstrapping = True
+            try:
+                futures = [pool.submit(self._attempt, c, result, gate=False) for c in gp.changes]
+                if not all(f.result() for f in futures):
+                    return
+                for change in gp.changes:
+                    assert change.after is not None
+                    member = change.after
+                    inst = next(i for i in ctx.observed.get(gp.group, []) if i.name == member.name)
+                    deadline = time.monotonic() + self.retry.change_timeout
+                    try:
+                        self._after_create(role, ctx, member, inst, deadline)
+                    except InfraError as exc:
+                        result.failed.append((change, exc))
+                        self.reporter.failed(change, exc)
+                        return
+            finally:
+                ctx.bootstrapping = False
+            return
+        for i, change in enumerate(gp.changes):
+            if self.stop.is_set():
+                result.skipped.extend(gp.changes[i:])
+                return
+            try:
+                self._preflight(gp.group)
+            except InfraError as exc:
+                result.failed.append((change, exc))
+                self.reporter.failed(change, exc)
+                result.skipped.extend(gp.changes[i + 1 :])
+                return
+            if not self._attempt(change, result):
+                result.skipped.extend(gp.changes[i + 1 :])
+                return
+
+    def execute(self, plan: Plan) -> ApplyResult:
+        """Carry out ``plan``; never raises for a failed change (see ``ApplyResult.failed``)."""
+        result = ApplyResult()
+        start = time.monotonic()
+        self.reporter.begin(plan)
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="infra-change") as pool:
+                for gp in plan.groups:
+                    if self.stop.is_set():
+                        result.skipped.extend(gp.changes)
+                        continue
+                    if gp.policy == UpdatePolicy.QUORUM.value and not plan.destroy:
+                        self._quorum(gp, result, pool)
+                    else:
+                        self._cattle(gp, result, pool)
+                    if result.quorum_lost is not None:
+                        break
+        finally:
+            result.seconds = time.monotonic() - start
+            self.reporter.end()
+        return result
