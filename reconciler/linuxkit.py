@@ -114,7 +114,7 @@ def document(spec: MemberSpec, *, metadata: str, address: str | None = None) -> 
         "files": [
             {
                 "path": "etc/infra/member.json",
-                "contents": json.dumps(member, sort_keys=True) + "\n",
+                "contents": json.dumps(member, sort_keys=True),
                 "mode": "0644",
             }
         ],

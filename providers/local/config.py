@@ -1,0 +1,43 @@
+"""Settings of the ``local`` provider (the stack's ``provider_config``).
+
+Validated by :meth:`providers.local.LocalProvider.open`; a bad value is a ConfigError naming
+``provider_config.<field>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler.errors import ConfigError
+from reconciler.paths import state_root
+
+
+class LocalConfig(BaseModel):
+    """``provider_config`` of the local provider."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    root: str | None = Field(
+        None, description="where instance directories live; default <state root>/local"
+    )
+    grace: float = Field(5.0, ge=0, le=600, description="seconds between TERM and KILL on delete")
+    start_timeout: float = Field(
+        15.0, gt=0, le=600, description="seconds to wait for an instance's processes to start"
+    )
+
+    def root_path(self) -> Path:
+        """The provider's root directory (not created here)."""
+        return Path(self.root).expanduser() if self.root else state_root() / "local"
+
+
+def parse_config(config: dict[str, Any]) -> LocalConfig:
+    """``config`` as a :class:`LocalConfig`; ConfigError naming the first bad field."""
+    try:
+        return LocalConfig.model_validate(config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "?"
+        raise ConfigError(f"provider_config.{loc}: {err['msg']}") from None

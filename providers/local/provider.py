@@ -1,0 +1,543 @@
+"""The ``local`` provider: each instance is a detached, supervised group of processes here.
+
+The embedded default provider (DESIGN.md, "Providers"). An instance is:
+
+* a loopback address of its own in ``127.77.0.0/16`` (:mod:`providers.local.network`);
+* a directory ``<root>/instances/<name>/`` (:mod:`providers.local.store`) holding
+  ``instance.json`` (id, name, labels, address, process ids with start times, created time),
+  ``linuxkit.yml`` (the LinuxKit YAML its cloud image would be built from,
+  :mod:`reconciler.linuxkit`), ``config/`` (its user-data, delivered as LinuxKit's metadata
+  package does, :mod:`providers.local.metadata`), ``logs/<service>.log`` and ``data/``;
+* a supervisor process (:mod:`providers.local.supervisor`) leading its own session and process
+  group, running the member's services as host commands. Instances outlive the ``infra``
+  process that created them.
+
+Liveness is read from ``/proc`` on every ``list``: a service that exited (recorded by the
+supervisor in ``logs/exits.json``) or processes that are gone make the instance DEAD, with
+``detail`` saying what died; the planner then replaces it.
+
+Every public method maps OS failures to :mod:`reconciler.errors` types in one place
+(:func:`_os_errors`). Linux only (it reads ``/proc``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+import providers
+from providers.local import metadata, network
+from providers.local.config import LocalConfig, parse_config
+from providers.local.discovery import Discovery
+from providers.local.procs import ProcRef, adopt, alive, reap_children, ref_of, terminate
+from providers.local.store import InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
+from reconciler import linuxkit
+from reconciler.errors import ConfigError, InfraError, PermanentError, TransientError
+from reconciler.model import (
+    LABEL_STACK,
+    OWNERSHIP_LABELS,
+    Instance,
+    InstanceStatus,
+    MemberSpec,
+    Problem,
+)
+from reconciler.provider import SdConfig
+
+#: The LinuxKit metadata source a local VM would read its user-data from.
+METADATA_SOURCE = "cdrom"
+
+#: Debian packages for commands a role is likely to need (validate's hint).
+DEBIAN_PACKAGES = {
+    "etcd": "etcd-server",
+    "etcdctl": "etcd-client",
+    "prometheus": "prometheus",
+    "python3": "python3",
+    "python": "python3",
+    "sh": "dash",
+    "bash": "bash",
+    "busybox": "busybox",
+    "nginx": "nginx",
+    "curl": "curl",
+}
+
+#: Environment passed through to services from the creating process (nothing else leaks in).
+_PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EBUSY})
+
+
+@contextlib.contextmanager
+def _os_errors(action: str) -> Iterator[None]:
+    """The one place OS failures become provider errors (resource shortage → transient)."""
+    try:
+        yield
+    except InfraError:
+        raise
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = f"local: {action} failed: {exc.strerror or exc}{where}"
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise TransientError(message) from exc
+        raise PermanentError(message) from exc
+
+
+def _describe_exit(entry: Mapping[str, Any]) -> str:
+    service = entry.get("service", "?")
+    if "error" in entry:
+        return f"service {service} {entry['error']}"
+    if "signal" in entry:
+        return f"service {service} was killed by signal {entry['signal']}"
+    return f"service {service} exited with code {entry.get('code', '?')}"
+
+
+#: Aliases for annotations inside the class, where ``list`` names the method.
+Instances = list[Instance]
+Problems = list[Problem]
+ServiceRecords = list[ServiceRecord]
+
+
+def _ports(spec: MemberSpec) -> list[int]:
+    return [p for svc in spec.services for p in svc.ports]
+
+
+class LocalProvider:
+    """Instances as supervised process groups on this machine. See the module docstring."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, config: LocalConfig, *, stack: str = "", state_dir: Path | None = None) -> None:
+        self.config = config
+        self.stack = stack
+        self.state_dir = state_dir
+        self.root = config.root_path()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = Store(self.root)
+        self.sd = Discovery(self.root / "discovery")
+
+    @classmethod
+    def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> LocalProvider:
+        """Validate ``config`` (see :class:`LocalConfig`) and prepare the root directory.
+
+        Raises ConfigError naming ``provider_config.<field>`` for a bad setting, or
+        ``provider_config.root`` when the root directory cannot be created.
+        """
+        cfg = parse_config(dict(config))
+        try:
+            return cls(cfg, stack=stack, state_dir=state_dir)
+        except OSError as exc:
+            raise ConfigError(
+                f"provider_config.root: cannot use {cfg.root_path()}: {exc.strerror or exc}"
+            ) from None
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def _processes(self, directory: Path, record: InstanceRecord) -> Processes | None:
+        """The instance's processes: from its record, else from the supervisor's state file."""
+        if record.processes is not None:
+            return record.processes
+        state = read_json(directory / "run" / "state.json")
+        if not isinstance(state, dict):
+            return None
+        try:
+            sup = ProcRef.model_validate(state["supervisor"])
+            services = {str(k): ProcRef.model_validate(v) for k, v in dict(state.get("services", {})).items()}
+        except (KeyError, TypeError, ValueError, ValidationError):
+            return None
+        return Processes(pgid=sup.pid, supervisor=sup, services=services)
+
+    def _liveness(self, directory: Path, record: InstanceRecord) -> tuple[InstanceStatus, str | None]:
+        exits = read_json(directory / "logs" / "exits.json")
+        if isinstance(exits, dict) and isinstance(exits.get("exits"), list) and exits["exits"]:
+            first = exits["exits"][0]
+            return InstanceStatus.DEAD, _describe_exit(first if isinstance(first, dict) else {})
+        procs = self._processes(directory, record)
+        if procs is None:
+            young = time.time() - record.created < 2 * self.config.start_timeout
+            if record.creator is not None and young and alive(record.creator):
+                return InstanceStatus.PENDING, "starting"
+            return InstanceStatus.DEAD, "no processes were started (create did not finish)"
+        gone = sorted(name for name, ref in procs.services.items() if not alive(ref))
+        if not alive(procs.supervisor):
+            if len(gone) == len(procs.services):
+                return InstanceStatus.DEAD, "processes gone (killed?)"
+            return InstanceStatus.DEAD, "supervisor gone (killed?)" + (
+                f"; service {', '.join(gone)} gone too" if gone else ""
+            )
+        if gone:
+            return InstanceStatus.DEAD, f"service {', '.join(gone)} gone (killed?)"
+        return InstanceStatus.RUNNING, None
+
+    def _observe(self, directory: Path, record: InstanceRecord) -> Instance:
+        status, detail = self._liveness(directory, record)
+        return Instance(
+            id=record.id,
+            name=record.name,
+            labels=record.labels,
+            address=record.address,
+            status=status,
+            detail=detail,
+        )
+
+    def _observe_all(self) -> Instances:
+        return [self._observe(d, r) for d, r in self.store.scan()]
+
+    def _refresh_discovery(self) -> None:
+        self.sd.refresh(self._observe_all)
+
+    def list(self, selector: Mapping[str, str]) -> Instances:
+        """Every instance whose labels include ``selector``, alive or DEAD (with ``detail``).
+
+        Scans the instance directories (half-built ones are invisible) and checks each one's
+        processes in ``/proc``. Also rewrites the registered discovery files. Raises
+        TransientError/PermanentError when the root cannot be read; never a partial listing.
+        """
+        reap_children()
+        wanted = dict(selector).items()
+        with _os_errors("listing instances"):
+            found = [i for i in self._observe_all() if wanted <= dict(i.labels).items()]
+            self._refresh_discovery()
+        return found
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def _pick_address(self, spec: MemberSpec, reservations: dict[str, dict[str, Any]]) -> str:
+        """Under the lock: the address ``spec`` gets, its ports checked free."""
+        ports = _ports(spec)
+        used = self.store.used_addresses(reservations)
+        if spec.address is not None:
+            if not network.is_loopback(spec.address):
+                raise PermanentError(
+                    f"local: address {spec.address!r} of {spec.name} is not an IPv4 loopback address "
+                    "(the local provider uses 127.77.0.0/16)"
+                )
+            holder = used.get(spec.address)
+            if holder is not None and holder != spec.name:
+                raise PermanentError(f"local: address {spec.address} is already used by instance {holder}")
+            network.check_ports(spec.address, ports)
+            return spec.address
+        own = reservations.get(spec.name)
+        if own is not None:
+            network.check_ports(str(own["address"]), ports)
+            return str(own["address"])
+        return network.allocate(set(used), ports)
+
+    def address_for(self, spec: MemberSpec) -> str | None:
+        """The address the instance of ``spec`` will have, reserved before it is created.
+
+        Stable for ``spec.name`` until that instance is deleted. Raises PermanentError when
+        127.77.0.0/16 is exhausted or a port of the member is busy on every address.
+        """
+        with _os_errors("reserving an address"), self.store.lock():
+            record = self.store.read(self.store.dir_of(spec.name))
+            if record is not None and record.address:
+                return record.address
+            reservations = self.store.reservations()
+            entry = reservations.get(spec.name)
+            if entry is None:
+                address = network.allocate(set(self.store.used_addresses(reservations)), _ports(spec))
+                entry = {"address": address}
+            entry["time"] = time.time()
+            reservations[spec.name] = entry
+            self.store.save_reservations(reservations)
+            return str(entry["address"])
+
+    # -- creating ----------------------------------------------------------------------------
+
+    def _service_records(self, spec: MemberSpec, directory: Path, address: str) -> ServiceRecords:
+        values = {
+            "address": address,
+            "config": str(directory / "config"),
+            "data": str(directory / "data"),
+            "name": spec.name,
+        }
+        base = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        base.update(
+            INFRA_ADDRESS=address,
+            INFRA_CONFIG_DIR=values["config"],
+            INFRA_DATA_DIR=values["data"],
+            INFRA_INSTANCE=spec.name,
+        )
+        return [
+            ServiceRecord(
+                name=svc.name,
+                command=[linuxkit.expand(a, values) for a in svc.command],
+                env={**base, **{k: linuxkit.expand(v, values) for k, v in svc.env.items()}},
+                ports=list(svc.ports),
+            )
+            for svc in spec.services
+        ]
+
+    def _build(self, staging: Path, spec: MemberSpec, record: InstanceRecord) -> None:
+        """Fill a staging directory: config, LinuxKit YAML, logs, data, and the record last."""
+        staging.chmod(0o700)
+        metadata.deliver(staging / "config", spec.userdata(), [f.path.strip("/") for f in spec.files if f.secret])
+        for sub in ("logs", "data", "run"):
+            (staging / sub).mkdir(mode=0o700)
+        assert record.address is not None
+        text = linuxkit.render(spec, metadata=METADATA_SOURCE, address=record.address)
+        (staging / "linuxkit.yml").write_text(text, encoding="utf-8")
+        self.store.write(staging, record)
+
+    def _start(self, directory: Path, record: InstanceRecord) -> InstanceRecord:
+        """Start the supervisor, wait for its services to be started, record their pids."""
+        env = dict(os.environ)
+        package_root = str(Path(providers.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with open(directory / "logs" / "supervisor.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "providers.local.supervisor", str(directory)],
+                cwd=directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # own session and process group; outlives infra
+                close_fds=True,
+            )
+        adopt(proc)
+        leader = ref_of(proc.pid) or ProcRef(pid=proc.pid, start=0)
+        deadline = time.monotonic() + self.config.start_timeout
+        while True:
+            procs = self._processes(directory, record)
+            if procs is not None:
+                break
+            exits = read_json(directory / "logs" / "exits.json")
+            if isinstance(exits, dict) and exits.get("exits"):
+                raise PermanentError(f"local: {record.name}: {_describe_exit(exits['exits'][0])}")
+            code = proc.poll()
+            if code is not None:
+                raise PermanentError(
+                    f"local: the supervisor of {record.name} exited with code {code} before starting "
+                    f"its services; see {directory / 'logs' / 'supervisor.log'}"
+                )
+            if time.monotonic() > deadline:
+                terminate(leader, [], 0.0)
+                raise TransientError(
+                    f"local: the services of {record.name} did not start within {self.config.start_timeout}s"
+                )
+            time.sleep(0.01)
+        record = record.model_copy(update={"processes": procs})
+        self.store.write(directory, record)
+        return record
+
+    def _stop(self, directory: Path, record: InstanceRecord, grace: float) -> None:
+        procs = self._processes(directory, record)
+        if procs is None:
+            return
+        if not terminate(procs.supervisor, list(procs.services.values()), grace):
+            raise TransientError(f"local: processes of {record.name} still run after SIGKILL; retry")
+
+    def create(self, spec: MemberSpec) -> Instance:
+        """Start the instance ``spec.name`` and return it (RUNNING, with its address).
+
+        Idempotent on the name: when its directory already exists, that instance is returned
+        and nothing is started. Raises PermanentError when the address (``spec.address`` or a
+        new one) is taken or one of the member's ports is in use there (naming
+        ``address:port``), or when a service cannot be started; TransientError when the
+        services did not start in time. After a failed create nothing of it is left running
+        or on disk.
+        """
+        reap_children()
+        problems = [p for p in self._check_member(spec) if p.is_error]
+        if problems:
+            raise PermanentError(f"local: {spec.name}: {problems[0].message}")
+        with _os_errors(f"creating {spec.name}"):
+            with self.store.lock():
+                self.store.sweep()
+                directory = self.store.dir_of(spec.name)
+                if directory.exists():
+                    existing = self.store.read(directory)
+                    if existing is None:
+                        raise PermanentError(
+                            f"local: {directory} exists but holds no readable instance.json",
+                            hint="it was not made by infra, or is damaged: move it away",
+                        )
+                    return self._observe(directory, existing)
+                reservations = self.store.reservations()
+                address = self._pick_address(spec, reservations)
+                record = InstanceRecord(
+                    id=new_id(),
+                    name=spec.name,
+                    labels=spec.labels,
+                    address=address,
+                    created=time.time(),
+                    creator=ref_of(os.getpid()),
+                    grace=self.config.grace,
+                    services=self._service_records(spec, directory, address),
+                )
+                staging = self.store.staging_dir()
+                try:
+                    self._build(staging, spec, record)
+                    os.rename(staging, directory)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
+                if reservations.pop(spec.name, None) is not None:
+                    self.store.save_reservations(reservations)
+            try:
+                record = self._start(directory, record)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._stop(directory, record, 0.0)
+                self.store.discard(directory)
+                raise
+            instance = self._observe(directory, record)
+            self._refresh_discovery()
+        return instance
+
+    # -- deleting ----------------------------------------------------------------------------
+
+    def delete(self, instance: Instance) -> None:
+        """Stop the instance's whole process group (TERM, KILL after ``grace``), remove its directory.
+
+        Reads the instance's own record (never the labels passed in) and refuses with
+        PermanentError when the record lacks infra's ownership labels. An instance that is
+        already gone is success. After a failed delete (TransientError: processes survived
+        SIGKILL) the instance still exists.
+        """
+        reap_children()
+        with _os_errors(f"deleting {instance.name}"):
+            found = self.store.find(instance.name, instance.id)
+            if found is None:
+                self._refresh_discovery()
+                return
+            directory, record = found
+            labels = record.labels
+            if not labels.get(LABEL_STACK) or not all(k in labels for k in OWNERSHIP_LABELS):
+                raise PermanentError(
+                    f"local: refusing to delete {record.name}: its record lacks infra's ownership labels"
+                )
+            self._stop(directory, record, self.config.grace)
+            with self.store.lock():
+                self.store.discard(directory)
+                reservations = self.store.reservations()
+                if reservations.pop(record.name, None) is not None:
+                    self.store.save_reservations(reservations)
+            self._refresh_discovery()
+
+    # -- validating --------------------------------------------------------------------------
+
+    def _check_member(self, spec: MemberSpec) -> Problems:
+        where = f"{spec.group}.{spec.member}"
+        problems: Problems = []
+
+        def problem(field: str, message: str, severity: str = "error") -> None:
+            problems.append(Problem(field=f"{where}.{field}", message=message, severity=severity))
+
+        names: set[str] = set()
+        ports: dict[int, str] = {}
+        for svc in spec.services:
+            field = f"services.{svc.name}"
+            if not svc.name or svc.name.startswith(".") or "/" in svc.name or svc.name in ("supervisor", "exits"):
+                problem(field, f"service name {svc.name!r} cannot name a log file (logs/<service>.log)")
+            if svc.name in names:
+                problem(field, f"service {svc.name!r} is declared twice")
+            names.add(svc.name)
+            if not svc.command:
+                problem(f"{field}.command", f"service {svc.name!r} has no command")
+            for port in svc.ports:
+                if not 0 < port < 65536:
+                    problem(f"{field}.ports", f"port {port} is not a TCP port (1-65535)")
+                elif port in ports:
+                    problem(
+                        f"{field}.ports",
+                        f"port {port} is declared by services {ports[port]!r} and {svc.name!r}; "
+                        "they would collide on the member's address",
+                    )
+                else:
+                    ports[port] = svc.name
+        for f in spec.files:
+            parts = f.path.split("/")
+            if f.path.startswith("/") or any(p in ("", ".", "..") for p in parts) or f.path == metadata.USERDATA:
+                problem("files", f"config file path {f.path!r} must be relative, without '.', '..' or 'userdata'")
+        return problems
+
+    def _check_command(self, spec: MemberSpec) -> Problems:
+        problems: Problems = []
+        for svc in spec.services:
+            if not svc.command or "{" in svc.command[0]:
+                continue
+            program = svc.command[0]
+            if "/" in program:
+                found = os.path.isfile(program) and os.access(program, os.X_OK)
+            else:
+                found = shutil.which(program) is not None
+            if found:
+                continue
+            base = os.path.basename(program)
+            package = DEBIAN_PACKAGES.get(base)
+            hint = f" (install it: apt-get install {package})" if package else ""
+            problems.append(
+                Problem(
+                    field=f"{spec.group}.{spec.member}.services.{svc.name}.command",
+                    message=f"command {program!r} of service {svc.name!r} is not found on PATH{hint}",
+                )
+            )
+        return problems
+
+    def validate(self, members: Sequence[MemberSpec]) -> Problems:
+        """Problems found before anything changes; changes nothing.
+
+        Commands missing from PATH (with the Debian package to install), duplicate service
+        names or ports within a member, unsafe config paths, bad per-member provider settings,
+        and addresses that are not loopback or are already used by another instance or member.
+        """
+        problems: Problems = []
+        seen_commands: set[tuple[str, ...]] = set()
+        addresses: dict[str, str] = {}
+        with _os_errors("validating"):
+            used = self.store.used_addresses(self.store.reservations())
+        for spec in members:
+            problems.extend(self._check_member(spec))
+            key = tuple(s.command[0] for s in spec.services if s.command)
+            if key not in seen_commands:  # same role, same binaries: report once
+                seen_commands.add(key)
+                problems.extend(self._check_command(spec))
+            if spec.provider_config:
+                try:
+                    LocalConfig.model_validate(dict(spec.provider_config))
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    loc = ".".join(str(p) for p in err["loc"])
+                    problems.append(Problem(field=f"provider_config.{loc}", message=err["msg"]))
+            if spec.address is not None:
+                field = f"{spec.group}.{spec.member}.address"
+                if not network.is_loopback(spec.address):
+                    problems.append(Problem(field=field, message=f"{spec.address!r} is not an IPv4 loopback address"))
+                elif spec.address in addresses and addresses[spec.address] != spec.name:
+                    other = addresses[spec.address]
+                    problems.append(Problem(field=field, message=f"address {spec.address} is also given to {other}"))
+                elif used.get(spec.address, spec.name) != spec.name:
+                    problems.append(
+                        Problem(field=field, message=f"address {spec.address} is already used by {used[spec.address]}")
+                    )
+                addresses[spec.address] = spec.name
+        return problems
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None:
+        """A ``file_sd_configs`` fragment for the instances matching ``selector`` on ``port``.
+
+        The file is written now and rewritten by every later list, create and delete (of this or
+        any other ``infra`` process using the same root). Raises PermanentError when the
+        discovery directory cannot be written.
+        """
+        with _os_errors("writing discovery files"):
+            path = self.sd.register(dict(selector), port)
+            self._refresh_discovery()
+        return {"file_sd_configs": [{"files": [str(path)], "refresh_interval": "5s"}]}
+
+    def close(self) -> None:
+        """Reap exited children; instances keep running (they outlive the provider)."""
+        reap_children()

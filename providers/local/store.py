@@ -1,0 +1,237 @@
+"""The local provider's files: instance records, the allocation lock, address reservations.
+
+Layout under the provider's root (default ``<state root>/local``)::
+
+    alloc.lock                    flock taken by every create/delete/address_for (threads and processes)
+    reservations.json             addresses handed out by address_for before their instance exists
+    instances/<name>/             one directory per instance (see providers.local.provider)
+        instance.json             the record: id, name, labels, address, processes, created time
+    instances/.tmp-*/ .trash-*/   an instance being built / being removed (ignored by scans)
+    discovery/                    Prometheus file_sd files and their registrations
+
+An instance directory appears atomically (built under ``.tmp-*``, then renamed), so a scan sees
+either a complete ``instance.json`` or nothing; a crash mid-create leaves at most a ``.tmp-*``
+directory, swept by the next create. Every JSON file is written to a temporary file and
+renamed over the old one. Called by :mod:`providers.local.provider`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from providers.local.procs import ProcRef
+
+#: Addresses are taken from this network, lowest free first.
+NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
+RECORD = "instance.json"
+#: Reservations not used by a create or renewed by address_for within this time are dropped.
+RESERVATION_TTL = 24 * 3600.0
+
+
+class ServiceRecord(BaseModel):
+    """A service as the supervisor starts it: placeholders already expanded."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[int] = Field(default_factory=list)
+
+
+class Processes(BaseModel):
+    """The processes of a started instance: its supervisor (group leader) and services."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    pgid: int
+    supervisor: ProcRef
+    services: dict[str, ProcRef] = Field(default_factory=dict)
+
+
+class InstanceRecord(BaseModel):
+    """``instance.json``. Lenient on read (a foreign file may hold only some fields)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    address: str | None = None
+    created: float = 0.0
+    creator: ProcRef | None = None
+    grace: float = 5.0
+    services: list[ServiceRecord] = Field(default_factory=list)
+    processes: Processes | None = None
+
+
+def new_id() -> str:
+    return f"local-{uuid.uuid4().hex[:12]}"
+
+
+def write_json(path: Path, doc: Any, mode: int = 0o644) -> None:
+    """Write ``doc`` as JSON atomically: a temporary file in the same directory, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` atomically (temporary file + rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+@contextlib.contextmanager
+def flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``: excludes other threads and other processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+class Store:
+    """The files under one root. Methods that say "under the lock" expect :meth:`lock` held."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.instances = root / "instances"
+        self.instances.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return flock(self.root / "alloc.lock")
+
+    def dir_of(self, name: str) -> Path:
+        return self.instances / name
+
+    def read(self, directory: Path) -> InstanceRecord | None:
+        """The record in ``directory``, or None when there is none or it is unreadable."""
+        doc = read_json(directory / RECORD)
+        if not isinstance(doc, dict):
+            return None
+        try:
+            return InstanceRecord.model_validate(doc)
+        except ValidationError:
+            return None
+
+    def write(self, directory: Path, record: InstanceRecord) -> None:
+        write_json(directory / RECORD, record.model_dump(mode="json"), mode=0o600)
+
+    def scan(self) -> list[tuple[Path, InstanceRecord]]:
+        """Every readable instance record, by name. Half-built and unreadable ones are skipped."""
+        found: list[tuple[Path, InstanceRecord]] = []
+        try:
+            entries = sorted(os.listdir(self.instances))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if entry.startswith("."):
+                continue
+            record = self.read(self.instances / entry)
+            if record is not None:
+                found.append((self.instances / entry, record))
+        return found
+
+    def find(self, name: str, instance_id: str) -> tuple[Path, InstanceRecord] | None:
+        """The record named ``name`` with id ``instance_id`` (by id alone if the name misses)."""
+        directory = self.dir_of(name)
+        record = self.read(directory) if "/" not in name and name not in ("", ".", "..") else None
+        if record is not None and record.id == instance_id:
+            return directory, record
+        for directory, record in self.scan():
+            if record.id == instance_id:
+                return directory, record
+        return None
+
+    def staging_dir(self) -> Path:
+        """A new private directory to build an instance in (rename it into place when done)."""
+        return Path(tempfile.mkdtemp(dir=self.instances, prefix=".tmp-"))
+
+    def discard(self, directory: Path) -> None:
+        """Remove an instance directory: first renamed away (atomic), then deleted."""
+        trash = self.instances / f".trash-{directory.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(directory, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep(self) -> None:
+        """Under the lock: remove what crashed creates and deletes left behind."""
+        for entry in os.listdir(self.instances):
+            if entry.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(self.instances / entry, ignore_errors=True)
+
+    # -- reservations (address_for) ---------------------------------------------------------
+
+    def reservations(self) -> dict[str, dict[str, Any]]:
+        """Under the lock: name → {"address", "time"}, expired ones dropped."""
+        doc = read_json(self.root / "reservations.json")
+        if not isinstance(doc, dict):
+            return {}
+        now = time.time()
+        return {
+            name: entry
+            for name, entry in doc.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("address"), str)
+            and now - float(entry.get("time", 0)) < RESERVATION_TTL
+        }
+
+    def save_reservations(self, reservations: dict[str, dict[str, Any]]) -> None:
+        write_json(self.root / "reservations.json", reservations, mode=0o600)
+
+    def used_addresses(self, reservations: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Under the lock: address → the instance name holding or reserving it."""
+        used = {str(entry["address"]): name for name, entry in reservations.items()}
+        for _, record in self.scan():
+            if record.address:
+                used[record.address] = record.name
+        return used
+
+
+def candidates() -> Iterator[str]:
+    """Addresses of :data:`NETWORK` in allocation order (skipping .0 and .255 last octets)."""
+    for host in NETWORK.hosts():
+        if host.packed[3] not in (0, 255):
+            yield str(host)

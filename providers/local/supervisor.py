@@ -1,0 +1,195 @@
+"""The supervisor of one local instance: ``python -m providers.local.supervisor <instance dir>``.
+
+Started by :meth:`providers.local.LocalProvider.create` in a new session, so it leads its own
+process group and outlives the ``infra`` process. It plays LinuxKit's init for the instance:
+
+1. reads the services from ``<dir>/instance.json`` (commands and environment already expanded);
+2. starts each in its process group (stdout and stderr to ``logs/<service>.log``, working
+   directory ``data/``) and writes ``run/state.json`` with every pid and start time;
+3. reaps them. A LinuxKit instance whose service died is broken, so when any service exits
+   (or cannot be started) it appends what happened to ``logs/exits.json``, stops the others
+   (TERM, KILL after the grace period) and exits 1; the provider then reports the instance
+   DEAD, with that exit as the reason, and the planner replaces it;
+4. on SIGTERM (delete) it passes TERM on to the services, reaps them and exits 0.
+
+It imports only the standard library (it starts fast), and never reads or logs the member's
+configuration files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"{_now()} supervisor[{os.getpid()}]: {msg}\n")
+    sys.stderr.flush()
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+        data = fh.read()
+    return int(data[data.rindex(")") + 2 :].split()[19])
+
+
+class Supervisor:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        record = json.loads((directory / "instance.json").read_text(encoding="utf-8"))
+        self.services: list[dict[str, Any]] = list(record.get("services", []))
+        self.grace = float(record.get("grace", 5.0))
+        self.children: dict[int, str] = {}  # pid -> service name
+        self.procs: list[subprocess.Popen[bytes]] = []  # kept so they are never garbage-collected
+        self.stopping = False
+        self.exits: list[dict[str, Any]] = []
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def on_term(self, signum: int, _frame: object) -> None:
+        if not self.stopping:
+            _log(f"signal {signum}: stopping services")
+        self.stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    # -- exits -------------------------------------------------------------------------------
+
+    def record_exit(self, service: str, *, status: int | None = None, error: str | None = None) -> None:
+        entry: dict[str, Any] = {"service": service, "time": time.time()}
+        if error is not None:
+            entry["error"] = error
+        elif status is not None:
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                entry["signal"] = -code
+            else:
+                entry["code"] = code
+        self.exits.append(entry)
+        _write_json(self.dir / "logs" / "exits.json", {"exits": self.exits})
+        _log(f"service {service} ended: {entry}")
+
+    def stop_all(self) -> None:
+        """TERM every remaining service, KILL after the grace period, reap them all."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.grace
+        killed = False
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.children.pop(pid, None)
+                continue
+            if not killed and time.monotonic() >= deadline:
+                for left in list(self.children):
+                    try:
+                        os.kill(left, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                killed = True
+            time.sleep(0.02)
+
+    # -- main --------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        logs = self.dir / "logs"
+        data = self.dir / "data"
+        state: dict[str, Any] = {"supervisor": {"pid": os.getpid(), "start": _start_time(os.getpid())}}
+        started: dict[str, dict[str, int]] = {}
+        for svc in self.services:
+            if self.stopping:
+                break
+            name = str(svc["name"])
+            command = [str(a) for a in svc["command"]]
+            log: BinaryIO = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    env={str(k): str(v) for k, v in svc.get("env", {}).items()},
+                    cwd=data,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                self.record_exit(name, error=f"could not start {command[0]!r}: {reason}")
+                return False
+            finally:
+                log.close()
+            self.procs.append(proc)
+            self.children[proc.pid] = name
+            started[name] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+            _log(f"started service {name} as pid {proc.pid}")
+        state["services"] = started
+        (self.dir / "run").mkdir(exist_ok=True)
+        _write_json(self.dir / "run" / "state.json", state)
+        return True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGINT, self.on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if not self.start():
+            self.stop_all()
+            return 1
+        if self.stopping:  # TERM arrived while services were starting
+            self.on_term(signal.SIGTERM, None)
+        if not self.services:
+            # A member without services is an idle machine: up until it is deleted.
+            while not self.stopping:
+                signal.pause()
+            return 0
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            name = self.children.pop(pid, None)
+            if name is None:
+                continue
+            if self.stopping:
+                continue
+            self.record_exit(name, status=status)
+            self.stopping = True
+            self.stop_all()
+            return 1
+        _log("all services stopped")
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m providers.local.supervisor <instance dir>\n")
+        return 2
+    return Supervisor(Path(argv[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
