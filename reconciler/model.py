@@ -124,6 +124,12 @@ class MemberSpec(_Frozen):
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:SPEC_HASH_LEN]
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> MemberSpec:
+        """A copy with ``update`` applied; the cached spec hash is recomputed, never carried over."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("spec_hash", None)
+        return copy
+
     @property
     def name(self) -> str:
         return instance_name(self.stack, self.group, self.member, self.spec_hash)
