@@ -1,0 +1,108 @@
+"""``provider_config`` of the ``gcp`` provider, and how it reaches the Compute API.
+
+Parsed by :meth:`providers.gcp.GcpProvider.open` from the stack's ``provider_config`` and, per
+member, from the group's settings laid over the stack's (``MemberSpec.provider_config``). Bad
+settings become a ConfigError (or a validate Problem) naming ``provider_config.<field>``.
+
+The endpoint override ``INFRA_GCP_ENDPOINT`` (``http://127.0.0.1:8089``) points every Compute
+client at another server (the in-repo fake) with anonymous credentials; without it, credentials
+come from Application Default Credentials (``google.auth.default()``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler.errors import ConfigError
+
+#: Environment variable: send every Compute call to this URL, with anonymous credentials.
+ENDPOINT_ENV = "INFRA_GCP_ENDPOINT"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+_PROJECT_RE = re.compile(r"^(?:[a-z][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+_ZONE_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_TAG_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _project(value: str) -> str:
+    if not _PROJECT_RE.match(value):
+        raise ValueError(f"{value!r} is not a GCP project id (6-30 lowercase letters, digits and '-')")
+    return value
+
+
+def _zone(value: str) -> str:
+    if not _ZONE_RE.match(value):
+        raise ValueError(f"{value!r} is not a zone name like 'us-central1-a'")
+    return value
+
+
+def _zones(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("zones are listed more than once")
+    return value
+
+
+def _tag(value: str) -> str:
+    if not _TAG_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid network tag")
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_zone)]
+
+
+class GcpConfig(BaseModel):
+    """Where and how the stack's instances run on Compute Engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: Annotated[str, AfterValidator(_project)] = Field(description="the GCP project id")
+    zones: Annotated[list[Zone], Field(min_length=1), AfterValidator(_zones)] = Field(
+        description="zones the members are spread over, round-robin by member index"
+    )
+    machine_type: str | None = Field(None, description="default when a group sets none")
+    image: str | None = Field(None, description="default when a group sets none")
+    network: str | None = Field(None, description="VPC network (default: the project's 'default')")
+    subnetwork: str | None = Field(None, description="subnetwork name or path (default: auto-mode)")
+    service_account: str | None = Field(None, description="email the instances run as, or 'default'")
+    scopes: list[str] = Field(default_factory=lambda: [CLOUD_PLATFORM_SCOPE])
+    tags: list[Annotated[str, AfterValidator(_tag)]] = Field(
+        default_factory=list, description="network tags, for firewall rules (etcd 2379/2380, 9090)"
+    )
+    external_ip: bool = Field(False, description="give each instance an ephemeral external address")
+    disk_size_gb: int = Field(10, ge=10, le=65536)
+    disk_type: str = "pd-balanced"
+    operation_deadline: float = Field(300.0, gt=0, description="seconds to wait for a zone operation")
+    retry_deadline: float = Field(60.0, ge=0, description="seconds spent retrying throttled or failed idempotent calls")
+    request_timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
+
+    def zone_for(self, placement: int) -> str:
+        """The zone of the member with index ``placement`` (round-robin)."""
+        return self.zones[placement % len(self.zones)]
+
+    @property
+    def region_of(self) -> dict[str, str]:
+        return {z: z.rsplit("-", 1)[0] for z in self.zones}
+
+
+def error_field(exc: ValidationError) -> tuple[str, str]:
+    """``(field path, message)`` of the first problem pydantic found."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "provider_config"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return loc, msg
+
+
+def parse_config(raw: Mapping[str, Any], *, where: str = "provider_config") -> GcpConfig:
+    """Validate ``raw``; raise ConfigError naming ``<where>.<field>`` when it is wrong."""
+    try:
+        return GcpConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        loc, msg = error_field(exc)
+        raise ConfigError(f"{where}.{loc}: {msg}") from None

@@ -1,0 +1,607 @@
+"""The ``gcp`` provider: instances are Compute Engine VMs, reached through google-cloud-compute.
+
+Built by the CLI through the ``infra.providers`` entry point (``GcpProvider.open``); called by the
+engine for one stack. Every Compute call goes through one set of REST clients that honour the
+endpoint override (``INFRA_GCP_ENDPOINT``), including the zone-operations client: inserts and
+deletes use the ``*_unary`` methods and this module waits on the operation itself with
+``zoneOperations.wait``, so no hidden default client ever talks to the real API.
+
+How the protocol maps onto Compute Engine:
+
+* ownership labels are GCE labels, set in the insert request itself (atomically);
+* the instance name is the deterministic member name (``MemberSpec.name``), unique per zone, so a
+  repeated insert answers 409 ``alreadyExists``, which create treats as success after reading the
+  instance back (and after checking it carries the stack's labels);
+* inserts carry a ``requestId`` derived (uuid5) from zone, name and an attempt number: a retried
+  insert whose response was lost gets the same operation back. An answer that is an *old, finished*
+  operation (the instance was deleted since, or that attempt failed) moves on to the next attempt
+  number, so a replay never hides a needed create;
+* observation is one paginated ``instances.list`` (one zone) or ``instances.aggregatedList``
+  (several zones) with a label filter and ``maxResults=500``: ceil(N/500) calls for N instances;
+* the member's files travel in the ``user-data`` metadata key as the JSON LinuxKit's metadata
+  package reads on GCP;
+* members are spread over the configured zones round-robin by ``MemberSpec.placement``.
+
+Instance ids are ``<zone>/<name>``: what Compute needs to address an instance.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import requests
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+from google.cloud import compute_v1
+
+from providers.gcp import errors
+from providers.gcp.config import (
+    CLOUD_PLATFORM_SCOPE,
+    ENDPOINT_ENV,
+    GcpConfig,
+    parse_config,
+)
+from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
+from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.provider import SdConfig
+
+T = TypeVar("T")
+
+#: Page size of list calls (the Compute API's maximum).
+PAGE_SIZE = 500
+#: GCE limits one metadata value to 256 KiB.
+METADATA_VALUE_MAX = 256 * 1024
+#: How many requestId attempts create makes before giving up on stale replays.
+MAX_ATTEMPTS = 5
+#: Namespace of the uuid5 request ids (fixed: ids must be the same in every process).
+REQUEST_ID_NAMESPACE = uuid.UUID("8f0c6d1e-5b7a-4c1e-9a51-6a1d2f3b4c5d")
+USER_DATA_KEY = "user-data"
+
+_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_API_PREFIXES = ("https://www.googleapis.com/compute/v1/", "https://compute.googleapis.com/compute/v1/")
+
+_STATUS: Mapping[str, InstanceStatus] = {
+    "PROVISIONING": InstanceStatus.PENDING,
+    "STAGING": InstanceStatus.PENDING,
+    "RUNNING": InstanceStatus.RUNNING,
+    "STOPPING": InstanceStatus.STOPPING,
+    "SUSPENDING": InstanceStatus.STOPPING,
+    "PENDING_STOP": InstanceStatus.STOPPING,
+    "TERMINATED": InstanceStatus.STOPPED,
+    "STOPPED": InstanceStatus.STOPPED,
+    "SUSPENDED": InstanceStatus.STOPPED,
+    "REPAIRING": InstanceStatus.UNKNOWN,
+}
+
+_DONE = compute_v1.Operation.Status.DONE
+
+
+def request_id(zone: str, name: str, attempt: int = 0) -> str:
+    """The insert ``requestId`` of attempt ``attempt`` for instance ``name`` in ``zone``.
+
+    A UUID (what Compute requires) derived from the zone, the deterministic name (which holds the
+    stack, group, member and spec hash) and the attempt number: identical in every process.
+    """
+    return str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"{zone}/{name}#{attempt}"))
+
+
+def label_filter(selector: Mapping[str, str]) -> str:
+    """The Compute list filter selecting instances whose labels include all of ``selector``."""
+    for key, value in selector.items():
+        if not _LABEL_RE.match(key) or not key or not _LABEL_RE.match(value):
+            raise PermanentError(f"gcp: cannot filter on label {key}={value!r}: not a valid GCE label")
+    return " AND ".join(f'(labels.{k} = "{v}")' for k, v in sorted(selector.items()))
+
+
+def image_source(image: str, project: str) -> str:
+    """The ``sourceImage`` path for a stack's image reference.
+
+    Accepted: ``family/F`` and a bare image name (in the stack's project), ``global/images/...``,
+    ``projects/P/global/images/NAME`` or ``.../images/family/F``, or the full API URL.
+    """
+    ref = image
+    for prefix in _API_PREFIXES:
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+    if m := re.fullmatch(r"family/([a-z][-a-z0-9]*)", ref):
+        return f"projects/{project}/global/images/family/{m.group(1)}"
+    if m := re.fullmatch(r"global/images/((?:family/)?[a-z][-a-z0-9]*)", ref):
+        return f"projects/{project}/global/images/{m.group(1)}"
+    if re.fullmatch(r"projects/[-a-z0-9.:]+/global/images/(?:family/)?[a-z][-a-z0-9]*", ref):
+        return ref
+    if _NAME_RE.match(ref):
+        return f"projects/{project}/global/images/{ref}"
+    raise ValueError(
+        f"{image!r} is not an image reference: use 'family/NAME', an image name, or "
+        "'projects/PROJECT/global/images/[family/]NAME'"
+    )
+
+
+def _last(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _retryable(exc: Exception) -> bool:
+    """Errors worth retrying inside one provider call (every call we retry is idempotent)."""
+    if isinstance(exc, gexc.TooManyRequests | gexc.ServerError):
+        return True
+    if isinstance(exc, gexc.Forbidden):
+        return bool(errors._reasons(exc) & errors._RATE_REASONS)
+    return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.ChunkedEncodingError)
+
+
+class _Clients:
+    """The Compute REST clients of one provider, all sharing credentials and endpoint."""
+
+    def __init__(self, endpoint: str | None) -> None:
+        options: dict[str, Any] = {}
+        if endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials: Any = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            options["api_endpoint"] = endpoint.rstrip("/")
+        else:
+            import google.auth
+
+            try:
+                credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+            except Exception as exc:
+                raise errors.map_api_error(exc, action="load Application Default Credentials") from exc
+
+        def make(cls: Callable[..., T]) -> T:
+            return cls(credentials=credentials, client_options=dict(options), transport="rest")
+
+        self.instances: compute_v1.InstancesClient = make(compute_v1.InstancesClient)
+        self.operations: compute_v1.ZoneOperationsClient = make(compute_v1.ZoneOperationsClient)
+        self.machine_types: compute_v1.MachineTypesClient = make(compute_v1.MachineTypesClient)
+        self.images: compute_v1.ImagesClient = make(compute_v1.ImagesClient)
+
+    def close(self) -> None:
+        for client in (self.instances, self.operations, self.machine_types, self.images):
+            try:
+                client.transport.close()  # type: ignore[no-untyped-call]
+            except Exception:  # closing is best effort
+                pass
+
+
+class GcpProvider:
+    """Compute Engine instances of one stack. See the module docstring."""
+
+    name: ClassVar[str] = "gcp"
+
+    def __init__(self, config: GcpConfig, *, stack: str, endpoint: str | None = None) -> None:
+        self.config = config
+        self.stack = stack
+        self.endpoint = endpoint
+        self.clients = _Clients(endpoint)
+        self._retry = gretry.Retry(
+            predicate=_retryable,
+            initial=0.1,
+            maximum=4.0,
+            multiplier=2.0,
+            timeout=config.retry_deadline,
+        )
+
+    @classmethod
+    def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> GcpProvider:
+        """Validate ``config`` and build the Compute clients.
+
+        Raises ConfigError naming ``provider_config.<field>`` for bad settings, and
+        PermanentError when no credentials are found (and no endpoint override is set).
+        No API call is made here.
+        """
+        parsed = parse_config(config)
+        endpoint = os.environ.get(ENDPOINT_ENV) or None
+        if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
+            raise ConfigError(f"{ENDPOINT_ENV}={endpoint!r}: expected a URL like http://127.0.0.1:8089")
+        return cls(parsed, stack=stack, endpoint=endpoint)
+
+    def close(self) -> None:
+        self.clients.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One Compute call, retried on throttling and 5xx, mapped to infra errors on failure."""
+        with errors.translate(action):
+            return fn(*args, retry=self._retry, timeout=self.config.request_timeout, **kwargs)
+
+    def member_config(self, spec: MemberSpec) -> GcpConfig:
+        """The member's settings: the group's provider_config laid over the stack's."""
+        if not spec.provider_config:
+            return self.config
+        merged = {**self.config.model_dump(exclude_unset=True), **dict(spec.provider_config)}
+        return parse_config(merged, where=f"groups.{spec.group}.provider_config")
+
+    def _get(self, zone: str, name: str) -> compute_v1.Instance | None:
+        """The instance, or None when it does not exist."""
+        try:
+            return self._call(
+                f"get instance {name} in {zone}",
+                self.clients.instances.get,
+                project=self.config.project,
+                zone=zone,
+                instance=name,
+            )
+        except NotFoundError:
+            return None
+
+    def _wait(self, op: compute_v1.Operation, zone: str, action: str) -> compute_v1.Operation:
+        """Wait until ``op`` is DONE, at most ``operation_deadline`` seconds.
+
+        Raises TransientError when the deadline passes first (the change may still complete:
+        the next ``list`` decides), or the mapped error of a failed operation.
+        """
+        deadline = time.monotonic() + self.config.operation_deadline
+        delay = 0.1
+        while op.status != _DONE:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransientError(
+                    f"gcp: {action}: operation {op.name} still {op.status.name} after "
+                    f"{self.config.operation_deadline:g}s",
+                    hint="it may still finish; the next plan shows what exists",
+                )
+            try:
+                op = self.clients.operations.wait(
+                    project=self.config.project,
+                    zone=zone,
+                    operation=op.name,
+                    retry=None,
+                    timeout=min(remaining, self.config.request_timeout + 130.0),
+                )
+            except requests.exceptions.Timeout:
+                continue  # the deadline check above ends the loop
+            except Exception as exc:
+                if isinstance(exc, Exception) and _retryable(exc):
+                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    delay = min(delay * 2, 4.0)
+                    continue
+                raise errors.map_api_error(exc, action=f"{action}: wait for {op.name}") from exc
+        return op
+
+    def _to_instance(self, inst: compute_v1.Instance, zone: str | None = None) -> Instance:
+        zone = zone or _last(inst.zone)
+        raw = inst.status
+        status_name = (raw if isinstance(raw, str) else getattr(raw, "name", str(raw))) or "UNDEFINED"
+        status = _STATUS.get(status_name, InstanceStatus.UNKNOWN)
+        address = inst.network_interfaces[0].network_i_p if inst.network_interfaces else None
+        detail = None
+        if status is not InstanceStatus.RUNNING:
+            detail = f"GCE status {status_name}" + (f": {inst.status_message}" if inst.status_message else "")
+        return Instance(
+            id=f"{zone}/{inst.name}",
+            name=inst.name,
+            labels=dict(inst.labels),
+            address=address or None,
+            status=status,
+            detail=detail,
+        )
+
+    def _instance_resource(self, spec: MemberSpec, cfg: GcpConfig, zone: str) -> compute_v1.Instance:
+        machine_type = spec.machine_type or cfg.machine_type
+        image = spec.image or cfg.image
+        if not machine_type:
+            raise ConfigError(f"groups.{spec.group}.machine_type: the gcp provider needs a machine type")
+        if not image:
+            raise ConfigError(f"groups.{spec.group}.image: the gcp provider needs an image (name or family)")
+        try:
+            source = image_source(image, cfg.project)
+        except ValueError as exc:
+            raise ConfigError(f"groups.{spec.group}.image: {exc}") from None
+        user_data = json.dumps(spec.userdata(), sort_keys=True, separators=(",", ":"))
+        if len(user_data.encode()) > METADATA_VALUE_MAX:
+            raise PermanentError(
+                f"gcp: the configuration of {spec.name} is {len(user_data.encode())} bytes; "
+                f"GCE metadata values hold at most {METADATA_VALUE_MAX}"
+            )
+        region = zone.rsplit("-", 1)[0]
+        nic = compute_v1.NetworkInterface(network=_network_path(cfg.network or "default", cfg.project))
+        if cfg.subnetwork:
+            nic.subnetwork = _subnetwork_path(cfg.subnetwork, cfg.project, region)
+        if cfg.external_ip:
+            nic.access_configs = [compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
+        resource = compute_v1.Instance(
+            name=spec.name,
+            labels=spec.labels,
+            machine_type=f"zones/{zone}/machineTypes/{machine_type}",
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    auto_delete=True,
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(
+                        source_image=source,
+                        disk_size_gb=cfg.disk_size_gb,
+                        disk_type=f"zones/{zone}/diskTypes/{cfg.disk_type}",
+                    ),
+                )
+            ],
+            network_interfaces=[nic],
+            metadata=compute_v1.Metadata(items=[compute_v1.Items(key=USER_DATA_KEY, value=user_data)]),
+        )
+        if cfg.service_account:
+            resource.service_accounts = [compute_v1.ServiceAccount(email=cfg.service_account, scopes=list(cfg.scopes))]
+        if cfg.tags:
+            resource.tags = compute_v1.Tags(items=list(cfg.tags))
+        return resource
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def list(self, selector: Mapping[str, str]) -> list[Instance]:
+        """Every instance whose labels include ``selector``, in the stack's zones.
+
+        One ``instances.list`` (one zone) or ``instances.aggregatedList`` (several zones; any
+        zone of the project) with a label filter and 500 results per page. Throttling and 5xx
+        are retried page by page for up to ``retry_deadline`` seconds; after that a
+        TransientError is raised and nothing is returned (never a partial listing).
+        """
+        filt = label_filter(selector)
+        wanted = selector.items()
+        out: list[Instance] = []
+        zones = self.config.zones
+        action = "list instances" + (f" in {zones[0]}" if len(zones) == 1 else "")
+        with errors.translate(action):
+            if len(zones) == 1:
+                pager = self.clients.instances.list(
+                    request=compute_v1.ListInstancesRequest(
+                        project=self.config.project, zone=zones[0], filter=filt, max_results=PAGE_SIZE
+                    ),
+                    retry=self._retry,
+                    timeout=self.config.request_timeout,
+                )
+                for inst in pager:
+                    out.append(self._to_instance(inst, zones[0]))
+            else:
+                agg = self.clients.instances.aggregated_list(
+                    request=compute_v1.AggregatedListInstancesRequest(
+                        project=self.config.project, filter=filt, max_results=PAGE_SIZE
+                    ),
+                    retry=self._retry,
+                    timeout=self.config.request_timeout,
+                )
+                for scope, scoped in agg:
+                    for inst in scoped.instances:
+                        out.append(self._to_instance(inst, _last(scope)))
+        # The server filtered already; check again so a lenient filter can never leak foreign VMs.
+        return [i for i in out if wanted <= i.labels.items()]
+
+    def create(self, spec: MemberSpec) -> Instance:
+        """Insert the instance ``spec.name`` in its zone and wait for the operation.
+
+        Idempotent: an existing instance of that name with the stack's labels (409
+        ``alreadyExists``) is read back and returned. Raises QuotaError (quota), TransientError
+        (throttling, stockout, operation deadline passed: the instance may exist, the next
+        ``list`` decides), PermanentError (bad machine type or image, a foreign instance holding
+        the name), ConfigError (bad group settings).
+        """
+        cfg = self.member_config(spec)
+        zone = cfg.zone_for(spec.placement)
+        resource = self._instance_resource(spec, cfg, zone)
+        action = f"insert instance {spec.name} in {zone}"
+        last: InfraError | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                op = self._call(
+                    action,
+                    self.clients.instances.insert_unary,
+                    request=compute_v1.InsertInstanceRequest(
+                        project=cfg.project,
+                        zone=zone,
+                        instance_resource=resource,
+                        request_id=request_id(zone, spec.name, attempt),
+                    ),
+                )
+            except errors.AlreadyExists:
+                return self._adopt(spec, zone)
+            replayed = op.status == _DONE  # a fresh insert is never DONE at once: an old operation
+            op = self._wait(op, zone, action)
+            failure = errors.operation_error(op, action=action)
+            if isinstance(failure, errors.AlreadyExists):
+                return self._adopt(spec, zone)
+            if failure is not None:
+                if replayed:
+                    last = failure
+                    continue  # an earlier attempt's failure: try again with a fresh request id
+                raise failure
+            inst = self._get(zone, spec.name)
+            if inst is not None:
+                return self._to_instance(inst, zone)
+            # DONE without error but no instance: a replay of an insert whose instance has since
+            # been deleted (out of band). Insert again under the next request id.
+            last = TransientError(f"gcp: {action}: the instance vanished after its insert finished")
+        assert last is not None
+        raise last
+
+    def _adopt(self, spec: MemberSpec, zone: str) -> Instance:
+        """The existing instance named ``spec.name``, if it is ours (the 409 path of create)."""
+        inst = self._get(zone, spec.name)
+        if inst is None:
+            raise TransientError(f"gcp: instance {spec.name} in {zone} exists (409) but cannot be read yet")
+        found = self._to_instance(inst, zone)
+        if not found.owned_by(spec.stack):
+            raise PermanentError(
+                f"gcp: an instance named {spec.name} already exists in {zone} and does not carry "
+                f"stack {spec.stack!r}'s labels; infra will not adopt it",
+                hint="rename or delete that instance, or rename the stack",
+            )
+        return found
+
+    def delete(self, instance: Instance) -> None:
+        """Delete the instance and wait for the operation.
+
+        Re-reads it first and refuses (PermanentError) when the live instance lacks infra's
+        ownership labels. An instance that is already gone is success. After a failed delete the
+        instance is assumed to still exist.
+        """
+        zone, sep, name = instance.id.partition("/")
+        if not sep or not _NAME_RE.match(name):
+            raise PermanentError(f"gcp: {instance.id!r} is not a gcp instance id (<zone>/<name>)")
+        current = self._get(zone, name)
+        if current is None:
+            return
+        seen = self._to_instance(current, zone)
+        owner = seen.labels.get(LABEL_STACK)
+        if not owner or not seen.owned_by(owner):
+            raise PermanentError(f"gcp: refusing to delete {name} in {zone}: it lacks infra's ownership labels")
+        action = f"delete instance {name} in {zone}"
+        try:
+            op = self._call(
+                action,
+                self.clients.instances.delete_unary,
+                request=compute_v1.DeleteInstanceRequest(
+                    project=self.config.project,
+                    zone=zone,
+                    instance=name,
+                    request_id=str(uuid.uuid4()),  # the same on every retry of this call
+                ),
+            )
+        except NotFoundError:
+            return
+        op = self._wait(op, zone, action)
+        failure = errors.operation_error(op, action=action)
+        if failure is not None and not isinstance(failure, NotFoundError):
+            raise failure
+
+    def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
+        """Problems found before anything is created; changes nothing.
+
+        Checks each group's settings, that its zones are among the stack's (so ``list`` sees its
+        instances), that names and user-data fit GCE's limits, and (one API call per distinct
+        machine type and zone, and per image) that the machine types and images exist. Raises
+        TransientError or PermanentError when the API itself cannot be asked.
+        """
+        problems: list[Problem] = []
+        seen: set[tuple[str, str]] = set()
+        machine_checks: dict[tuple[str, str], set[str]] = {}
+        image_checks: dict[str, tuple[str, set[str]]] = {}
+        for spec in members:
+            group = f"groups.{spec.group}"
+
+            def problem(where: str, message: str) -> None:
+                key = (where, message)
+                if key not in seen:
+                    seen.add(key)
+                    problems.append(Problem(field=where, message=message))
+
+            try:
+                cfg = self.member_config(spec)
+            except ConfigError as exc:
+                problem(exc.message.split(":", 1)[0], exc.message.split(": ", 1)[-1])
+                continue
+            outside = [z for z in cfg.zones if z not in self.config.zones]
+            if outside:
+                problem(
+                    f"{group}.provider_config.zones",
+                    f"zones {outside} are not in the stack's provider_config.zones "
+                    f"{self.config.zones}; infra observes only the stack's zones",
+                )
+            if cfg.project != self.config.project:
+                problem(f"{group}.provider_config.project", "a group cannot use another project than the stack")
+            if not _NAME_RE.match(spec.name):
+                problem(
+                    group,
+                    f"instance name {spec.name!r} is not valid on GCE (at most 63 characters, "
+                    "lowercase letters, digits and '-'); shorten the stack or group name",
+                )
+            size = len(json.dumps(spec.userdata(), sort_keys=True, separators=(",", ":")).encode())
+            if size > METADATA_VALUE_MAX:
+                problem(group, f"member configuration is {size} bytes; GCE metadata holds {METADATA_VALUE_MAX}")
+            zone = cfg.zone_for(spec.placement)
+            machine_type = spec.machine_type or cfg.machine_type
+            if not machine_type:
+                problem(f"{group}.machine_type", "the gcp provider needs a machine type (e.g. 'e2-small')")
+            else:
+                machine_checks.setdefault((zone, machine_type), set()).add(spec.group)
+            image = spec.image or cfg.image
+            if not image:
+                problem(f"{group}.image", "the gcp provider needs an image name or 'family/NAME'")
+            else:
+                try:
+                    source = image_source(image, cfg.project)
+                except ValueError as exc:
+                    problem(f"{group}.image", str(exc))
+                else:
+                    image_checks.setdefault(source, (image, set()))[1].add(spec.group)
+        for (zone, machine_type), groups in sorted(machine_checks.items()):
+            if not self._exists(
+                f"get machine type {machine_type} in {zone}",
+                self.clients.machine_types.get,
+                project=self.config.project,
+                zone=zone,
+                machine_type=machine_type,
+            ):
+                for g in sorted(groups):
+                    problems.append(
+                        Problem(
+                            field=f"groups.{g}.machine_type",
+                            message=f"machine type {machine_type!r} does not exist in zone {zone}",
+                        )
+                    )
+        for source, (image, groups) in sorted(image_checks.items()):
+            m = re.fullmatch(r"projects/([^/]+)/global/images/(family/)?([^/]+)", source)
+            assert m is not None
+            if m.group(2):
+                found = self._exists(
+                    f"get image family {m.group(3)}",
+                    self.clients.images.get_from_family,
+                    project=m.group(1),
+                    family=m.group(3),
+                )
+            else:
+                found = self._exists(
+                    f"get image {m.group(3)}", self.clients.images.get, project=m.group(1), image=m.group(3)
+                )
+            if not found:
+                for g in sorted(groups):
+                    problems.append(
+                        Problem(
+                            field=f"groups.{g}.image",
+                            message=f"image {image!r} ({source}) does not exist; build and upload it first",
+                        )
+                    )
+        return problems
+
+    def _exists(self, action: str, fn: Callable[..., object], **kwargs: Any) -> bool:
+        """Whether a get finds the resource (404, or 400 for a malformed name, mean no)."""
+        try:
+            self._call(action, fn, **kwargs)
+        except (NotFoundError, PermanentError) as exc:
+            if isinstance(exc.__cause__, gexc.NotFound | gexc.BadRequest):
+                return False
+            raise
+        return True
+
+    def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None:
+        """``gce_sd_configs``, one per zone of the stack, filtered on ``selector``'s labels.
+
+        Prometheus then finds the members itself (their primary internal addresses, on
+        ``port``); its credentials come from the VM's service account.
+        """
+        filt = label_filter(selector)
+        return {
+            "gce_sd_configs": [
+                {"project": self.config.project, "zone": zone, "port": port, "filter": filt}
+                for zone in self.config.zones
+            ]
+        }
+
+
+def _network_path(network: str, project: str) -> str:
+    if "/" in network:
+        return network
+    return f"projects/{project}/global/networks/{network}"
+
+
+def _subnetwork_path(subnetwork: str, project: str, region: str) -> str:
+    if "/" in subnetwork:
+        return subnetwork
+    return f"projects/{project}/regions/{region}/subnetworks/{subnetwork}"
