@@ -40,7 +40,7 @@ from providers.local import metadata, network
 from providers.local.config import LocalConfig, parse_config
 from providers.local.discovery import Discovery
 from providers.local.procs import ProcRef, adopt, alive, reap_children, ref_of, terminate
-from providers.local.store import InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
+from providers.local.store import Claims, InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
 from reconciler import linuxkit
 from reconciler.errors import ConfigError, InfraError, PermanentError, TransientError
 from reconciler.model import (
@@ -122,6 +122,7 @@ class LocalProvider:
         self.root = config.root_path()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(self.root)
+        self.claims = Claims()
         self.sd = Discovery(self.root / "discovery")
 
     @classmethod
@@ -210,26 +211,32 @@ class LocalProvider:
 
     # -- addresses ---------------------------------------------------------------------------
 
+    def _owner(self, name: str) -> str:
+        return f"{self.root.resolve()}:{name}"
+
     def _pick_address(self, spec: MemberSpec, reservations: dict[str, dict[str, Any]]) -> str:
-        """Under the lock: the address ``spec`` gets, its ports checked free."""
+        """Under both locks: the address ``spec`` gets, its ports checked free, claimed."""
         ports = _ports(spec)
         used = self.store.used_addresses(reservations)
-        if spec.address is not None:
-            if not network.is_loopback(spec.address):
+        elsewhere = self.claims.others(self._owner(spec.name))
+        own = reservations.get(spec.name)
+        if spec.address is not None or own is not None:
+            address = spec.address if spec.address is not None else str(own["address"]) if own else ""
+            if not network.is_loopback(address):
                 raise PermanentError(
-                    f"local: address {spec.address!r} of {spec.name} is not an IPv4 loopback address "
+                    f"local: address {address!r} of {spec.name} is not an IPv4 loopback address "
                     "(the local provider uses 127.77.0.0/16)"
                 )
-            holder = used.get(spec.address)
+            holder = used.get(address)
             if holder is not None and holder != spec.name:
-                raise PermanentError(f"local: address {spec.address} is already used by instance {holder}")
-            network.check_ports(spec.address, ports)
-            return spec.address
-        own = reservations.get(spec.name)
-        if own is not None:
-            network.check_ports(str(own["address"]), ports)
-            return str(own["address"])
-        return network.allocate(set(used), ports)
+                raise PermanentError(f"local: address {address} is already used by instance {holder}")
+            if address in elsewhere:
+                raise PermanentError(f"local: address {address} was just given to an instance under another root")
+            network.check_ports(address, ports)
+        else:
+            address = network.allocate(set(used) | elsewhere, ports)
+        self.claims.claim(address, self._owner(spec.name))
+        return address
 
     def address_for(self, spec: MemberSpec) -> str | None:
         """The address the instance of ``spec`` will have, reserved before it is created.
@@ -243,9 +250,12 @@ class LocalProvider:
                 return record.address
             reservations = self.store.reservations()
             entry = reservations.get(spec.name)
-            if entry is None:
-                address = network.allocate(set(self.store.used_addresses(reservations)), _ports(spec))
-                entry = {"address": address}
+            with self.claims.lock():
+                if entry is None:
+                    used = set(self.store.used_addresses(reservations))
+                    used |= self.claims.others(self._owner(spec.name))
+                    entry = {"address": network.allocate(used, _ports(spec))}
+                self.claims.claim(str(entry["address"]), self._owner(spec.name))
             entry["time"] = time.time()
             reservations[spec.name] = entry
             self.store.save_reservations(reservations)
@@ -364,7 +374,8 @@ class LocalProvider:
                         )
                     return self._observe(directory, existing)
                 reservations = self.store.reservations()
-                address = self._pick_address(spec, reservations)
+                with self.claims.lock():
+                    address = self._pick_address(spec, reservations)
                 record = InstanceRecord(
                     id=new_id(),
                     name=spec.name,
@@ -423,6 +434,8 @@ class LocalProvider:
                 reservations = self.store.reservations()
                 if reservations.pop(record.name, None) is not None:
                     self.store.save_reservations(reservations)
+                with self.claims.lock():
+                    self.claims.release(self._owner(record.name))
             self._refresh_discovery()
 
     # -- validating --------------------------------------------------------------------------
@@ -490,7 +503,8 @@ class LocalProvider:
 
         Commands missing from PATH (with the Debian package to install), duplicate service
         names or ports within a member, unsafe config paths, bad per-member provider settings,
-        and addresses that are not loopback or are already used by another instance or member.
+        addresses that are not loopback or are already used by another instance or member, and
+        ports already in use at the address of a member not yet created.
         """
         problems: Problems = []
         seen_commands: set[tuple[str, ...]] = set()
@@ -521,6 +535,11 @@ class LocalProvider:
                     problems.append(
                         Problem(field=field, message=f"address {spec.address} is already used by {used[spec.address]}")
                     )
+                elif not self.store.dir_of(spec.name).exists():
+                    busy = network.busy_ports(spec.address, _ports(spec))
+                    if busy:
+                        where = ", ".join(f"{spec.address}:{p}" for p in busy)
+                        problems.append(Problem(field=field, message=f"port already in use at {where}"))
                 addresses[spec.address] = spec.name
         return problems
 

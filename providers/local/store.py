@@ -39,6 +39,9 @@ NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
 RECORD = "instance.json"
 #: Reservations not used by a create or renewed by address_for within this time are dropped.
 RESERVATION_TTL = 24 * 3600.0
+#: How long a machine-wide claim protects an address handed out under *another* root, until
+#: its processes listen and the port probe sees them.
+CLAIM_TTL = 300.0
 
 
 class ServiceRecord(BaseModel):
@@ -228,6 +231,53 @@ class Store:
             if record.address:
                 used[record.address] = record.name
         return used
+
+
+class Claims:
+    """Addresses recently handed out by any root of this user on this machine.
+
+    Each root has its own lock and records, but the loopback network is shared: two roots (two
+    test sessions, a test next to a real stack) must not hand out the same address in the
+    moment between allocating it and its services listening. So every allocation is also noted
+    here, under a machine-wide lock, and kept for :data:`CLAIM_TTL`; after that the address's
+    listeners (or its record, for the same root) protect it.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.dir = directory or Path(tempfile.gettempdir()) / f"infra-local-{os.getuid()}"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return flock(self.dir / "claims.lock")
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Under the lock: address → {"owner", "time"} for claims younger than the TTL."""
+        doc = read_json(self.dir / "claims.json")
+        if not isinstance(doc, dict):
+            return {}
+        now = time.time()
+        return {
+            addr: entry
+            for addr, entry in doc.items()
+            if isinstance(entry, dict) and now - float(entry.get("time", 0)) < CLAIM_TTL
+        }
+
+    def others(self, owner: str) -> set[str]:
+        """Under the lock: addresses claimed by anyone but ``owner``."""
+        return {addr for addr, entry in self.load().items() if entry.get("owner") != owner}
+
+    def release(self, owner: str) -> None:
+        """Under the lock: forget the claims of ``owner`` (its instance was deleted)."""
+        claims = self.load()
+        kept = {addr: entry for addr, entry in claims.items() if entry.get("owner") != owner}
+        if len(kept) != len(claims):
+            write_json(self.dir / "claims.json", kept, mode=0o600)
+
+    def claim(self, address: str, owner: str) -> None:
+        """Under the lock: note ``address`` as just handed out to ``owner`` (root + name)."""
+        claims = self.load()
+        claims[address] = {"owner": owner, "time": time.time()}
+        write_json(self.dir / "claims.json", claims, mode=0o600)
 
 
 def candidates() -> Iterator[str]:
