@@ -45,8 +45,6 @@ class Target:
         return {
             "job": self.job,
             "member": self.member,
-            "instance": self.instance,
-            "group": self.group,
             "health": self.health,
             "last_error": self.last_error or None,
             "scrape_url": self.scrape_url,

@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import http.server
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from plugins.prometheus import PrometheusConfig, PrometheusRole
@@ -300,3 +304,82 @@ def run_prometheus(tmp_path: Path) -> Iterator[Callable[[MemberSpec, Path], Runn
         except subprocess.TimeoutExpired:
             running.proc.kill()
             running.proc.wait(timeout=10)
+
+
+# -- the infra CLI -------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _infra_argv() -> list[str]:
+    exe = shutil.which("infra")
+    return [exe] if exe else [sys.executable, "-m", "reconciler.cli"]
+
+
+@dataclass
+class InfraCli:
+    """Runs the real ``infra`` CLI with a private ``INFRA_STATE_DIR``; remembers what to destroy."""
+
+    state: Path
+    applied: set[str] = field(default_factory=set)
+
+    def run(self, *args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        if args and args[0] == "apply":
+            self.applied.add(args[1])
+        env = {**os.environ, "INFRA_STATE_DIR": str(self.state), "NO_COLOR": "1", "COLUMNS": "250"}
+        proc = subprocess.run(
+            [*_infra_argv(), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+        )
+        if check:
+            assert proc.returncode == 0, (
+                f"infra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json", check=True).stdout)
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes still running from this state directory (instances not destroyed)."""
+        mine = str(self.state)
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if mine in cmdline or (proc.info["cwd"] or "").startswith(mine):
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+
+@pytest.fixture
+def infra_cli(tmp_path: Path) -> Iterator[InfraCli]:
+    """The CLI with a private state dir; the finalizer runs ``infra destroy --yes`` on every stack
+    applied and fails the test if any of its processes survive (they are killed, by pid)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    cli = InfraCli(state)
+    yield cli
+    problems = []
+    for stack in sorted(cli.applied):
+        result = cli.run("destroy", stack, "--yes", timeout=180)
+        if result.returncode != 0:
+            problems.append(f"destroy {stack} exited {result.returncode}: {result.stderr[-1000:]}")
+    deadline = time.monotonic() + 10
+    while cli.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = cli.leftovers()
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    if left:
+        problems.append(f"processes survived destroy: {[p.pid for p in left]}")
+    if problems:
+        pytest.fail("; ".join(problems))
