@@ -82,6 +82,13 @@ def ready(address: str, port: int, *, timeout: float = TIMEOUT) -> bool:
     raise PrometheusBadAnswer(f"/-/ready answered HTTP {status}: {body[:200].decode(errors='replace')}")
 
 
+def _when(value: Any) -> str | None:
+    """A scrape time, or None for Prometheus's zero time (never scraped yet)."""
+    if not isinstance(value, str) or value.startswith("0001-01-01"):
+        return None
+    return value
+
+
 def active_targets(address: str, port: int, *, timeout: float = TIMEOUT) -> list[Target]:
     """The active targets from ``/api/v1/targets?state=active``, sorted by job and member.
 
@@ -109,7 +116,7 @@ def active_targets(address: str, port: int, *, timeout: float = TIMEOUT) -> list
                 scrape_url=str(raw.get("scrapeUrl", "")),
                 health=str(raw.get("health", "unknown")),
                 last_error=str(raw.get("lastError", "")),
-                last_scrape=raw.get("lastScrape"),
+                last_scrape=_when(raw.get("lastScrape")),
             )
         )
     return sorted(targets, key=lambda t: (t.job, t.member or "", t.scrape_url))
