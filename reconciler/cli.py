@@ -367,9 +367,36 @@ def status(stack_file: str, as_json: bool) -> None:
             table.add_row(m.member, m.address or "-", m.status, f"[{colour[m.healthy]}]{m.healthy}[/]",
                           "current" if m.spec_current else "[yellow]outdated[/]", m.name)
         out.print(table)
-        for key, value in g.extra.items():
-            shown = value if isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
-            out.print(f"  {key}: {shown}", markup=False)
+        _render_extra(out, g.extra)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _render_extra(out: Console, extra: Any) -> None:
+    """A role's status facts: scalars as ``key: value``, lists of records as tables."""
+    from rich.table import Table
+
+    for key, value in extra.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns: list[str] = []
+            for row in value:
+                columns.extend(k for k in row if k not in columns)
+            table = Table(title=f"  {key}", title_justify="left", show_edge=False)
+            for col in columns:
+                table.add_column(col)
+            for row in value:
+                table.add_row(*(_cell(row.get(c)) for c in columns))
+            out.print(table)
+        elif isinstance(value, dict):
+            out.print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in value.items()), markup=False)
+        else:
+            out.print(f"  {key}: {value}", markup=False)
 
 
 @cli.command()
