@@ -11,11 +11,12 @@ come from Application Default Credentials (``google.auth.default()``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reconciler.errors import ConfigError
 
@@ -74,11 +75,48 @@ class GcpConfig(BaseModel):
         default_factory=list, description="network tags, for firewall rules (etcd 2379/2380, 9090)"
     )
     external_ip: bool = Field(False, description="give each instance an ephemeral external address")
+    address_range: str | None = Field(
+        None,
+        description="a CIDR inside the subnetwork's primary range set aside for this group: member "
+        "<i> gets its (i+2)th address as a fixed internal IP, known before the instance exists "
+        "(what etcd's static bootstrap needs). Unset: GCE picks ephemeral addresses.",
+    )
     disk_size_gb: int = Field(10, ge=10, le=65536)
     disk_type: str = "pd-balanced"
     operation_deadline: float = Field(300.0, gt=0, description="seconds to wait for a zone operation")
     retry_deadline: float = Field(60.0, ge=0, description="seconds spent retrying throttled or failed idempotent calls")
     request_timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
+
+    @field_validator("address_range")
+    @classmethod
+    def _range(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a CIDR range like 10.128.15.0/28: {exc}") from None
+        if net.version != 4 or net.num_addresses < 4:
+            raise ValueError(f"{value!r}: use an IPv4 range of at least 4 addresses (/30 or larger)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_region(self) -> GcpConfig:
+        if self.address_range and len({z.rsplit("-", 1)[0] for z in self.zones}) > 1:
+            raise ValueError("address_range needs every zone of the group in one region (one subnetwork)")
+        return self
+
+    def address_of(self, placement: int) -> str | None:
+        """The fixed internal address of member ``placement``, or None without ``address_range``."""
+        if not self.address_range:
+            return None
+        net = ipaddress.ip_network(self.address_range)
+        if placement + 2 >= net.num_addresses - 1:
+            raise ValueError(
+                f"address_range {self.address_range} holds {net.num_addresses - 3} members; "
+                f"member index {placement} does not fit"
+            )
+        return str(net.network_address + 2 + placement)
 
     def zone_for(self, placement: int) -> str:
         """The zone of the member with index ``placement`` (round-robin)."""

@@ -27,7 +27,9 @@ every finished zone operation (:func:`operation_error`). The mapping::
     ZONE_RESOURCE_POOL_EXHAUSTED(_WITH_DETAILS),  TransientError (the zone is out of capacity
       RESOURCE_OPERATION_RATE_EXCEEDED,             or busy: try again later)
       RATE_LIMIT_EXCEEDED, INTERNAL_ERROR,
-      SERVICE_UNAVAILABLE, TIMEOUT
+      SERVICE_UNAVAILABLE, TIMEOUT,
+      IP_IN_USE_BY_ANOTHER_RESOURCE (the instance
+      being replaced still holds the address)
     RESOURCE_NOT_FOUND                            NotFoundError
     RESOURCE_ALREADY_EXISTS                       :class:`AlreadyExists`
     anything else                                 PermanentError
@@ -71,6 +73,7 @@ _TRANSIENT_OP_CODES = {
     "SERVICE_UNAVAILABLE",
     "TIMEOUT",
     "RESOURCE_NOT_READY",
+    "IP_IN_USE_BY_ANOTHER_RESOURCE",
 }
 _RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
 _QUOTA_REASONS = {"quotaExceeded", "QUOTA_EXCEEDED", "dailyLimitExceeded"}

@@ -306,6 +306,9 @@ class GcpProvider:
             )
         region = zone.rsplit("-", 1)[0]
         nic = compute_v1.NetworkInterface(network=_network_path(cfg.network or "default", cfg.project))
+        address = spec.address or self._fixed_address(spec, cfg)
+        if address:
+            nic.network_i_p = address
         if cfg.subnetwork:
             nic.subnetwork = _subnetwork_path(cfg.subnetwork, cfg.project, region)
         if cfg.external_ip:
@@ -334,7 +337,24 @@ class GcpProvider:
             resource.tags = compute_v1.Tags(items=list(cfg.tags))
         return resource
 
+    @staticmethod
+    def _fixed_address(spec: MemberSpec, cfg: GcpConfig) -> str | None:
+        try:
+            return cfg.address_of(spec.placement)
+        except ValueError as exc:
+            raise ConfigError(f"groups.{spec.group}.provider_config.address_range: {exc}") from None
+
     # -- the protocol ------------------------------------------------------------------------
+
+    def address_for(self, spec: MemberSpec) -> str | None:
+        """The member's fixed internal IP when its group sets ``address_range``, else None.
+
+        Deterministic (the (index+2)th address of the range), so it is known before the instance
+        exists and is the same in every process; the instance is created with it as its
+        ``networkIP``. A replacement of the member reuses the address, which the quorum policy's
+        remove-before-add makes safe. Raises ConfigError when the member does not fit the range.
+        """
+        return self._fixed_address(spec, self.member_config(spec))
 
     def list(self, selector: Mapping[str, str]) -> list[Instance]:
         """Every instance whose labels include ``selector``, in the stack's zones.
@@ -516,6 +536,10 @@ class GcpProvider:
             if size > METADATA_VALUE_MAX:
                 problem(group, f"member configuration is {size} bytes; GCE metadata holds {METADATA_VALUE_MAX}")
             zone = cfg.zone_for(spec.placement)
+            try:
+                cfg.address_of(spec.placement)
+            except ValueError as exc:
+                problem(f"{group}.provider_config.address_range", str(exc))
             machine_type = spec.machine_type or cfg.machine_type
             if not machine_type:
                 problem(f"{group}.machine_type", "the gcp provider needs a machine type (e.g. 'e2-small')")

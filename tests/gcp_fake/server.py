@@ -127,6 +127,7 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.domain = domain
+        self.after = False  # for queued failures: answer with it after the call took effect
 
     def body(self) -> JsonDict:
         return {
@@ -431,9 +432,12 @@ class FakeCompute:
         with self.lock:
             self.calls.clear()
 
-    def queue_failure(self, method: str, code: int, reason: str, message: str) -> None:
+    def queue_failure(self, method: str, code: int, reason: str, message: str, *, after: bool = False) -> None:
+        """Answer the next call of ``method`` with this error; ``after``: once the call took effect."""
         with self.lock:
-            self.failures.setdefault(method, []).append(ApiError(code, reason, message))
+            err = ApiError(code, reason, message)
+            err.after = after
+            self.failures.setdefault(method, []).append(err)
 
     def add_image(self, project: str, name: str, family: str | None = None) -> JsonDict:
         image: JsonDict = {
@@ -470,7 +474,7 @@ class FakeCompute:
                 )
             now = time.monotonic()
             inst = self._new_instance(project, zone, name, dict(labels or {}), machine_type, {}, now, now)
-            inst.status_override = status if status != "RUNNING" else None
+            inst.status_override = status
             self.instances[(project, zone, name)] = inst
             return inst.to_json(now)
 
@@ -505,9 +509,15 @@ class FakeCompute:
         body: JsonDict,
         now: float,
         ready_at: float,
+        address: str | None = None,
     ) -> FakeInstance:
-        n = next(self.addresses)
-        address = f"{self.address_prefix}.{n // 250 % 250}.{n % 250 + 2}"
+        if address is None:
+            used = {i.address for i in self.instances.values()}
+            while True:
+                n = next(self.addresses)
+                address = f"{self.address_prefix}.{n // 250 % 250}.{n % 250 + 2}"
+                if address not in used:
+                    break
         return FakeInstance(
             project=project,
             zone=zone,
@@ -643,12 +653,23 @@ class FakeCompute:
                     "QUOTA_EXCEEDED",
                     f"Quota 'INSTANCES' exceeded.  Limit: {float(self.quota_instances)} in region {region}.",
                 )
+        fixed = str(((body.get("networkInterfaces") or [{}])[0]).get("networkIP") or "")
+        if error is None and fixed:
+            holder = next((i for i in self.instances.values() if i.project == project and i.address == fixed), None)
+            if holder is not None:
+                error = _op_error(
+                    "IP_IN_USE_BY_ANOTHER_RESOURCE",
+                    f"IP '{fixed}' is already being used by another resource "
+                    f"'{_instance_path(project, holder.zone, holder.name)}'.",
+                )
         target_id = next(self.ids)
         op = self._new_op(project, zone, "insert", name, target_id, request_id)
         if error is not None:
             op.error = error
         else:
-            inst = self._new_instance(project, zone, name, dict(labels), m.group(2), body, now, op.done_at)
+            inst = self._new_instance(
+                project, zone, name, dict(labels), m.group(2), body, now, op.done_at, address=fixed or None
+            )
             inst.id = target_id
             self.instances[key] = inst
         return op.to_json(now)
@@ -918,13 +939,15 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.calls[method] = fake.calls.get(method, 0) + 1
             queued = fake.failures.get(method)
-            if queued:
-                err = queued.pop(0)
-                self._send(err.code, err.body())
-                return
             fault: int | None = None
             after = False
-            if fake.fault_rate and fake.rng.random() < fake.fault_rate:
+            if queued:
+                err = queued.pop(0)
+                if not err.after:
+                    self._send(err.code, err.body())
+                    return
+                fault, after = err.code, True
+            elif fake.fault_rate and fake.rng.random() < fake.fault_rate:
                 fault = fake.rng.choice(fake.fault_codes)
                 after = method in MUTATING and fake.rng.random() < fake.fault_after_share
             if fault is not None and not after:
@@ -993,7 +1016,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake.configure(**body)
             return {"ok": True}
         if path == "/_admin/fail" and verb == "POST":
-            fake.queue_failure(body["method"], int(body["code"]), body["reason"], body.get("message", "injected"))
+            fake.queue_failure(
+                body["method"],
+                int(body["code"]),
+                body["reason"],
+                body.get("message", "injected"),
+                after=bool(body.get("after", False)),
+            )
             return {"ok": True}
         if path == "/_admin/images" and verb == "POST":
             return fake.add_image(body["project"], body["name"], body.get("family"))
