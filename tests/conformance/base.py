@@ -125,3 +125,42 @@ class ProviderConformance:
         provider.delete(mine)
         self.settle(provider)
         assert other_stack in self.ids(provider.list(stack_selector(stack + "o")))
+
+    def test_engine_steps_apply_replan_empty_then_destroy_leaves_nothing(
+        self, provider: Provider, stack: str, tmp_path: Any
+    ) -> None:
+        """Terraform's acceptance shape: apply, re-plan is empty, scale, destroy, nothing leaks."""
+        from plugins.command import CommandConfig, CommandRole
+        from reconciler.engine import Engine
+        from reconciler.stack import Group, Stack
+
+        command = list(self.services[0].command) if self.services else ["sleep", "3600"]
+        fields = dict(self.spec_fields)
+
+        def engine(size: int) -> Engine:
+            group = Group(name="web", size=size, role="command", config={"command": command},
+                          image=fields.get("image"), machine_type=fields.get("machine_type"),
+                          provider_config=dict(fields.get("provider_config", {})))
+            st = Stack(name=stack, provider=provider.name, groups=(group,))
+            return Engine(st, provider, {"web": CommandRole()}, {"web": CommandConfig(command=command)},
+                          state_dir=tmp_path)
+
+        first = engine(2)
+        result = first.apply(first.plan())
+        assert result.ok, result.failed
+        self.settle(provider)
+        assert first.plan().empty
+        assert len(provider.list(stack_selector(stack))) == 2
+
+        bigger = engine(3)
+        plan = bigger.plan()
+        assert [(c.action.value, c.member) for c in plan.changes] == [("create", "web-2")]
+        assert bigger.apply(plan).ok
+        self.settle(provider)
+        assert bigger.plan().empty
+
+        gone = bigger.plan(destroy=True)
+        assert len(gone.changes) == 3
+        assert bigger.apply(gone).ok
+        self.settle(provider)
+        assert provider.list(stack_selector(stack)) == []
