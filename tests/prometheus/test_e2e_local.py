@@ -99,3 +99,13 @@ def test_prometheus_follows_a_scaled_group_through_the_cli(infra_cli: InfraCli, 
     assert after["name"] == prom["name"], "Prometheus was replaced"
     assert api(address, "/api/v1/status/runtimeinfo")["data"]["startTime"] == started, "Prometheus restarted"
     assert infra_cli.run("plan", str(stack), "--detailed-exitcode").returncode == 0
+
+
+def test_a_bad_watch_list_is_refused_before_anything_runs(infra_cli: InfraCli, tmp_path: Path) -> None:
+    stack = tmp_path / "pmon.py"
+    stack.write_text(WEB_STACK.format(size=1).replace('"watch": ["web"]', '"watch": ["web", "wbe"]'))
+    for command in (("validate",), ("plan",), ("apply", "--yes")):
+        result = infra_cli.run(command[0], str(stack), *command[1:])
+        assert result.returncode == 1, result.stdout
+        assert "groups[1].config.watch[1]: no group named 'wbe'" in result.stdout + result.stderr
+    assert not list(infra_cli.state.glob("local/instances/*")), "something was created"
