@@ -704,14 +704,16 @@ class Daemon:
               help="Seconds allowed on SIGTERM/SIGINT for changes in flight to finish.")
 @click.option("--backoff-max", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Longest wait after repeated failed passes (backoff doubles from 1s).")
+@click.option("--stuck-after", type=click.FloatRange(0.1), default=None,
+              help="/healthz fails when a running pass shows no progress for this long [default: --timeout + 60].")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
               help="Changes in flight at once (cattle groups).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds allowed per change, retries included.")
 def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: str, log_format: str,
                    log_level: str, lock: str, lock_ttl: int, lock_cacert: str | None, lock_cert: str | None,
-                   lock_key: str | None, grace: float, backoff_max: float, concurrency: int,
-                   timeout: float) -> None:
+                   lock_key: str | None, grace: float, backoff_max: float, stuck_after: float | None,
+                   concurrency: int, timeout: float) -> None:
     """Reconcile stacks for ever: every interval and when a stack file changes.
 
     \b
@@ -727,7 +729,7 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key)
     addr = _parse_addr(metrics_addr)
     settings = Settings(interval=interval, backoff_max=backoff_max, concurrency=concurrency, timeout=timeout,
-                        stuck_after=timeout + 60.0)
+                        stuck_after=stuck_after or timeout + 60.0)
     log = EventLog(log_format, level=log_level)
     daemon = Daemon(stack_files, settings=settings, log=log, lock="etcd" if etcd else "file", lock_ttl=lock_ttl,
                     etcd=etcd, metrics_addr=addr, grace=grace)
