@@ -174,8 +174,7 @@ class StackCA:
             elif self.ca_cert_path.exists() or self.ca_key_path.exists():
                 raise ConfigError(
                     f"the stack's CA in {self.dir} is incomplete (one of ca.crt, ca.key is missing)",
-                    hint="restore the missing file from a backup; a new CA would invalidate every "
-                    "member's certificate",
+                    hint="restore the missing file from a backup; a new CA would invalidate every member's certificate",
                 )
             else:
                 self._ca = self._create_ca()
@@ -377,9 +376,7 @@ class StackCA:
             )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if wanted:
             builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
@@ -393,7 +390,5 @@ class StackCA:
             _write_private(key_path, key_pem, 0o600)
             _write_private(cert_path, cert_pem, 0o644)
         except OSError as exc:
-            raise ConfigError(
-                f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}"
-            ) from None
+            raise ConfigError(f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}") from None
         return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)

@@ -600,7 +600,8 @@ class EtcdRole(Role):
         """``member remove`` the instance's member, keeping a healthy majority.
 
         Moves leadership away first when the member leads. Does nothing when it is not a member
-        (already removed) or is the cluster's last member (the cluster ends with it). Raises
+        (already removed) or is the last member of a group scaled to 0 (the cluster ends with
+        it); refuses (RoleError) to replace the only member of a one-member cluster. Raises
         RoleTransientError when removing it now would leave less than a healthy majority (the
         executor waits and retries), RoleError when no member can be reached. If it raises, the
         instance is not deleted.
@@ -622,6 +623,13 @@ class EtcdRole(Role):
             ctx.log(f"etcd: {instance.member} is not a member any more; nothing to remove")
             return
         if len(members.members) == 1:
+            if ctx.group.size > 0:
+                raise RoleError(
+                    f"{instance.member} is the only member of etcd group {ctx.group.name!r}: replacing it "
+                    "would start an empty cluster and lose every key",
+                    hint="grow the group to 3 members first (the change then rolls one member at a time), "
+                    "or take a snapshot ('etcdctl snapshot save') and restore it into the new member",
+                )
             ctx.log(f"etcd: {instance.member} is the last member; the cluster ends with it")
             return
         healthy = {p.status.member_id for p in survey.healthy if p.status is not None} & members.ids
