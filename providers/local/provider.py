@@ -156,11 +156,19 @@ class LocalProvider:
             return None
         return Processes(pgid=sup.pid, supervisor=sup, services=services)
 
-    def _liveness(self, directory: Path, record: InstanceRecord) -> tuple[InstanceStatus, str | None]:
+    @staticmethod
+    def _exit_reason(directory: Path) -> str | None:
+        """What the supervisor recorded as the first service to end, if anything."""
         exits = read_json(directory / "logs" / "exits.json")
         if isinstance(exits, dict) and isinstance(exits.get("exits"), list) and exits["exits"]:
             first = exits["exits"][0]
-            return InstanceStatus.DEAD, _describe_exit(first if isinstance(first, dict) else {})
+            return _describe_exit(first if isinstance(first, dict) else {})
+        return None
+
+    def _liveness(self, directory: Path, record: InstanceRecord) -> tuple[InstanceStatus, str | None]:
+        reason = self._exit_reason(directory)
+        if reason is not None:
+            return InstanceStatus.DEAD, reason
         procs = self._processes(directory, record)
         if procs is None:
             young = time.time() - record.created < 2 * self.config.start_timeout
@@ -175,7 +183,14 @@ class LocalProvider:
                 f"; service {', '.join(gone)} gone too" if gone else ""
             )
         if gone:
-            return InstanceStatus.DEAD, f"service {', '.join(gone)} gone (killed?)"
+            # The supervisor is about to reap it and record why: give it a moment to say so.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and alive(procs.supervisor):
+                reason = self._exit_reason(directory)
+                if reason is not None:
+                    return InstanceStatus.DEAD, reason
+                time.sleep(0.01)
+            return InstanceStatus.DEAD, self._exit_reason(directory) or f"service {', '.join(gone)} gone (killed?)"
         return InstanceStatus.RUNNING, None
 
     def _observe(self, directory: Path, record: InstanceRecord) -> Instance:
@@ -235,7 +250,7 @@ class LocalProvider:
             network.check_ports(address, ports)
         else:
             address = network.allocate(set(used) | elsewhere, ports)
-        self.claims.claim(address, self._owner(spec.name))
+        self.claims.claim(address, self._owner(spec.name), self.store.dir_of(spec.name).resolve())
         return address
 
     def address_for(self, spec: MemberSpec) -> str | None:
@@ -255,7 +270,7 @@ class LocalProvider:
                     used = set(self.store.used_addresses(reservations))
                     used |= self.claims.others(self._owner(spec.name))
                     entry = {"address": network.allocate(used, _ports(spec))}
-                self.claims.claim(str(entry["address"]), self._owner(spec.name))
+                self.claims.claim(str(entry["address"]), self._owner(spec.name), self.store.dir_of(spec.name).resolve())
             entry["time"] = time.time()
             reservations[spec.name] = entry
             self.store.save_reservations(reservations)

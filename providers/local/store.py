@@ -237,10 +237,11 @@ class Claims:
     """Addresses recently handed out by any root of this user on this machine.
 
     Each root has its own lock and records, but the loopback network is shared: two roots (two
-    test sessions, a test next to a real stack) must not hand out the same address in the
-    moment between allocating it and its services listening. So every allocation is also noted
-    here, under a machine-wide lock, and kept for :data:`CLAIM_TTL`; after that the address's
-    listeners (or its record, for the same root) protect it.
+    test sessions, a test next to a real stack) must not hand out the same address. So every
+    allocation is also noted here, under a machine-wide lock, with the instance directory it
+    is for. A claim holds while that directory exists, or for :data:`CLAIM_TTL` after it was
+    made (the instance is being built, or was only reserved); a root removed without deleting
+    its instances thus frees its addresses once their directories are gone.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -251,7 +252,7 @@ class Claims:
         return flock(self.dir / "claims.lock")
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Under the lock: address → {"owner", "time"} for claims younger than the TTL."""
+        """Under the lock: address → {"owner", "time", "dir"} for the claims that still hold."""
         doc = read_json(self.dir / "claims.json")
         if not isinstance(doc, dict):
             return {}
@@ -259,7 +260,8 @@ class Claims:
         return {
             addr: entry
             for addr, entry in doc.items()
-            if isinstance(entry, dict) and now - float(entry.get("time", 0)) < CLAIM_TTL
+            if isinstance(entry, dict)
+            and (now - float(entry.get("time", 0)) < CLAIM_TTL or os.path.isdir(str(entry.get("dir", ""))))
         }
 
     def others(self, owner: str) -> set[str]:
@@ -273,10 +275,10 @@ class Claims:
         if len(kept) != len(claims):
             write_json(self.dir / "claims.json", kept, mode=0o600)
 
-    def claim(self, address: str, owner: str) -> None:
-        """Under the lock: note ``address`` as just handed out to ``owner`` (root + name)."""
+    def claim(self, address: str, owner: str, directory: Path) -> None:
+        """Under the lock: note ``address`` as handed out to ``owner`` for ``directory``."""
         claims = self.load()
-        claims[address] = {"owner": owner, "time": time.time()}
+        claims[address] = {"owner": owner, "time": time.time(), "dir": str(directory)}
         write_json(self.dir / "claims.json", claims, mode=0o600)
 
 
