@@ -123,6 +123,8 @@ class Executor:
         self.reporter: Reporter = reporter or NullReporter()
         self.stop = stop or threading.Event()
         self._observed_lock = threading.Lock()
+        # (id of a RoleContext, group) → (that group's observed list, the ids in it); see _ids.
+        self._id_sets: dict[tuple[int, str], tuple[list[Instance], set[str]]] = {}
 
     # -- retries -------------------------------------------------------------------------------
 
@@ -142,18 +144,44 @@ class Executor:
         pair = self.contexts.get(group)
         return (pair[0], pair[1]) if pair else (None, None)
 
+    def _ids(self, ctx: RoleContext, group: str) -> tuple[list[Instance], set[str]]:
+        """The group's observed list and the set of its ids (rebuilt if the list was replaced).
+
+        Caller holds ``_observed_lock``. Keeps adding an instance O(1) in Python work instead
+        of a filter over the whole group per create (quadratic: 5000 creates took ~13 s). The
+        set is trusted only while the list is the one it was built from, at the same length.
+        """
+        current = ctx.observed.get(group, [])
+        cached = self._id_sets.get((id(ctx), group))
+        if cached is None or cached[0] is not current or len(cached[1]) != len(current):
+            cached = (current, {i.id for i in current})
+        return cached
+
     def _observe_add(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
         if ctx is None:
             return
         with self._observed_lock:
-            current = [i for i in ctx.observed.get(group, []) if i.id != inst.id]
-            ctx.observed[group] = [*current, inst]
+            current, ids = self._ids(ctx, group)
+            if inst.id in ids:
+                updated = [*(i for i in current if i.id != inst.id), inst]
+            else:
+                updated = [*current, inst]  # a new list, as before: readers keep their snapshot
+                ids.add(inst.id)
+            ctx.observed[group] = updated
+            self._id_sets[(id(ctx), group)] = (updated, ids)
 
     def _observe_remove(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
         if ctx is None:
             return
         with self._observed_lock:
-            ctx.observed[group] = [i for i in ctx.observed.get(group, []) if i.id != inst.id]
+            current, ids = self._ids(ctx, group)
+            if inst.id in ids:
+                updated = [i for i in current if i.id != inst.id]
+                ids.discard(inst.id)
+            else:
+                updated = list(current)
+            ctx.observed[group] = updated
+            self._id_sets[(id(ctx), group)] = (updated, ids)
 
     # -- the halves of a change --------------------------------------------------------------
 
