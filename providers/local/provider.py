@@ -176,6 +176,19 @@ class LocalProvider:
                 return InstanceStatus.PENDING, "starting"
             return InstanceStatus.DEAD, "no processes were started (create did not finish)"
         gone = sorted(name for name, ref in procs.services.items() if not alive(ref))
+        if gone and alive(procs.supervisor):
+            # The supervisor is about to reap it and record why (or is being killed along with
+            # it): give it a moment to say so before judging.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and alive(procs.supervisor):
+                reason = self._exit_reason(directory)
+                if reason is not None:
+                    return InstanceStatus.DEAD, reason
+                time.sleep(0.01)
+            reason = self._exit_reason(directory)
+            if reason is not None:
+                return InstanceStatus.DEAD, reason
+            gone = sorted(name for name, ref in procs.services.items() if not alive(ref))
         if not alive(procs.supervisor):
             if len(gone) == len(procs.services):
                 return InstanceStatus.DEAD, "processes gone (killed?)"
@@ -183,14 +196,7 @@ class LocalProvider:
                 f"; service {', '.join(gone)} gone too" if gone else ""
             )
         if gone:
-            # The supervisor is about to reap it and record why: give it a moment to say so.
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and alive(procs.supervisor):
-                reason = self._exit_reason(directory)
-                if reason is not None:
-                    return InstanceStatus.DEAD, reason
-                time.sleep(0.01)
-            return InstanceStatus.DEAD, self._exit_reason(directory) or f"service {', '.join(gone)} gone (killed?)"
+            return InstanceStatus.DEAD, f"service {', '.join(gone)} gone (killed?)"
         return InstanceStatus.RUNNING, None
 
     def _observe(self, directory: Path, record: InstanceRecord) -> Instance:
