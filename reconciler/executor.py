@@ -129,6 +129,27 @@ class Executor:
     # -- retries -------------------------------------------------------------------------------
 
     def _call(self, what: Callable[[], T], deadline: float) -> T:
+        """``what()``, retried with backoff while it raises a retryable error (module docstring).
+
+        The first attempt runs bare: building a tenacity ``Retrying`` per call cost more than
+        the memory provider's create itself. Only a retryable failure builds one, whose first
+        "attempt" re-raises that failure, so attempts, waits and the deadline are exactly those
+        of a ``Retrying`` wrapped around the first call.
+        """
+        try:
+            return what()
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            first: BaseException | None = exc
+
+        def attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failure, first = first, None
+                raise failure
+            return what()
+
         remaining = max(0.001, deadline - time.monotonic())
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
@@ -136,7 +157,7 @@ class Executor:
             stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(remaining),
             reraise=True,
         )
-        return retrying(what)
+        return retrying(attempt)
 
     # -- the observed view roles see -------------------------------------------------------------
 
