@@ -1,0 +1,202 @@
+"""End to end: the real ``infra`` CLI, as a subprocess, against the fake Compute API.
+
+The fake runs in this test process on 127.0.0.1; the CLI reaches it through
+``INFRA_GCP_ENDPOINT``. What a user would see: apply creates labelled members carrying their
+user-data, the next plan is empty, an instance deleted out of band is replaced, foreign VMs are
+never touched, destroy leaves nothing, a plan over 1500 instances costs at most 4 list calls, and
+30% throttling/5xx answers still converge with no duplicate instance.
+
+stacks/etcd-gcp.py is checked in process (its plan, the fixed etcd addresses, the Prometheus
+member's GCE service discovery): applying it needs etcd and Prometheus answering on the members,
+which the fake's VMs cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.engine import Engine
+from reconciler.loader import load_stack
+from tests.gcp.support import PROJECT, add_foreign, admin, calls
+from tests.gcp_fake import FakeCompute
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "tests" / "gcp" / "stacks" / "web-gcp.py"
+ETCD = ROOT / "stacks" / "etcd-gcp.py"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCompute]:
+    with FakeCompute(op_delay=0.05, boot_delay=0.05, seed=7) as server:
+        yield server
+
+
+def infra(fake: FakeCompute, state: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("infra")
+    assert exe, "the infra console script is not installed (pip install -e .)"
+    full = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1", **env}
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=full, timeout=240, check=False)
+
+
+def members_of(fake: FakeCompute, stack: str) -> list[dict[str, Any]]:
+    return [i for i in fake.all_instances() if (i.get("labels") or {}).get("infra-stack") == stack]
+
+
+def user_data(instance: dict[str, Any]) -> dict[str, Any]:
+    items = {i["key"]: i["value"] for i in instance["metadata"]["items"]}
+    return dict(json.loads(items["user-data"]))
+
+
+def test_apply_plan_heal_and_destroy_through_the_cli(fake: FakeCompute, tmp_path: Path) -> None:
+    untagged = add_foreign(fake.url, "hand-made-vm", {})
+    other = add_foreign(
+        fake.url,
+        "other-stack-vm",
+        {"infra-stack": "other", "infra-group": "web", "infra-member": "web-0", "infra-spec": "00000000"},
+    )
+    env = {"WEB_GCP_STACK": "webgcp", "WEB_GCP_SIZE": "3"}
+
+    applied = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    made = members_of(fake, "webgcp")
+    assert sorted(i["labels"]["infra-member"] for i in made) == ["web-0", "web-1", "web-2"]
+    for inst in made:
+        labels = inst["labels"]
+        assert set(labels) == {"infra-stack", "infra-group", "infra-member", "infra-spec"}
+        assert inst["name"] == f"webgcp-web-{labels['infra-member']}-{labels['infra-spec']}"
+        assert user_data(inst)["web"]["entries"]["index.html"]["content"] == "<h1>hello from gce</h1>\n"
+    assert {i["zone"].rsplit("/", 1)[-1] for i in made} == {"us-central1-a", "us-central1-b"}
+
+    again = infra(fake, tmp_path, "plan", str(WEB), "--detailed-exitcode", **env)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    victim = next(i for i in made if i["labels"]["infra-member"] == "web-1")
+    zone = victim["zone"].rsplit("/", 1)[-1]
+    admin(fake.url, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
+    drift = infra(fake, tmp_path, "plan", str(WEB), "--json", "--detailed-exitcode", **env)
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    changes = json.loads(drift.stdout)["changes"]
+    assert [(c["action"], c["member"], c["reason"]) for c in changes] == [("create", "web-1", "missing")]
+
+    healed = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    now = members_of(fake, "webgcp")
+    assert sorted(i["labels"]["infra-member"] for i in now) == ["web-0", "web-1", "web-2"]
+    assert next(i for i in now if i["labels"]["infra-member"] == "web-1")["id"] != victim["id"]
+
+    gone = infra(fake, tmp_path, "destroy", str(WEB), "--yes", **env)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert members_of(fake, "webgcp") == []
+    left = {i["name"] for i in fake.all_instances()}
+    assert {untagged.split("/")[1], other.split("/")[1]} <= left  # foreign VMs never touched
+
+
+def test_apply_converges_without_duplicates_under_30_percent_throttling_and_5xx(
+    fake: FakeCompute, tmp_path: Path
+) -> None:
+    env = {"WEB_GCP_STACK": "flaky", "WEB_GCP_SIZE": "12"}
+    fake.configure(fault_rate=0.3, fault_codes=[429, 503])
+    results = []
+    for _ in range(3):
+        run = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+        results.append(run)
+        names = [i["name"] for i in members_of(fake, "flaky")]
+        assert len(names) == len(set(names)), "a member exists twice"
+        if run.returncode == 0:
+            break
+    assert results[-1].returncode == 0, "\n".join(r.stdout + r.stderr for r in results)
+    members = sorted(i["labels"]["infra-member"] for i in members_of(fake, "flaky"))
+    assert members == sorted(f"web-{i}" for i in range(12))
+    counted = calls(fake.url)
+    assert sum(counted.values()) > 0 and fake.fault_rate == 0.3
+    check = infra(fake, tmp_path, "plan", str(WEB), "--detailed-exitcode", **env)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_plan_over_1500_instances_makes_at_most_4_list_calls(
+    fake: FakeCompute, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFRA_GCP_ENDPOINT", fake.url)
+    monkeypatch.setenv("WEB_GCP_STACK", "big")
+    monkeypatch.setenv("WEB_GCP_SIZE", "1500")
+    engine = Engine.open(load_stack(WEB), root=tmp_path)
+    try:
+        (desire,) = engine.desired({})
+        batch = [
+            {
+                "project": PROJECT,
+                "zone": ["us-central1-a", "us-central1-b"][m.placement % 2],
+                "name": m.name,
+                "labels": m.labels,
+            }
+            for m in desire.members
+        ]
+    finally:
+        engine.close()
+    admin(fake.url, "POST", "/_admin/instances", {"instances": batch})
+    admin(fake.url, "POST", "/_admin/calls/reset")
+    started = time.monotonic()
+    run = infra(
+        fake, tmp_path, "plan", str(WEB), "--json", "--detailed-exitcode", WEB_GCP_STACK="big", WEB_GCP_SIZE="1500"
+    )
+    seconds = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert json.loads(run.stdout)["changes"] == []
+    counted = calls(fake.url)
+    list_calls = counted.get("instances.aggregatedList", 0) + counted.get("instances.list", 0)
+    assert list_calls <= 4, counted
+    assert "instances.get" not in counted  # never one read per instance
+    print(f"plan over 1500 instances: {list_calls} list calls, {sum(counted.values())} calls, {seconds:.1f}s")
+
+
+def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_discovery(
+    fake: FakeCompute, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFRA_GCP_ENDPOINT", fake.url)
+    monkeypatch.delenv("INFRA_GCP_PROJECT", raising=False)
+    stack = load_stack(ETCD)
+    assert stack.provider == "gcp" and stack.group("etcd").size == 3
+    engine = Engine.open(stack, root=tmp_path)
+    try:
+        assert [p for p in engine.validate() if p.is_error] == []
+        plan = engine.plan()
+        creates = sorted((c.group, c.member) for c in plan.changes)
+        assert creates == [("etcd", "etcd-0"), ("etcd", "etcd-1"), ("etcd", "etcd-2"), ("prometheus", "prometheus-0")]
+        desired = {d.name: d.members for d in engine.desired({})}
+    finally:
+        engine.close()
+    assert [m.address for m in desired["etcd"]] == ["10.128.15.2", "10.128.15.3", "10.128.15.4"]
+    (prom,) = desired["prometheus"]
+    config_text = next(f.content for f in prom.files if f.path.endswith("prometheus.yml"))
+    config = yaml.safe_load(config_text)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    etcd_job = jobs["etcd"]
+    assert etcd_job["scheme"] == "https" and "tls_config" in etcd_job  # etcd's metrics are behind mTLS
+    sds = etcd_job["gce_sd_configs"]
+    assert {sd["zone"] for sd in sds} == {"us-central1-a", "us-central1-b", "us-central1-c"}
+    for sd in sds:
+        assert sd["project"] == "my-project" and sd["port"] == 2379
+        assert sd["filter"] == '(labels.infra-group = "etcd") AND (labels.infra-stack = "etcd-gcp")'
+    assert "10.128.15" not in config_text  # no address written into Prometheus's configuration
+    assert calls(fake.url).get("instances.insert") is None  # planning changed nothing
+
+
+def test_validate_names_a_missing_image_before_anything_is_created(fake: FakeCompute, tmp_path: Path) -> None:
+    run = infra(fake, tmp_path, "validate", str(ETCD), INFRA_GCP_PROJECT="empty-project")
+    assert run.returncode == 1
+    out = run.stdout + run.stderr
+    assert "groups.etcd.image" in out and "groups.prometheus.image" in out
+    assert "family/infra-etcd" in out
+    assert fake.all_instances() == []
