@@ -229,15 +229,20 @@ def etcd_stack(tmp_path: Path, etcd_binaries: None) -> Iterator[EtcdStack]:
     try:
         yield stack
     finally:
-        stack.infra("destroy", "--yes")
-        leaked = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            leaked = stack.leftovers()
-            if not leaked:
-                break
-            time.sleep(0.1)
-        for pgid in leaked:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        assert not leaked, f"infra destroy left process groups running: {leaked}"
+        destroy_and_check(stack)
+
+
+def destroy_and_check(stack: EtcdStack) -> None:
+    """``infra destroy``, then kill and report any process group of the stack still alive."""
+    stack.infra("destroy", "--yes")
+    leaked: list[int] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leaked = stack.leftovers()
+        if not leaked:
+            break
+        time.sleep(0.1)
+    for pgid in leaked:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    assert not leaked, f"infra destroy left process groups running: {leaked}"
