@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,8 @@ class Discovery:
     def register(self, selector: Mapping[str, str], port: int) -> Path:
         """Remember (selector, port) and return the absolute path of its file."""
         key = _key(selector, port)
-        stack = selector.get(LABEL_STACK, "all")
-        group = selector.get(LABEL_GROUP)
-        stem = "-".join(p for p in ("sd", stack, group, str(port), key) if p)
+        parts = ("sd", selector.get(LABEL_STACK, "all"), selector.get(LABEL_GROUP), str(port), key)
+        stem = "-".join(re.sub(r"[^a-z0-9-]", "_", p.lower())[:40] for p in parts if p)
         path = (self.dir / f"{stem}.json").resolve()
         with self._lock():
             regs = self._registrations()

@@ -319,11 +319,12 @@ class LocalProvider:
         (staging / "linuxkit.yml").write_text(text, encoding="utf-8")
         self.store.write(staging, record)
 
-    def _start(self, directory: Path, record: InstanceRecord) -> InstanceRecord:
+    def _start(self, directory: Path, record: InstanceRecord, timeout: float) -> InstanceRecord:
         """Start the supervisor, wait for its services to be started, record their pids."""
-        env = dict(os.environ)
+        # The supervisor gets no more of infra's environment (credentials!) than its services do.
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         package_root = str(Path(providers.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         with open(directory / "logs" / "supervisor.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "providers.local.supervisor", str(directory)],
@@ -337,7 +338,20 @@ class LocalProvider:
             )
         adopt(proc)
         leader = ref_of(proc.pid) or ProcRef(pid=proc.pid, start=0)
-        deadline = time.monotonic() + self.config.start_timeout
+        try:
+            procs = self._await_services(directory, record, proc, timeout)
+        except BaseException:
+            terminate(leader, [], 0.0)  # nothing of a failed start is left running
+            raise
+        record = record.model_copy(update={"processes": procs})
+        self.store.write(directory, record)
+        return record
+
+    def _await_services(
+        self, directory: Path, record: InstanceRecord, proc: subprocess.Popen[bytes], timeout: float
+    ) -> Processes:
+        """Wait until the supervisor reports its services started; their processes."""
+        deadline = time.monotonic() + timeout
         while True:
             procs = self._processes(directory, record)
             if procs is not None:
@@ -352,14 +366,9 @@ class LocalProvider:
                     f"its services; see {directory / 'logs' / 'supervisor.log'}"
                 )
             if time.monotonic() > deadline:
-                terminate(leader, [], 0.0)
-                raise TransientError(
-                    f"local: the services of {record.name} did not start within {self.config.start_timeout}s"
-                )
+                raise TransientError(f"local: the services of {record.name} did not start within {timeout}s")
             time.sleep(0.01)
-        record = record.model_copy(update={"processes": procs})
-        self.store.write(directory, record)
-        return record
+        return procs
 
     def _stop(self, directory: Path, record: InstanceRecord, grace: float) -> None:
         procs = self._processes(directory, record)
@@ -382,6 +391,7 @@ class LocalProvider:
         problems = [p for p in self._check_member(spec) if p.is_error]
         if problems:
             raise PermanentError(f"local: {spec.name}: {problems[0].message}")
+        settings = self._settings(spec)
         with _os_errors(f"creating {spec.name}"):
             with self.store.lock():
                 self.store.sweep()
@@ -404,7 +414,7 @@ class LocalProvider:
                     address=address,
                     created=time.time(),
                     creator=ref_of(os.getpid()),
-                    grace=self.config.grace,
+                    grace=settings.grace,
                     services=self._service_records(spec, directory, address),
                 )
                 staging = self.store.staging_dir()
@@ -417,7 +427,7 @@ class LocalProvider:
                 if reservations.pop(spec.name, None) is not None:
                     self.store.save_reservations(reservations)
             try:
-                record = self._start(directory, record)
+                record = self._start(directory, record, settings.start_timeout)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._stop(directory, record, 0.0)
@@ -449,7 +459,7 @@ class LocalProvider:
                 raise PermanentError(
                     f"local: refusing to delete {record.name}: its record lacks infra's ownership labels"
                 )
-            self._stop(directory, record, self.config.grace)
+            self._stop(directory, record, record.grace)
             with self.store.lock():
                 self.store.discard(directory)
                 reservations = self.store.reservations()
@@ -460,6 +470,17 @@ class LocalProvider:
             self._refresh_discovery()
 
     # -- validating --------------------------------------------------------------------------
+
+    def _settings(self, spec: MemberSpec) -> LocalConfig:
+        """The provider settings for one member: the group's ``provider_config`` if it has one."""
+        if not spec.provider_config:
+            return self.config
+        try:
+            return LocalConfig.model_validate(dict(spec.provider_config))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise PermanentError(f"local: {spec.name}: provider_config.{loc}: {err['msg']}") from None
 
     def _check_member(self, spec: MemberSpec) -> Problems:
         where = f"{spec.group}.{spec.member}"
@@ -540,11 +561,20 @@ class LocalProvider:
                 problems.extend(self._check_command(spec))
             if spec.provider_config:
                 try:
-                    LocalConfig.model_validate(dict(spec.provider_config))
+                    settings = LocalConfig.model_validate(dict(spec.provider_config))
                 except ValidationError as exc:
                     err = exc.errors()[0]
                     loc = ".".join(str(p) for p in err["loc"])
                     problems.append(Problem(field=f"provider_config.{loc}", message=err["msg"]))
+                else:
+                    if settings.root_path().resolve() != self.root.resolve():
+                        problems.append(
+                            Problem(
+                                field="provider_config.root",
+                                message=f"group {spec.group} sets root {settings.root_path()}, but one "
+                                f"stack's instances live under one root ({self.root})",
+                            )
+                        )
             if spec.address is not None:
                 field = f"{spec.group}.{spec.member}.address"
                 if not network.is_loopback(spec.address):

@@ -470,3 +470,36 @@ def test_discovery_file_lists_exactly_the_alive_instances(local_provider: LocalP
     assert set(_targets(path)) == {f"{i.address}:{PORT}" for i in insts[1:]}
     later.delete(insts[1])
     assert set(_targets(path)) == {f"{insts[2].address}:{PORT}"}
+
+
+# -- settings and environment ----------------------------------------------------------------
+
+
+def test_group_provider_settings_apply_per_member(local_provider: LocalProvider, local_root: Path) -> None:
+    stubborn = sh("stubborn", "trap '' TERM; while :; do sleep 0.1; done")
+    spec = member(STACK, services=(stubborn,), provider_config={"root": str(local_root), "grace": 0.1})
+    assert local_provider.validate([spec]) == []
+    inst = local_provider.create(spec)
+    assert record(local_provider, spec.name)["grace"] == 0.1
+    started = time.monotonic()
+    local_provider.delete(inst)  # the provider's own grace is 2 s; the group's 0.1 s applies
+    assert time.monotonic() - started < 2.0  # with the provider's grace it takes over 2 s
+
+    elsewhere = member(STACK, "web-1", provider_config={"root": str(local_root / "other")})
+    (problem,) = local_provider.validate([elsewhere])
+    assert problem.field == "provider_config.root"
+    bad = member(STACK, "web-2", provider_config={"grace": "soon"})
+    assert [p.field for p in local_provider.validate([bad])] == ["provider_config.grace"]
+
+
+def test_infra_environment_does_not_leak_into_instances(
+    local_provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak-0123")
+    spec = member(STACK, services=(sh("idle", "exec sleep 600"),))
+    local_provider.create(spec)
+    procs = record(local_provider, spec.name)["processes"]
+    for pid in [procs["supervisor"]["pid"], procs["services"]["idle"]["pid"]]:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"do-not-leak" not in environ
+        assert b"PATH=" in environ
