@@ -159,6 +159,7 @@ def test_health_and_status_read_the_real_prometheus(
     write_sd(provider, "web", web_port, {"web-0": server.target, "web-1": f"127.0.0.1:{gone}"})
     _, prom = start(role, ctx, tmp_path, run_prometheus)
     prom.wait_for(lambda t: up_members(t, "web") == {"web-0": "up", "web-1": "down"})
+    prom.wait_for(lambda t: up_members(t, "prom") == {"prom-0": "up"})
 
     labels = {"infra-stack": "demo", "infra-group": "prom", "infra-member": "prom-0", "infra-spec": "x"}
     me = Instance(id="p0", name="demo-prom-prom-0-x", labels=labels, address="127.0.0.1", status=InstanceStatus.RUNNING)
