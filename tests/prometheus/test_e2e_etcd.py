@@ -70,6 +70,9 @@ def test_prometheus_reports_every_etcd_member_up_within_60s(infra_cli: InfraCli)
     rows = group(status, "prometheus")["role_status"]["targets"]
     assert {r["member"]: r["health"] for r in rows if r["job"] == "etcd"} == dict.fromkeys(etcd, "up")
 
+    # Nothing to change on the next pass: the client certificate is reused, not reissued.
+    assert infra_cli.run("plan", STACK, "--detailed-exitcode").returncode == 0
+
     # The key reached the member as a private file next to prometheus.yml.
     (key,) = infra_cli.state.glob(f"**/{prom['name']}/config/prometheus/tls/client-key.pem")
     assert key.stat().st_mode & 0o777 == 0o600
