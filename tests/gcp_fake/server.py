@@ -50,9 +50,11 @@ Admin API (no faults, not counted), for tests and demos:
 
 * ``GET /_admin/calls`` → ``{"calls": {method: n}}``; ``POST /_admin/calls/reset``
 * ``POST /_admin/config`` with any of ``fault_rate``, ``fault_codes``, ``fault_after_share``,
-  ``seed``, ``op_delay``, ``boot_delay``, ``wait_max``, ``quota_instances``, ``stockout_zones``
+  ``seed``, ``op_delay``, ``boot_delay``, ``wait_max``, ``quota_instances``, ``stockout_zones``,
+  ``latency`` (seconds added to every API answer)
 * ``POST /_admin/fail`` ``{"method": "instances.insert", "code": 403, "reason": "quotaExceeded",
-  "message": "..."}`` queues one specific failure for the next call of that method
+  "message": "...", "after": false}`` queues one specific failure for the next call of that
+  method (``after``: answer with it once the call took effect, a lost response)
 * ``GET /_admin/instances``; ``POST /_admin/instances`` (one ``{"project", "zone", "name",
   "labels", "status"}`` or ``{"instances": [...]}``) puts instances there without any operation,
   as another tool would; ``DELETE /_admin/instances/{project}/{zone}/{name}`` removes one at once
@@ -327,6 +329,7 @@ class FakeCompute:
         quota_instances: int | None = None,
         stockout_zones: Sequence[str] = (),
         address_prefix: str = "10.128",
+        latency: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -348,6 +351,7 @@ class FakeCompute:
         self.quota_instances = quota_instances
         self.stockout_zones = set(stockout_zones)
         self.address_prefix = address_prefix
+        self.latency = latency
         self.instances: dict[tuple[str, str, str], FakeInstance] = {}
         self.operations: dict[tuple[str, str, str], Operation] = {}
         self.request_ids: dict[tuple[str, str], tuple[tuple[str, str, str], float]] = {}
@@ -409,6 +413,7 @@ class FakeCompute:
             "stockout_zones",
             "seed",
             "request_id_ttl",
+            "latency",
         }
         unknown = set(settings) - allowed
         if unknown:
@@ -894,13 +899,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: JsonDict, headers: Mapping[str, str] | None = None) -> None:
         raw = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(raw)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (its own timeout), as clients do
 
     def _body(self) -> JsonDict:
         length = int(self.headers.get("Content-Length") or 0)
@@ -936,6 +944,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, args: Sequence[str], query: Mapping[str, str], body: JsonDict) -> None:
         fake = self.fake
+        if fake.latency:
+            time.sleep(fake.latency)  # outside the lock: concurrent requests overlap, as for real
         with fake.lock:
             fake.calls[method] = fake.calls.get(method, 0) + 1
             queued = fake.failures.get(method)
