@@ -33,9 +33,7 @@ class Target:
     """One active scrape target as Prometheus reports it."""
 
     job: str
-    member: str | None
-    instance: str | None
-    group: str | None
+    member: str | None  # the ``member`` label the role's relabelling sets
     scrape_url: str
     health: str  # "up", "down" or "unknown"
     last_error: str
@@ -111,8 +109,6 @@ def active_targets(address: str, port: int, *, timeout: float = TIMEOUT) -> list
             Target(
                 job=str(raw.get("scrapePool") or labels.get("job", "")),
                 member=labels.get("member"),
-                instance=labels.get("instance"),
-                group=labels.get("group"),
                 scrape_url=str(raw.get("scrapeUrl", "")),
                 health=str(raw.get("health", "unknown")),
                 last_error=str(raw.get("lastError", "")),
