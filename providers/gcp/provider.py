@@ -262,7 +262,7 @@ class GcpProvider:
             except requests.exceptions.Timeout:
                 continue  # the deadline check above ends the loop
             except Exception as exc:
-                if isinstance(exc, Exception) and _retryable(exc):
+                if _retryable(exc):
                     time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                     delay = min(delay * 2, 4.0)
                     continue

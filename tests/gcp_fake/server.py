@@ -370,7 +370,7 @@ class FakeCompute:
         handler = type("Handler", (_Handler,), {"fake": self})
         server = ThreadingHTTPServer((self.host, self.port), handler)
         server.daemon_threads = True
-        server.block_on_close = False  # type: ignore[attr-defined]
+        server.block_on_close = False
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, name="gcp-fake", daemon=True)
