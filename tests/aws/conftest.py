@@ -10,8 +10,11 @@ import pytest
 from moto import mock_aws
 
 from providers.aws import AwsProvider
+from reconciler import registry
+from reconciler.engine import Engine
+from reconciler.stack import Group, Stack
 from tests.aws import moto_world
-from tests.aws.moto_world import REGION, World
+from tests.aws.moto_world import World
 
 
 @pytest.fixture
@@ -37,3 +40,23 @@ def provider(world: World, tmp_path: Path) -> Iterator[AwsProvider]:
     p = AwsProvider.open(world.provider_config(), stack="st", state_dir=tmp_path)
     yield p
     p.close()
+
+
+def make_engine(stack: Stack, provider: AwsProvider, state_dir: Path, **kwargs: Any) -> Engine:
+    """An engine wired to ``provider`` itself (so a test's botocore hooks on its client apply)."""
+    roles = {g.name: registry.role(g.role) for g in stack.groups}
+    configs = {g.name: roles[g.name].config_model.model_validate(g.config) for g in stack.groups}
+    return Engine(stack, provider, roles, configs, state_dir=state_dir, **kwargs)
+
+
+def web_stack(world: World, size: int, *, name: str = "st", **group: Any) -> Stack:
+    """A stack with one ``command`` group ``web`` of ``size`` members on the moto world."""
+    return Stack(
+        name=name,
+        provider="aws",
+        provider_config=world.provider_config(),
+        groups=(
+            Group(name="web", size=size, role="command", image=world.ami_name, machine_type=moto_world.INSTANCE_TYPE,
+                  config={"command": ["httpd", "-p", "8080"], "port": 8080, "health": "none"}, **group),
+        ),
+    )

@@ -203,7 +203,7 @@ def lose_response(client: Any, operation: str, times: int = 1) -> list[str]:
 
 class _Http:
     status_code = 200
-    headers: dict[str, str] = {}  # noqa: RUF012
+    headers: dict[str, str] = {}
 
 
 class TokenMemory:
@@ -218,23 +218,28 @@ class TokenMemory:
         self.launched: dict[str, str] = {}  # token → instance id
         self.replayed: list[str] = []
         self.tokens: list[str] = []
+        client.meta.events.register("before-parameter-build.ec2.RunInstances", self._params)
         client.meta.events.register("before-call.ec2.RunInstances", self._before)
         client.meta.events.register("after-call.ec2.RunInstances", self._after)
 
-    def _before(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
-        token = params.get("ClientToken", "")
-        self.tokens.append(token)
+    def _params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["client_token"] = params.get("ClientToken", "")
+        self.tokens.append(context["client_token"])
+
+    def _before(self, context: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        token = context.get("client_token", "")
         instance_id = self.launched.get(token)
         if instance_id is None:
             return None
         self.replayed.append(token)
+        context["replayed"] = True
         resp = self.client.describe_instances(InstanceIds=[instance_id])
         instances = [i for r in resp["Reservations"] for i in r["Instances"]]
         return _Http(), {"Instances": instances, "ResponseMetadata": {"HTTPStatusCode": 200}}
 
-    def _after(self, params: dict[str, Any], parsed: dict[str, Any], **_: Any) -> None:
-        token = params.get("ClientToken", "")
-        if token and token not in self.launched and parsed.get("Instances"):
+    def _after(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        token = context.get("client_token", "")
+        if token and not context.get("replayed") and parsed.get("Instances"):
             self.launched[token] = parsed["Instances"][0]["InstanceId"]
 
 
@@ -243,10 +248,14 @@ class HideNameLookups:
 
     def __init__(self, client: Any) -> None:
         self.hidden = 0
+        client.meta.events.register("before-parameter-build.ec2.DescribeInstances", self._params)
         client.meta.events.register("before-call.ec2.DescribeInstances", self._before)
 
-    def _before(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
-        if any(f.get("Name") == "tag:Name" for f in params.get("Filters", [])):
+    def _params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["by_name"] = any(f.get("Name") == "tag:Name" for f in params.get("Filters", []))
+
+    def _before(self, context: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        if context.get("by_name"):
             self.hidden += 1
             return _Http(), {"Reservations": [], "ResponseMetadata": {"HTTPStatusCode": 200}}
         return None
