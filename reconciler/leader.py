@@ -168,13 +168,25 @@ def parse_lock(value: str, *, cacert: str | None = None, cert: str | None = None
 
 
 def etcd_client(target: EtcdTarget, timeout: float) -> Etcd3Client:
-    """An etcd3gw client for ``target`` (the v3 gateway path is fixed: etcd ≥ 3.4)."""
+    """An etcd3gw client for ``target`` (the v3 gateway path is fixed: etcd ≥ 3.4).
+
+    With ``--lock-cacert`` the session ignores the environment (``trust_env = False``):
+    ``requests`` would otherwise let ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override the CA
+    given on the command line (psf/requests#3829), and a proxy has no business between a daemon
+    and its coordinating etcd when its certificate is pinned.
+    """
+    import requests
     from etcd3gw.client import Etcd3Client
 
+    session = requests.Session()
+    if target.cacert:
+        session.verify = target.cacert
+        session.trust_env = False
+    if target.cert and target.key:
+        session.cert = (target.cert, target.key)
     return Etcd3Client(
         host=target.host, port=target.port, protocol="https" if target.tls else "http",
-        ca_cert=target.cacert, cert_key=target.key, cert_cert=target.cert,
-        timeout=timeout, api_path="/v3/",
+        timeout=timeout, api_path="/v3/", session=session,
     )
 
 

@@ -271,55 +271,101 @@ class CoordEtcd:
     host: str
     port: int
     data: Path
+    tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key of a client (TLS only)
 
     @property
     def url(self) -> str:
         return f"etcd://{self.host}:{self.port}"
 
+    def _open(self, path: str, body: bytes | None = None) -> Any:
+        scheme = "https" if self.tls else "http"
+        req = urllib.request.Request(f"{scheme}://{self.host}:{self.port}{path}", data=body,
+                                     method="POST" if body is not None else "GET")
+        context = None
+        if self.tls:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls["cacert"])
+            context.load_cert_chain(self.tls["cert"], self.tls["key"])
+        return urllib.request.urlopen(req, timeout=5, context=context)
+
+    def healthy(self) -> bool:
+        try:
+            with self._open("/health") as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
     def get(self, key: str) -> str | None:
         import base64
 
         body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
-        req = urllib.request.Request(f"http://{self.host}:{self.port}/v3/kv/range", data=body, method="POST")
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with self._open("/v3/kv/range", body) as resp:
             doc = json.loads(resp.read())
         kvs = doc.get("kvs") or []
         return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
 
-@pytest.fixture
-def coord_etcd(tmp_path: Path) -> Iterator[CoordEtcd]:
+def start_coord_etcd(tmp_path: Path, *, tls: bool = False) -> CoordEtcd:
     etcd = shutil.which("etcd")
     assert etcd, "etcd is not installed (the daemon's etcd-lock tests need /usr/bin/etcd)"
     host = f"127.0.0.{random.randint(2, 250)}"
     client, peer = _free_port(host), _free_port(host)
     data = tmp_path / "coord-etcd"
+    scheme = "https" if tls else "http"
     args = [etcd, "--name", "coord", "--data-dir", str(data),
-            "--listen-client-urls", f"http://{host}:{client}", "--advertise-client-urls", f"http://{host}:{client}",
+            "--listen-client-urls", f"{scheme}://{host}:{client}",
+            "--advertise-client-urls", f"{scheme}://{host}:{client}",
             "--listen-peer-urls", f"http://{host}:{peer}", "--initial-advertise-peer-urls", f"http://{host}:{peer}",
             "--initial-cluster", f"coord=http://{host}:{peer}",
             "--heartbeat-interval", "50", "--election-timeout", "500"]
-    with open(tmp_path / "coord-etcd.log", "wb") as fh:
+    files: dict[str, str] = {}
+    if tls:
+        from reconciler.pki import StackCA
+
+        ca = StackCA(tmp_path / "coord-pki", common_name="coordinating etcd test CA")
+        # client usage too: with --client-cert-auth, etcd's JSON gateway dials etcd with this cert.
+        server = ca.issue("server", sans=[host], server=True, client=True)
+        user = ca.issue("daemon", client=True)
+        files = {"cacert": str(ca.ensure()), "cert": str(user.cert_path), "key": str(user.key_path)}
+        args += ["--cert-file", str(server.cert_path), "--key-file", str(server.key_path),
+                 "--trusted-ca-file", files["cacert"], "--client-cert-auth"]
+    log = tmp_path / "coord-etcd.log"
+    with open(log, "wb") as fh:
         proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    coord = CoordEtcd(proc, host, client, data)
+    coord = CoordEtcd(proc, host, client, data, files)
+    deadline = time.monotonic() + 20
+    while not coord.healthy():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_coord_etcd(coord)
+            pytest.fail("the coordinating etcd did not start:\n" + log.read_text()[-2000:])
+        time.sleep(0.1)
+    return coord
+
+
+def stop_coord_etcd(coord: CoordEtcd) -> None:
+    if coord.proc.poll() is None:
+        coord.proc.send_signal(signal.SIGCONT)
+        coord.proc.kill()
+    coord.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def coord_etcd(tmp_path: Path) -> Iterator[CoordEtcd]:
+    coord = start_coord_etcd(tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{host}:{client}/health", timeout=1) as resp:
-                    if json.loads(resp.read()).get("health") == "true":
-                        break
-            except (OSError, ValueError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the coordinating etcd did not start:\n" + (tmp_path / "coord-etcd.log").read_text()[-2000:])
-            time.sleep(0.1)
         yield coord
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-        proc.wait(timeout=10)
+        stop_coord_etcd(coord)
+
+
+@pytest.fixture
+def coord_etcd_tls(tmp_path: Path) -> Iterator[CoordEtcd]:
+    coord = start_coord_etcd(tmp_path, tls=True)
+    try:
+        yield coord
+    finally:
+        stop_coord_etcd(coord)
 
 
 def first(events: list[Event], pred: Callable[[Event], bool]) -> Event | None:

@@ -89,6 +89,27 @@ def test_a_leader_that_cannot_reach_etcd_stops_writing(harness: Harness, coord_e
     assert d.terminate() == 0
 
 
+def test_etcd_lock_over_mutual_tls(harness: Harness, coord_etcd_tls: CoordEtcd) -> None:
+    stack = harness.stack_file("tls", size=1, provider="memory")
+    files = coord_etcd_tls.tls
+    d = harness.daemon(stack, interval=INTERVAL, extra=(
+        *_etcd_args(coord_etcd_tls), "--lock-cacert", files["cacert"], "--lock-cert", files["cert"],
+        "--lock-key", files["key"]))
+    d.wait_for(is_event("lock", leader=True), timeout=30, what="leading through the TLS etcd")
+    d.wait_for(is_pass("ok", observed=1), timeout=30, what="a converged pass")
+    holder = json.loads(coord_etcd_tls.get("/infra/leader/tls") or "{}")
+    assert holder["pid"] == d.pid
+
+    # Without a client certificate the etcd refuses us: the second daemon never leads or writes.
+    other = harness.stack_file("tls2", size=1, provider="memory")
+    e = harness.daemon(other, interval=INTERVAL, extra=(*_etcd_args(coord_etcd_tls), "--lock-cacert", files["cacert"]))
+    _, standby = e.wait_for(is_event("standby"), timeout=30, what="a daemon without a client certificate")
+    assert "unreachable" in standby["holder"] or "failed" in standby["holder"]
+    assert not [x for x in e.events() if x.get("event") == "pass"]
+    assert files["key"] not in e.log_path.read_text(), "no key path or material in the logs"
+    assert d.terminate() == 0 and e.terminate() == 0
+
+
 def test_bad_lock_urls_are_refused(harness: Harness) -> None:
     stack = harness.stack_file("url", size=1, provider="memory")
     for lock, message in (("zookeeper://x:1", "expected 'file' or 'etcd://HOST:PORT'"),
