@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from providers.local import LocalProvider, network
+from providers.local import LocalProvider, network, procs
 from reconciler.errors import ConfigError, PermanentError
 from reconciler.model import (
     LABEL_SPEC,
@@ -91,11 +91,11 @@ def test_instance_directory_holds_record_linuxkit_yaml_logs_and_data(local_provi
     assert doc["labels"] == spec.labels
     assert doc["address"] == inst.address
     assert before - 1 <= doc["created"] <= time.time()
-    procs = doc["processes"]
-    assert procs["pgid"] == procs["supervisor"]["pid"]
-    assert psutil.Process(procs["supervisor"]["pid"]).status() != psutil.STATUS_ZOMBIE
-    web = procs["services"]["web"]
-    assert os.getpgid(web["pid"]) == procs["pgid"]  # the service runs in the instance's group
+    processes = doc["processes"]
+    assert processes["pgid"] == processes["supervisor"]["pid"]
+    assert psutil.Process(processes["supervisor"]["pid"]).status() != psutil.STATUS_ZOMBIE
+    web = processes["services"]["web"]
+    assert os.getpgid(web["pid"]) == processes["pgid"]  # the service runs in the instance's group
     assert web["start"] > 0
 
     lk = yaml.safe_load((directory / "linuxkit.yml").read_text())
@@ -498,8 +498,25 @@ def test_infra_environment_does_not_leak_into_instances(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak-0123")
     spec = member(STACK, services=(sh("idle", "exec sleep 600"),))
     local_provider.create(spec)
-    procs = record(local_provider, spec.name)["processes"]
-    for pid in [procs["supervisor"]["pid"], procs["services"]["idle"]["pid"]]:
+    processes = record(local_provider, spec.name)["processes"]
+    for pid in [processes["supervisor"]["pid"], processes["services"]["idle"]["pid"]]:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert b"do-not-leak" not in environ
         assert b"PATH=" in environ
+
+
+def test_a_zombie_or_a_reused_pid_counts_as_dead() -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        ref = procs.ref_of(child.pid)
+        assert ref is not None and procs.alive(ref)
+        assert not procs.alive(procs.ProcRef(pid=child.pid, start=ref.start + 1))  # same pid, other process
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not procs.alive(ref)
+    finally:
+        child.kill()
+        child.wait()
