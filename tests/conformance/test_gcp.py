@@ -32,7 +32,7 @@ class TestGcpProvider(ProviderConformance):
 
     @pytest.fixture
     def provider(self, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Provider]:
-        extra = {"zones": self.zones} if self.zones else {}
+        extra: dict[str, Any] = {"zones": self.zones} if self.zones else {}
         p = open_provider(fake.url, monkeypatch, tmp_path, **extra)
         yield p
         p.close()

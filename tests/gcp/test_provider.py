@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def provider(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def member(stack: str, index: int = 0, group: str = "web", **fields: object) -> MemberSpec:
-    base: dict[str, object] = {"image": IMAGE, "machine_type": MACHINE_TYPE}
+    base: dict[str, Any] = {"image": IMAGE, "machine_type": MACHINE_TYPE}
     base.update(fields)
     return MemberSpec(
         stack=stack,
@@ -46,7 +47,7 @@ def member(stack: str, index: int = 0, group: str = "web", **fields: object) -> 
         member=f"{group}-{index}",
         role="command",
         placement=index,
-        **base,  # type: ignore[arg-type]
+        **base,
     )
 
 
