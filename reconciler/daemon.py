@@ -35,17 +35,14 @@ change is logged with its reason, every pass with its duration and result. Metri
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TextIO
 
 import click
 
@@ -197,8 +194,7 @@ def _open_engine(stack: Stack, path: str, *, log: Log, metrics: DaemonMetrics,
 # -- the per-stack loop --------------------------------------------------------------------------
 
 
-@dataclass
-class Settings:
+class Settings(NamedTuple):
     interval: float
     backoff_max: float
     concurrency: int
@@ -215,6 +211,8 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 def _digest(path: Path) -> str | None:
+    import hashlib
+
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
@@ -615,6 +613,8 @@ class Daemon:
         return HealthReport(ok, {"uptime": round(now - self.started, 1), "stacks": stacks})
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        import signal
+
         name = signal.Signals(signum).name
         if self._signalled_at is not None:
             self.log("error", "stop", f"second {name}: exiting now, changes in flight may be cut short",
@@ -628,6 +628,8 @@ class Daemon:
             w.stop_writes()
 
     def run(self) -> int:
+        import signal
+
         from reconciler.errors import ConfigError
         from reconciler.metrics import MetricsServer
 
