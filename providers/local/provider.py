@@ -377,6 +377,44 @@ class LocalProvider:
         if not terminate(procs.supervisor, list(procs.services.values()), grace):
             raise TransientError(f"local: processes of {record.name} still run after SIGKILL; retry")
 
+    def _existing(self, directory: Path) -> InstanceRecord | None:
+        """Under the lock: the record of an instance that already exists at ``directory``."""
+        if not directory.exists():
+            return None
+        existing = self.store.read(directory)
+        if existing is None:
+            raise PermanentError(
+                f"local: {directory} exists but holds no readable instance.json",
+                hint="it was not made by infra, or is damaged: move it away",
+            )
+        return existing
+
+    def _prepare(self, spec: MemberSpec, directory: Path, settings: LocalConfig) -> InstanceRecord:
+        """Under the lock: pick the address and build the instance's directory atomically."""
+        reservations = self.store.reservations()
+        with self.claims.lock():
+            address = self._pick_address(spec, reservations)
+        record = InstanceRecord(
+            id=new_id(),
+            name=spec.name,
+            labels=spec.labels,
+            address=address,
+            created=time.time(),
+            creator=ref_of(os.getpid()),
+            grace=settings.grace,
+            services=self._service_records(spec, directory, address),
+        )
+        staging = self.store.staging_dir()
+        try:
+            self._build(staging, spec, record)
+            os.rename(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if reservations.pop(spec.name, None) is not None:
+            self.store.save_reservations(reservations)
+        return record
+
     def create(self, spec: MemberSpec) -> Instance:
         """Start the instance ``spec.name`` and return it (RUNNING, with its address).
 
@@ -396,36 +434,11 @@ class LocalProvider:
             with self.store.lock():
                 self.store.sweep()
                 directory = self.store.dir_of(spec.name)
-                if directory.exists():
-                    existing = self.store.read(directory)
-                    if existing is None:
-                        raise PermanentError(
-                            f"local: {directory} exists but holds no readable instance.json",
-                            hint="it was not made by infra, or is damaged: move it away",
-                        )
-                    return self._observe(directory, existing)
-                reservations = self.store.reservations()
-                with self.claims.lock():
-                    address = self._pick_address(spec, reservations)
-                record = InstanceRecord(
-                    id=new_id(),
-                    name=spec.name,
-                    labels=spec.labels,
-                    address=address,
-                    created=time.time(),
-                    creator=ref_of(os.getpid()),
-                    grace=settings.grace,
-                    services=self._service_records(spec, directory, address),
-                )
-                staging = self.store.staging_dir()
-                try:
-                    self._build(staging, spec, record)
-                    os.rename(staging, directory)
-                except BaseException:
-                    shutil.rmtree(staging, ignore_errors=True)
-                    raise
-                if reservations.pop(spec.name, None) is not None:
-                    self.store.save_reservations(reservations)
+                existing = self._existing(directory)
+                if existing is None:
+                    record = self._prepare(spec, directory, settings)
+            if existing is not None:  # idempotent: that instance, nothing started
+                return self._observe(directory, existing)
             try:
                 record = self._start(directory, record, settings.start_timeout)
             except BaseException:
