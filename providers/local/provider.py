@@ -62,7 +62,7 @@ DEBIAN_PACKAGES = {
     "etcdctl": "etcd-client",
     "prometheus": "prometheus",
     "python3": "python3",
-    "python": "python3",
+    "python": "python-is-python3",
     "sh": "dash",
     "bash": "bash",
     "busybox": "busybox",

@@ -164,7 +164,7 @@ class Supervisor:
         if not self.services:
             # A member without services is an idle machine: up until it is deleted.
             while not self.stopping:
-                signal.pause()
+                time.sleep(0.2)
             return 0
         while self.children:
             try:
