@@ -263,14 +263,8 @@ class HideNameLookups:
 
 # -- moto speed-ups ------------------------------------------------------------------------------
 
-_indexed = False
-
-
-def index_moto_tags() -> None:
+def index_moto_tags(setattr_: Callable[[Any, str, Any], None]) -> None:
     """Give moto's tag lookup a per-resource index (same results, O(1) instead of O(all tags))."""
-    global _indexed
-    if _indexed:
-        return
     from moto.ec2.models.core import TaggedEC2Resource
     from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
@@ -282,8 +276,7 @@ def index_moto_tags() -> None:
         rtype = EC2_PREFIX_TO_RESOURCE.get(get_prefix(rid), "")
         return [{"resource_id": rid, "key": k, "value": v, "resource_type": rtype} for k, v in tags.items()]
 
-    TaggedEC2Resource.get_tags = get_tags
-    _indexed = True
+    setattr_(TaggedEC2Resource, "get_tags", get_tags)
 
 
 def populate(world: World, specs: Sequence[MemberSpec], *, tag: Callable[[MemberSpec], dict[str, str]]) -> list[str]:
