@@ -164,6 +164,20 @@ def test_sigterm_finishes_the_change_in_flight_and_exits_0(harness: Harness) -> 
     lock.release()
 
 
+def test_a_change_outlasting_the_grace_time_exits_1_and_says_so(harness: Harness) -> None:
+    stack = harness.stack_file("slow", size=1, slow_start=20.0)
+    d = harness.daemon(stack, interval=1, extra=("--grace", "1"))
+    d.wait_for(is_event("change.start", member="web-0"), timeout=60, what="the change starting")
+    d.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code = d.proc.wait(timeout=30)
+    waited = time.monotonic() - sent
+    assert code == 1, d.tail()
+    assert waited < 15, f"the daemon waited {waited:.1f}s for a 20s change with --grace 1"
+    last = d.events()[-1]
+    assert last["event"] == "stop" and "grace time of 1s is over" in last["msg"] and last["stacks"] == ["slow"]
+
+
 def test_healthz_and_metrics_endpoints(harness: Harness) -> None:
     stack = harness.stack_file("probe", size=2, provider="memory")
     d = harness.daemon(stack, interval=1)
