@@ -101,6 +101,20 @@ class RoleContext:
     def group_instances(self, group: str) -> list[Instance]:
         return self.observed.get(group, [])
 
+    def reachable(self, address: str | None) -> bool:
+        """Whether ``infra`` may probe ``address`` from where it runs (``INFRA_NETWORK_ALLOW``).
+
+        A role must not wait on, or judge, a member it may not reach: its health is UNKNOWN and
+        its health gate is skipped with a log line (bootstrap needs no API); a membership change
+        that needs a reachable member refuses instead. Running outside a cloud's network, set
+        ``INFRA_NETWORK_ALLOW`` to the networks you can reach.
+        """
+        if not address:
+            return False
+        from reconciler import netguard
+
+        return netguard.is_allowed(address)
+
 
 class Role:
     """Base class with the default behaviour of every hook; plugins override what they need."""

@@ -100,11 +100,16 @@ class CommandRole(Role):
             return Health.UNHEALTHY
         if cfg.health == "none" or cfg.port is None or not instance.address:
             return Health.HEALTHY
+        if not ctx.reachable(instance.address):
+            return Health.UNKNOWN
         return self._probe(cfg, instance.address, timeout=1.0)
 
     def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
         cfg: CommandConfig = ctx.config
         if cfg.health == "none" or cfg.port is None or not instance.address:
+            return
+        if not ctx.reachable(instance.address):
+            ctx.log(f"{member.member} at {instance.address} is outside INFRA_NETWORK_ALLOW: not waiting for its port")
             return
         deadline = time.monotonic() + cfg.ready_timeout
         while time.monotonic() < deadline:

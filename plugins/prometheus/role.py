@@ -189,8 +189,9 @@ class PrometheusRole(Role):
         (still replaying its write-ahead log) is UNKNOWN: the member is left alone. Any other
         answer means something that is not a working Prometheus holds the port: UNHEALTHY.
         """
-        if not instance.address:
+        if not ctx.reachable(instance.address):
             return Health.UNKNOWN
+        assert instance.address is not None
         try:
             return Health.HEALTHY if api.ready(instance.address, _config(ctx).port) else Health.UNKNOWN
         except api.PrometheusUnreachable:
@@ -199,8 +200,16 @@ class PrometheusRole(Role):
             return Health.UNHEALTHY
 
     def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
-        """Wait until the new member answers ``/-/ready``; HealthTimeoutError after 60 s."""
+        """Wait until the new member answers ``/-/ready``; HealthTimeoutError after 60 s.
+
+        A member ``infra`` may not reach from here (see ``RoleContext.reachable``) is not waited
+        on: the gate is skipped and the log says so.
+        """
         if not instance.address:
+            return
+        if not ctx.reachable(instance.address):
+            ctx.log(f"prometheus member {member.member} at {instance.address} is outside INFRA_NETWORK_ALLOW: "
+                    "readiness not checked from here")
             return
         port = _config(ctx).port
         deadline = time.monotonic() + READY_TIMEOUT
