@@ -418,7 +418,7 @@ class EtcdRole(Role):
         client = self._client(ctx, timeout=HEALTH_CHECK_TIMEOUT)
         ep = self._endpoint(ctx, instance.address)
         try:
-            if not client.health(ep):
+            if not self._healthy_within(ctx, client, ep):
                 return Health.UNHEALTHY
             members = client.member_list(ep)
         except EtcdUnreachable:
@@ -438,14 +438,26 @@ class EtcdRole(Role):
             return Health.UNHEALTHY
         return Health.HEALTHY
 
+    def _healthy_within(self, ctx: RoleContext, client: EtcdClient, endpoint: str) -> bool:
+        """``/health`` true now, or within a few election timeouts (a leader election in
+        progress is not a sick member). Raises EtcdUnreachable when the member cannot be asked."""
+        deadline = time.monotonic() + max(1.0, 3 * self._cfg(ctx).election_timeout_ms / 1000)
+        while True:
+            if client.health(endpoint):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
     # -- the gates around each change -----------------------------------------------------------
 
     def preflight(self, ctx: RoleContext) -> None:
         """Refuse (QuorumLostError) when a majority is down; wait while members disagree.
 
-        Raises RoleError when no member can be reached although instances are alive (infra
-        never changes membership blind), RoleTransientError while the members disagree on the
-        member list or no leader is elected yet.
+        Quorum is lost when fewer than a majority of the member list answer at all. Raises
+        RoleError when no member can be reached although instances are alive (infra never
+        changes membership blind), RoleTransientError while a majority answers but is not yet
+        healthy (an election), the members disagree on the member list, or no leader is elected.
         """
         if ctx.destroying or not ctx.instances:
             return
@@ -462,9 +474,18 @@ class EtcdRole(Role):
             raise self._no_member_reachable(ctx, survey)
         members = survey.member_list()
         assert members is not None
-        healthy = {p.status.member_id for p in survey.healthy if p.status is not None}
-        if len(healthy & members.ids) < quorum(len(members.members)):
+        healthy = {p.status.member_id for p in survey.healthy if p.status is not None} & members.ids
+        answering = {p.status.member_id for p in survey.reachable if p.status is not None} & members.ids
+        need = quorum(len(members.members))
+        if len(answering) < need:
             raise self._quorum_lost(ctx, survey, members)
+        if len(healthy) < need:
+            # A majority of the processes answer but not a majority is healthy: a leader
+            # election is under way (e.g. the leader was just killed). Wait; do not alarm.
+            raise RoleTransientError(
+                f"only {len(healthy)} of {len(members.members)} etcd members are healthy ({need} needed) "
+                f"while {len(answering)} answer: a leader election is probably under way; waiting"
+            )
         disagreement = survey.disagreement()
         if disagreement is not None:
             raise RoleTransientError(f"etcd members disagree on the member list ({disagreement}); waiting")
