@@ -119,6 +119,7 @@ class Probe:
     members: MemberList | None = None
     healthy: bool = False
     error: EtcdError | None = None
+    blocked: bool = False  # outside the networks infra may probe (RoleContext.reachable)
 
     @property
     def reachable(self) -> bool:
@@ -232,6 +233,10 @@ class EtcdRole(Role):
             assert inst.address is not None
             ep = self._endpoint(ctx, inst.address)
             p = Probe(inst)
+            if not ctx.reachable(inst.address):
+                p.blocked = True
+                p.error = EtcdUnreachable(ep, "not reachable from here (outside INFRA_NETWORK_ALLOW)")
+                return p
             try:
                 p.status = client.status(ep, timeout=health_timeout)
                 p.members = client.member_list(ep)
@@ -413,7 +418,7 @@ class EtcdRole(Role):
         while another member of the group can. UNKNOWN when no member can be reached at all
         (e.g. cloud instances seen from outside their network) or it has no address yet.
         """
-        if instance.address is None:
+        if instance.address is None or not ctx.reachable(instance.address):
             return Health.UNKNOWN
         client = self._client(ctx, timeout=HEALTH_CHECK_TIMEOUT)
         ep = self._endpoint(ctx, instance.address)
@@ -422,7 +427,9 @@ class EtcdRole(Role):
                 return Health.UNHEALTHY
             members = client.member_list(ep)
         except EtcdUnreachable:
-            others = [i for i in ctx.instances if i.id != instance.id and i.alive and i.address]
+            others = [
+                i for i in ctx.instances if i.id != instance.id and i.alive and i.address and ctx.reachable(i.address)
+            ]
             for other in others:
                 assert other.address is not None
                 try:
@@ -463,6 +470,8 @@ class EtcdRole(Role):
             return
         survey = self._survey(ctx, self._client(ctx))
         if not survey.reachable:
+            if any(p.blocked for p in survey.probes.values()):
+                raise self._no_member_reachable(ctx, survey)
             if not survey.probes:  # every instance dead (or none has an address)
                 if any(i.address for i in survey.instances):
                     raise self._quorum_lost(ctx, survey, None)
@@ -573,7 +582,8 @@ class EtcdRole(Role):
         """Wait until the new member is healthy and started in its cluster's member list.
 
         Raises HealthTimeoutError after ``health_timeout`` seconds, or sooner when the provider
-        reports the instance dead (its log says why).
+        reports the instance dead (its log says why). A member ``infra`` may not reach from
+        where it runs (:meth:`RoleContext.reachable`) is not waited on: that is logged.
         """
         if ctx.destroying:
             return
@@ -581,6 +591,9 @@ class EtcdRole(Role):
         address = instance.address or member.address
         if address is None:
             raise RoleError(f"{member.member} has no address; cannot check its health")
+        if not ctx.reachable(address):
+            ctx.log(f"etcd: {member.member} ({address}) cannot be reached from here; not waiting for its health")
+            return
         client = self._client(ctx, timeout=HEALTH_CHECK_TIMEOUT)
         ep = self._endpoint(ctx, address)
         deadline = time.monotonic() + cfg.health_timeout

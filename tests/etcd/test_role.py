@@ -252,3 +252,21 @@ def test_gateway_errors_are_typed() -> None:
     with pytest.raises(EtcdApiError) as caught:
         _raise_for("https://x:2379", 404, b"not json")
     assert not caught.value.unhealthy_cluster
+
+
+def test_members_outside_the_allowed_networks_are_never_probed(tmp_path: Path) -> None:
+    # tests/conftest.py allows only loopback: 10.0.0.x stands for a cloud seen from outside.
+    instances = [_instance(i, InstanceStatus.RUNNING, address=f"10.0.0.{i + 10}") for i in range(3)]
+    ctx = make_ctx(tmp_path, instances=instances)
+    role = EtcdRole()
+    assert all(role.health(ctx, inst) is Health.UNKNOWN for inst in instances)
+    with pytest.raises(RoleError, match="INFRA_NETWORK_ALLOW") as caught:
+        role.preflight(ctx)
+    assert not isinstance(caught.value, QuorumLostError)
+    members = role.expand(ctx)
+    with pytest.raises(RoleError, match="can be reached from here"):
+        role.before_create(ctx, members[0])
+    logged: list[str] = []
+    ctx.log = logged.append
+    role.after_create(ctx, members[0], instances[0])  # returns at once instead of timing out
+    assert logged and "not waiting" in logged[0]
