@@ -520,3 +520,13 @@ def test_a_zombie_or_a_reused_pid_counts_as_dead() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_member_without_services_is_an_idle_machine_until_deleted(local_provider: LocalProvider) -> None:
+    spec = member(STACK, services=())
+    inst = local_provider.create(spec)
+    (seen,) = local_provider.list(stack_selector(STACK))
+    assert seen.status is InstanceStatus.RUNNING and seen.address == inst.address
+    pgid = record(local_provider, spec.name)["processes"]["pgid"]
+    local_provider.delete(inst)
+    assert group_alive(pgid) == []
