@@ -291,6 +291,10 @@ class EtcdLeader:
                 self._declare_lost(f"the key {self.key} now names another holder: {self._show(current)}")
                 return False
             return True
+        with self._mutex:
+            uncertain = self._lease is not None and self._lost is None
+        if uncertain:  # the deadline passed before the keepalive thread noticed
+            self._declare_lost(f"no lease keepalive succeeded for {self.ttl}s (the lease TTL)")
         self._abandon()
         sent = time.monotonic()  # the lease's TTL runs from its grant, at the latest
         try:
