@@ -546,11 +546,24 @@ class EtcdRole(Role):
             ctx.log(f"etcd: removing stale member {_label(None, stale)} before adding {member.member}")
             self._remove(ctx, client, endpoint, stale, f"remove stale member {stale.hex_id}")
         existing = members.by_host(address)
+        if existing is not None and existing.started:
+            # A started member at this address but no alive instance there: what ran there is
+            # gone with its data; the new instance starts empty, so it must join as a new member.
+            ctx.log(f"etcd: removing {_label(None, existing)}, whose instance is gone, before adding it again")
+            self._remove(ctx, client, endpoint, existing, f"remove member {existing.hex_id}")
+            existing = None
+
+        def add() -> MemberList:
+            try:
+                return client.member_add(endpoint, [url])[1]
+            except EtcdApiError as exc:
+                if exc.peer_url_exists:  # an earlier attempt's add did go through
+                    return client.member_list(endpoint)
+                raise
+
         if existing is None:
             ctx.log(f"etcd: member add {member.member} ({url})")
-            _, members = self._retry_reconfig(
-                ctx, f"add member {member.member}", lambda: client.member_add(endpoint, [url])
-            )
+            members = self._retry_reconfig(ctx, f"add member {member.member}", add)
         else:
             members = client.member_list(endpoint)
         peers: dict[str, list[str]] = {}
@@ -565,8 +578,15 @@ class EtcdRole(Role):
         return member.with_files(render.cluster_file(conf))
 
     def _remove(self, ctx: RoleContext, client: EtcdClient, endpoint: str, member: Member, what: str) -> None:
-        def call() -> MemberList:
-            return client.member_remove(endpoint, member.id)
+        """``member remove`` through ``endpoint``; a member already gone counts as removed."""
+
+        def call() -> MemberList | None:
+            try:
+                return client.member_remove(endpoint, member.id)
+            except EtcdApiError as exc:
+                if exc.member_not_found:
+                    return None
+                raise
 
         self._retry_reconfig(ctx, what, call)
 
@@ -678,14 +698,7 @@ class EtcdRole(Role):
             self._move_leader_away(ctx, client, survey, target)
             endpoint = self._healthy_endpoint(ctx, self._survey(ctx, client), avoid=instance.address)
         ctx.log(f"etcd: member remove {instance.member} ({target.hex_id})")
-        try:
-            self._retry_reconfig(
-                ctx, f"remove member {instance.member}", lambda: client.member_remove(endpoint, target.id)
-            )
-        except RoleError as exc:
-            if "member not found" in exc.message:
-                return
-            raise
+        self._remove(ctx, client, endpoint, target, f"remove member {instance.member}")
 
     def _move_leader_away(self, ctx: RoleContext, client: EtcdClient, survey: Survey, target: Member) -> None:
         """Hand leadership to another healthy member so removing ``target`` costs no election."""

@@ -115,11 +115,18 @@ def test_kill_one_member_and_apply_heals_it_with_data_intact(etcd_stack: EtcdSta
 def test_scale_three_to_five_and_back(etcd_stack: EtcdStack) -> None:
     etcd_stack.apply()
     assert etcd_stack.etcdctl("put", "scale", "before").returncode == 0
+    # A run that crashed between 'member add' and starting the instance leaves a member that
+    # never started; the next change removes it before adding anyone.
+    client = etcd_stack.client()
+    phantom, _ = client.member_add(etcd_stack.endpoints()[0], ["https://127.77.255.254:2380"])
+    assert len(etcd_stack.member_list().members) == 4
 
     etcd_stack.write(size=5)
-    etcd_stack.apply()
+    out = etcd_stack.apply()
+    assert "stale member" in out.stdout + out.stderr
     grown = etcd_stack.member_list()
     assert len(grown.members) == 5 and all(m.started for m in grown.members)
+    assert phantom.id not in grown.ids
     assert len(etcd_stack.records()) == 5
 
     etcd_stack.write(size=3)
