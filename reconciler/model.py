@@ -18,9 +18,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -32,6 +32,8 @@ LABEL_SPEC = "infra-spec"
 OWNERSHIP_LABELS = (LABEL_STACK, LABEL_GROUP, LABEL_MEMBER, LABEL_SPEC)
 
 SPEC_HASH_LEN = 8
+
+T = TypeVar("T")
 
 
 def stack_selector(stack: str) -> dict[str, str]:
@@ -86,6 +88,43 @@ class Service(_Frozen):
     ports: tuple[int, ...] = ()
 
 
+#: ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` without building an encoder per call.
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def _services_doc(services: tuple[Service, ...]) -> list[Any]:
+    return [s.model_dump(mode="json") for s in services]
+
+
+def _files_doc(files: tuple[ConfigFile, ...]) -> list[Any]:
+    return [{"path": f.path, "content": f.content, "mode": f.mode} for f in files if f.in_spec and not f.secret]
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _dumps(value)
+
+
+#: (doc function, ids of the items) → (the items, their canonical JSON). Keyed by the items'
+#: identities because validation gives every MemberSpec its own tuple but keeps the (frozen)
+#: Service and ConfigFile objects a role passed in; holding the items keeps their ids from
+#: being reused while the entry lives. Cleared when it grows past _MEMO_MAX.
+_MEMO: dict[tuple[Callable[..., list[Any]], tuple[int, ...]], tuple[tuple[Any, ...], str]] = {}
+_MEMO_MAX = 4096
+
+
+def _memo_json(items: tuple[T, ...], doc: Callable[[tuple[T, ...]], list[Any]]) -> str:
+    """The canonical JSON of ``doc(items)``, computed once per sequence of the same objects."""
+    key = (doc, tuple(map(id, items)))
+    hit = _MEMO.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], items, strict=True)):
+        return hit[1]
+    text = _dumps(doc(items))
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = (items, text)
+    return text
+
+
 class MemberSpec(_Frozen):
     """One desired member of a group: everything needed to create its instance."""
 
@@ -108,21 +147,21 @@ class MemberSpec(_Frozen):
     @computed_field  # type: ignore[prop-decorator]
     @cached_property
     def spec_hash(self) -> str:
-        """Short hash of everything that, when changed, requires replacing the instance."""
-        doc = {
-            "role": self.role,
-            "image": self.image,
-            "machine_type": self.machine_type,
-            "services": [s.model_dump(mode="json") for s in self.services],
-            "files": [
-                {"path": f.path, "content": f.content, "mode": f.mode}
-                for f in self.files
-                if f.in_spec and not f.secret
-            ],
-            "provider_config": dict(self.provider_config),
-        }
-        raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(raw).hexdigest()[:SPEC_HASH_LEN]
+        """Short hash of everything that, when changed, requires replacing the instance.
+
+        The SHA-256 of the canonical JSON (sorted keys, no spaces) of ``{"files", "image",
+        "machine_type", "provider_config", "role", "services"}``, files without secrets and
+        runtime (``in_spec=False``) entries. Assembled from the JSON of each key, which is the
+        same text; the JSON of ``services`` and ``files`` is memoised by the identity of their items
+        because a role usually gives every member of a group the same Service/ConfigFile objects.
+        """
+        raw = (
+            f'{{"files":{_memo_json(self.files, _files_doc)},"image":{_json_or_null(self.image)},'
+            f'"machine_type":{_json_or_null(self.machine_type)},'
+            f'"provider_config":{_dumps(dict(self.provider_config))},"role":{_dumps(self.role)},'
+            f'"services":{_memo_json(self.services, _services_doc)}}}'
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:SPEC_HASH_LEN]
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> MemberSpec:
         """A copy with ``update`` applied; the cached spec hash is recomputed, never carried over."""
