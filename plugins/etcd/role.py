@@ -6,9 +6,10 @@ Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls it
 ``validate``     size 0-7 (more is refused, for the reason etcd's FAQ gives), an even size is a
                  warning; flags are checked by :mod:`plugins.etcd.config`.
 ``expand``       members ``<group>-0`` … ``<group>-(n-1)``, each at the address the provider
-                 reserves for it (:func:`reconciler.provider.address_for`), with a certificate
-                 whose SAN is that address (:mod:`reconciler.pki`) and a *static* bootstrap
-                 configuration: ``initial-cluster`` = every desired member, state ``new``.
+                 reserves for it (:func:`reconciler.provider.address_for`), with a *static*
+                 bootstrap configuration: ``initial-cluster`` = every desired member, state
+                 ``new``. ``before_create`` adds the member's certificate, whose SAN is that
+                 address (:mod:`reconciler.pki`), so planning writes nothing.
 ``health``       ``/health`` of the member over mutual TLS, and the member must be in its
                  cluster's member list. Unreachable while another member answers → unhealthy;
                  nothing answers at all (a cloud seen from outside) → unknown, left alone.
@@ -376,11 +377,12 @@ class EtcdRole(Role):
         return problems
 
     def expand(self, ctx: RoleContext) -> list[MemberSpec]:
-        """Members ``<group>-0..n-1`` with static-bootstrap configuration and certificates.
+        """Members ``<group>-0..n-1`` with their static-bootstrap configuration.
 
-        A member whose address the provider cannot tell in advance gets no runtime files;
-        ``before_create`` then refuses to create it (etcd needs the address in its
-        configuration and certificate). Raises ConfigError when the CA cannot be written.
+        Certificates are added by ``before_create`` (they are runtime files, outside the spec
+        hash), so planning writes nothing: the stack's CA is created by the first apply. A member
+        whose address the provider cannot tell in advance gets no runtime files; ``before_create``
+        then refuses to create it (etcd needs the address in its configuration and certificate).
         """
         cfg = self._cfg(ctx)
         service = render.service(cfg)
@@ -390,24 +392,25 @@ class EtcdRole(Role):
             base = self.member_base(ctx, index).model_copy(update={"services": (service,), "files": (settings,)})
             address = base.address or address_for(ctx.provider, base)
             specs.append(base.model_copy(update={"address": address}))
-        if not specs:
-            return specs
-        ca = StackCA(ctx.state_dir)
-        ca_pem = ca.ca_cert_pem
         peers = {s.name: [render.peer_url(cfg, s.address)] for s in specs if s.address}
         out: list[MemberSpec] = []
         for spec in specs:
             if spec.address is None:
                 out.append(spec)
                 continue
-            issued = ca.issue(spec.member, sans=member_sans(spec.address), server=True, client=True)
             conf = render.cluster(
                 cfg, name=spec.name, address=spec.address, peers=peers, state="new", token=self._token(ctx)
             )
-            out.append(
-                spec.with_files(render.cluster_file(conf), *render.tls_files(ca_pem, issued.cert_pem, issued.key_pem))
-            )
+            out.append(spec.with_files(render.cluster_file(conf)))
         return out
+
+    @staticmethod
+    def _with_tls(ctx: RoleContext, member: MemberSpec) -> MemberSpec:
+        """``member`` with the CA, its certificate (SAN = its address) and its key (secret)."""
+        assert member.address is not None
+        ca = StackCA(ctx.state_dir)
+        issued = ca.issue(member.member, sans=member_sans(member.address), server=True, client=True)
+        return member.with_files(*render.tls_files(ca.ca_cert_pem, issued.cert_pem, issued.key_pem))
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -504,7 +507,8 @@ class EtcdRole(Role):
     def before_create(self, ctx: RoleContext, member: MemberSpec) -> MemberSpec:
         """``member add`` the new member through a healthy one; returns it with state ``existing``.
 
-        During a bootstrap, returns the member unchanged (static ``initial-cluster``). Raises
+        Always adds the member's TLS files (CA, certificate, secret key). During a bootstrap
+        that is all (static ``initial-cluster``). Raises
         RoleError when the provider gave no address (etcd needs it before start), or when a
         member unknown to this stack is alive in the cluster; RoleTransientError while etcd
         answers "unhealthy cluster" or no healthy member answers. If it raises, nothing was
@@ -520,7 +524,16 @@ class EtcdRole(Role):
                 hint="use a provider that reserves addresses (address_for), e.g. fixed private IPs",
             )
         if ctx.bootstrapping:
-            return member
+            return self._with_tls(ctx, member)
+        # Ask again: when this replaces an instance of the same name, the address expand saw was
+        # that instance's, released by its delete (and possibly handed out since). The provider
+        # reserves one now, and that is the address the member is added, certified and created at.
+        address: str = member.address
+        fresh = address_for(ctx.provider, member)
+        if fresh is not None and fresh != address:
+            ctx.log(f"etcd: {member.member} gets address {fresh} (was {address})")
+            address = fresh
+            member = member.model_copy(update={"address": fresh})
         cfg = self._cfg(ctx)
         client = self._client(ctx)
         survey = self._survey(ctx, client)
@@ -528,7 +541,6 @@ class EtcdRole(Role):
             raise self._no_member_reachable(ctx, survey)
         endpoint = self._healthy_endpoint(ctx, survey)
         members = client.member_list(endpoint)
-        address = member.address
         url = render.peer_url(cfg, address)
         # Members that match no alive instance of this stack: left by a crashed run (added but
         # never started) or by an instance deleted behind our back. Remove them first, so the
@@ -575,7 +587,7 @@ class EtcdRole(Role):
         conf = render.cluster(
             cfg, name=member.name, address=address, peers=peers, state="existing", token=self._token(ctx)
         )
-        return member.with_files(render.cluster_file(conf))
+        return self._with_tls(ctx, member.with_files(render.cluster_file(conf)))
 
     def _remove(self, ctx: RoleContext, client: EtcdClient, endpoint: str, member: Member, what: str) -> None:
         """``member remove`` through ``endpoint``; a member already gone counts as removed."""

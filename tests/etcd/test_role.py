@@ -129,10 +129,17 @@ def test_validate_on_local_checks_the_host_etcd(tmp_path: Path) -> None:
 def test_expand_static_bootstrap_members(tmp_path: Path) -> None:
     book = AddressBook()
     ctx = make_ctx(tmp_path, provider=book)
-    members = EtcdRole().expand(ctx)
+    role = EtcdRole()
+    members = role.expand(ctx)
     assert [m.member for m in members] == ["etcd-0", "etcd-1", "etcd-2"]
     assert len({m.address for m in members}) == 3
-    for m in members:
+    assert not (ctx.state_dir / "pki").exists(), "planning must not create the CA"
+    assert {f.path for f in members[0].files} == {render.SETTINGS_FILE, render.CLUSTER_FILE}
+    ctx.bootstrapping = True
+    created = [role.before_create(ctx, m) for m in members]
+    assert (ctx.state_dir / "pki" / "ca.key").exists()
+    assert [c.spec_hash for c in created] == [m.spec_hash for m in members]
+    for m in created:
         files = {f.path: f for f in m.files}
         assert set(files) == {
             render.SETTINGS_FILE,
@@ -150,7 +157,7 @@ def test_expand_static_bootstrap_members(tmp_path: Path) -> None:
         assert conf["listen-client-urls"] == f"https://{m.address}:2379"
         assert conf["initial-advertise-peer-urls"] == f"https://{m.address}:2380"
         assert sorted(conf["initial-cluster"].split(",")) == sorted(
-            f"{o.name}=https://{o.address}:2380" for o in members
+            f"{o.name}=https://{o.address}:2380" for o in created
         )
         settings = yaml.safe_load(files[render.SETTINGS_FILE].content)
         assert settings["strict-reconfig-check"] is True
@@ -176,7 +183,9 @@ def test_spec_hash_ignores_addresses_but_follows_settings(tmp_path: Path) -> Non
 
 
 def test_loopback_members_also_certify_the_loopback_source(tmp_path: Path) -> None:
-    members = EtcdRole().expand(make_ctx(tmp_path, provider=AddressBook(base="127.77.0.")))
+    ctx = make_ctx(tmp_path, provider=AddressBook(base="127.77.0."))
+    ctx.bootstrapping = True
+    members = [EtcdRole().before_create(ctx, m) for m in EtcdRole().expand(ctx)]
     cert = next(f for f in members[0].files if f.path == render.CERT_FILE)
     san = x509.load_pem_x509_certificate(cert.content.encode()).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
