@@ -61,6 +61,22 @@ def test_two_daemons_one_leader_and_hand_over_when_the_leader_dies(harness: Harn
     assert coord_etcd.get("/infra/leader/duo") is None, "a clean exit revokes the lease at once"
 
 
+def test_a_second_daemon_on_the_file_lock_waits_and_takes_over(harness: Harness) -> None:
+    stack = harness.stack_file("pair", size=2, provider="memory")
+    a = harness.daemon(stack, interval=INTERVAL)
+    a.wait_for(is_pass("ok"), timeout=30, what="daemon A converged")
+    b = harness.daemon(stack, interval=INTERVAL)
+    _, standby = b.wait_for(is_event("standby"), timeout=30, what="daemon B standing by")
+    assert f"pid {a.pid} " in standby["holder"] and standby["lock"] == "file"
+    a.wait_for(is_pass("ok"), after=len(a.events()), timeout=30, what="another pass of A")
+    assert not [e for e in b.events() if e.get("event") in ("pass", "change.start")]
+    a.proc.kill()
+    a.proc.wait(timeout=10)
+    b.wait_for(is_event("lock", leader=True), timeout=15, what="B taking over the file lock")
+    b.wait_for(is_pass(), timeout=30, what="B's first pass")
+    assert b.terminate() == 0
+
+
 def test_a_leader_that_cannot_reach_etcd_stops_writing(harness: Harness, coord_etcd: CoordEtcd) -> None:
     stack = harness.stack_file("cut", size=1)
     d = harness.daemon(stack, interval=INTERVAL, extra=_etcd_args(coord_etcd))
