@@ -432,6 +432,7 @@ class StackWorker(threading.Thread):
         self._stop_evt = stop
         if self.shutdown.is_set() or not self.leader.leading():
             self._stop_evt = None
+            self.next_due = time.monotonic() + self._standby_delay()
             return
         self.busy_since = time.monotonic()
         self.progress()
@@ -440,7 +441,7 @@ class StackWorker(threading.Thread):
         finally:
             self.busy_since = None
             self._stop_evt = None
-        self._account(result, stop)
+        self._account(result)
 
     def _pass(self, stop: threading.Event) -> PassResult:
         from reconciler.engine import PassResult
@@ -454,7 +455,7 @@ class StackWorker(threading.Thread):
             err = PermanentError(f"unexpected {type(exc).__name__} during the pass: {exc}")
             return PassResult(Plan(self.stack_name), None, error=err, seconds=time.monotonic() - start)
 
-    def _account(self, result: PassResult, stop: threading.Event) -> None:
+    def _account(self, result: PassResult) -> None:
         from reconciler.errors import QuorumLostError
 
         self.passes += 1
