@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError
 
 from reconciler.model import MemberSpec
@@ -151,7 +151,9 @@ def error_response(url: str, status: int, code: str, message: str) -> AWSRespons
         f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
         "<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
     ).encode()
-    return AWSResponse(url, status, {"Content-Type": "text/xml"}, _Body(body))
+    headers = HTTPHeaders()
+    headers["Content-Type"] = "text/xml"
+    return AWSResponse(url, status, headers, _Body(body))
 
 
 #: The injected failures: EC2 throttling (it answers 503) and plain server errors.
@@ -283,9 +285,9 @@ def populate(world: World, specs: Sequence[MemberSpec], *, tag: Callable[[Member
     """Instances for ``specs`` straight in moto's backend, one reservation each (as ``create``
     makes them), tagged with ``tag(spec)``. Returns their ids.
     """
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ec2.models import ec2_backends
-    from moto.ec2.models.instances import Reservation
+    from moto.ec2.models.instances import Reservation  # type: ignore[attr-defined]
     from moto.ec2.utils import random_reservation_id
 
     backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore import exceptions as bexc
 
@@ -17,9 +19,8 @@ from reconciler.errors import (
 
 
 def client_error(code: str, message: str = "explained", status: int = 400, op: str = "RunInstances") -> bexc.ClientError:
-    return bexc.ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
-    )
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return bexc.ClientError(response, op)
 
 
 def mapped(exc: Exception, action: str = "launch web-0") -> InfraError:

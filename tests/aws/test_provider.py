@@ -200,7 +200,7 @@ def test_list_reports_states_and_leaves_out_terminated(provider: AwsProvider, ec
     assert set(seen) == {a.id, b.id}
     assert seen[a.id].status in (InstanceStatus.PENDING, InstanceStatus.RUNNING) and seen[a.id].alive
     assert seen[b.id].status is InstanceStatus.STOPPED and not seen[b.id].alive
-    assert seen[a.id].address and seen[a.id].address.startswith("10.20.")
+    assert (seen[a.id].address or "").startswith("10.20.")
 
 
 def test_delete_rereads_tags_and_refuses_what_this_stack_does_not_own(provider: AwsProvider, ec2: Any) -> None:
