@@ -385,7 +385,9 @@ class StackWorker(threading.Thread):
                     "follow a rename", hint="restart the daemon to manage the renamed stack")
             engine = _open_engine(stack, self.path, log=self.log, metrics=self.metrics,
                                   concurrency=self.settings.concurrency, timeout=self.settings.timeout)
-        except InfraError as exc:
+        except Exception as exc:  # InfraError, or a plugin's bug while opening: keep the last good version
+            if not isinstance(exc, InfraError):
+                exc = ConfigError(f"{self.path}: unexpected {type(exc).__name__} while loading: {exc}")
             self._bad_digest = digest
             self.metrics.reloads.labels(self.stack_name, "error").inc()
             self.log("error", "reload", f"{self.path} changed but cannot be used; still reconciling the last good "
