@@ -373,7 +373,8 @@ class EtcdLeader:
             if self._lost is not None or self._lease is None:
                 return
             self._lost = why
-        self.local.release()
+        # The local file lock stays held until the worker thread abandons the lease after its pass:
+        # a change still in flight must not race an 'infra apply' started meanwhile on this machine.
         self.log("error", f"stack {self.stack}: leadership lost, stopping writes: {why}")
         callback = self.on_lost
         if callback is not None:
