@@ -136,6 +136,8 @@ class Engine:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self._observed: Observed = {}
+        # what the last validate() expanded, for the observed view it used (see plan())
+        self._expanded: tuple[Observed, dict[str, list[MemberSpec]]] | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -242,16 +244,32 @@ class Engine:
         problems: list[Problem] = []
         observed = self._observed
         members: list[MemberSpec] = []
+        expanded: dict[str, list[MemberSpec]] = {}
+        self._expanded = None
         for i, group in enumerate(self.stack.groups):
             ctx = self.context(group.name, observed)
             for p in self.roles[group.name].validate(ctx):
                 problems.append(p if p.field.startswith("groups") else
                                 p.model_copy(update={"field": f"groups[{i}].{p.field}".rstrip(".")}))
             if not any(p.is_error for p in problems) and group.size:
-                members.extend(self.roles[group.name].expand(ctx))
+                expanded[group.name] = self.roles[group.name].expand(ctx)
+                members.extend(expanded[group.name])
         if not any(p.is_error for p in problems):
             problems.extend(self.provider.validate(members))
+            self._expanded = (observed, expanded)
         return problems
+
+    def _desired_after_validate(self, observed: Observed) -> list[GroupDesire]:
+        """:meth:`desired` for ``observed``, reusing the members :meth:`validate` just expanded.
+
+        Expanding is the costliest step of a plan after the provider call (a MemberSpec per
+        member); validate already did it with the same observed view, so plan does not repeat it.
+        """
+        expanded, self._expanded = self._expanded, None
+        if expanded is None or expanded[0] is not observed:
+            return self.desired(observed)
+        return [GroupDesire(g.name, self.roles[g.name].policy, expanded[1].get(g.name, []))
+                for g in self.stack.groups]
 
     def plan(self, *, destroy: bool = False) -> Plan:
         """Observe and diff. Raises ConfigError when validation finds an error."""
@@ -266,7 +284,7 @@ class Engine:
                                                  for g in self.stack.groups], [i for v in observed.values()
                                                                                for i in v], destroy=True)
         else:
-            desired = self.desired(observed)
+            desired = self._desired_after_validate(observed)
             health = self.health(observed)
             result = make_plan(self.stack.name, desired, [i for v in observed.values() for i in v], health)
         return Plan(
