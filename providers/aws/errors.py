@@ -13,6 +13,7 @@ mapping::
     InvalidIPAddress.InUse                          TransientError (the replaced instance still
                                                       holds the member's fixed address)
     IncorrectInstanceState, IncorrectState          TransientError (the instance is mid-change)
+    OperationNotPermitted                           PermanentError (termination protection)
     EndpointConnectionError, connection closed,     TransientError
       connect/read timeouts
     InstanceLimitExceeded, VcpuLimitExceeded,       QuotaError
@@ -91,7 +92,7 @@ SERVER_CODES = frozenset(
     {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout", "InternalServerError"}
 )
 CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity"})
-BUSY_CODES = frozenset({"InvalidIPAddress.InUse", "IncorrectInstanceState", "IncorrectState"})
+BUSY_CODES = frozenset({"IncorrectInstanceState", "IncorrectState"})
 QUOTA_CODES = frozenset(
     {
         "InstanceLimitExceeded",
@@ -166,7 +167,18 @@ def from_client_error(exc: bexc.ClientError, action: str) -> InfraError:
             "infra retries, or list subnets in other zones or pick another instance type",
         )
     if code in BUSY_CODES:
-        return TransientError(head, hint="the instance or address is still changing state; infra retries")
+        return TransientError(head, hint="the instance is still changing state; infra retries")
+    if code == "InvalidIPAddress.InUse":
+        return TransientError(
+            head,
+            hint="the member's fixed address is still held, usually by the instance it replaces while "
+            "it shuts down (infra retries); if another instance holds it, reserve the address_offset "
+            "range with a subnet CIDR reservation",
+        )
+    if code == "OperationNotPermitted":
+        return PermanentError(
+            head, hint="the instance has termination protection (DisableApiTermination); turn it off first"
+        )
     if code in QUOTA_CODES:
         return QuotaError(
             head,

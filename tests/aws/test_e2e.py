@@ -141,6 +141,14 @@ def test_apply_plan_heal_and_destroy_through_the_cli(moto_server: str, ec2: Any,
 
     again = run("plan", str(WEB), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr  # nothing to do
+    status = run("status", str(WEB), "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)["groups"][0]["members"]
+    by_id = {i["InstanceId"]: i for i in made}
+    assert sorted(r["member"] for r in rows) == ["web-0", "web-1", "web-2"]
+    for row in rows:
+        assert row["address"] == by_id[row["id"]]["PrivateIpAddress"] and row["spec_current"]
+        assert row["healthy"] is None  # 10.20.x is outside INFRA_NETWORK_ALLOW: unknown, not probed
 
     victim = next(i for i in made if tags_of(i)["infra-member"] == "web-1")
     ec2.terminate_instances(InstanceIds=[victim["InstanceId"]])  # out of band

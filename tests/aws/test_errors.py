@@ -109,6 +109,13 @@ def test_credential_failures_are_permanent_with_a_credentials_hint(code: str) ->
     assert type(err) is PermanentError and err.hint and "credentials" in err.hint
 
 
+def test_address_in_use_is_transient_and_termination_protection_permanent() -> None:
+    err = mapped(client_error("InvalidIPAddress.InUse", "Address 10.0.0.10 is in use."))
+    assert isinstance(err, TransientError) and err.hint and "address_offset" in err.hint
+    err = mapped(client_error("OperationNotPermitted", "The instance may not be terminated.", op="TerminateInstances"))
+    assert type(err) is PermanentError and err.hint and "termination protection" in err.hint
+
+
 def test_idempotency_mismatch_is_permanent() -> None:
     assert type(mapped(client_error("IdempotentParameterMismatch"))) is PermanentError
 
