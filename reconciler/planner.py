@@ -27,6 +27,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from reconciler.model import Health, Instance, InstanceStatus, MemberSpec
 from reconciler.plan import Action, Change, GroupPlan, Order, Plan, Reason
@@ -35,8 +36,9 @@ from reconciler.role import UpdatePolicy
 _NUM = re.compile(r"(\d+)")
 
 
+@lru_cache(maxsize=65536)
 def member_sort_key(member: str) -> tuple[object, ...]:
-    """Natural order: ``etcd-2`` before ``etcd-10``."""
+    """Natural order: ``etcd-2`` before ``etcd-10``. Cached: every pass sorts the same ids."""
     return tuple(int(p) if p.isdigit() else p for p in _NUM.split(member))
 
 
@@ -93,8 +95,11 @@ def _plan_group(
         if not found:
             creates.append(Change(Action.CREATE, desire.name, member, Reason.MISSING, after=spec))
             continue
-        ranked = sorted(found, key=lambda i: _keeper_rank(i, spec.spec_hash, health))
-        keeper, extras = ranked[0], ranked[1:]
+        if len(found) == 1:  # the usual case: nothing to rank
+            keeper, extras = found[0], []
+        else:
+            ranked = sorted(found, key=lambda i: _keeper_rank(i, spec.spec_hash, health))
+            keeper, extras = ranked[0], ranked[1:]
         for inst in extras:
             deletes.append(Change(Action.DELETE, desire.name, member, Reason.DUPLICATE, before=inst))
         same_name = keeper.name == spec.name
