@@ -163,6 +163,7 @@ class AwsProvider:
         self._member_configs: dict[str, AwsConfig] = {}
         self._images: dict[tuple[str, tuple[str, ...]], str] = {}
         self._subnet_cidrs: dict[str, str] = {}
+        self._verified: set[tuple[str, str]] = set()  # (kind, id) that validate found to exist
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> AwsProvider:
@@ -509,20 +510,30 @@ class AwsProvider:
 
     # -- validate ------------------------------------------------------------------------------------
 
-    def _missing(self, call: Callable[[], T]) -> str | None:
-        """None when ``call`` succeeds; EC2's explanation when it says the resource is missing."""
+    def _missing(self, kind: str, key: str, call: Callable[[], T]) -> str | None:
+        """None when ``call`` succeeds; EC2's explanation when it says the resource is missing.
+
+        A resource found once is not asked about again by this provider (a daemon re-validates
+        every pass; a resource deleted later makes the launch itself fail, clearly).
+        """
+        with self._lock:
+            if (kind, key) in self._verified:
+                return None
         try:
             call()
         except errors.ResourceMissing as exc:
             return exc.message
+        with self._lock:
+            self._verified.add((kind, key))
         return None
 
     def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
         """Missing AMIs, unknown instance types, subnets, security groups or key pairs, user-data
         over 16 KB, and fixed addresses that collide or do not fit, before anything is launched.
 
-        Makes only read calls (one per distinct image, type, subnet...). Raises the mapped error
-        when EC2 cannot be asked (credentials, throttling): nothing can be concluded then.
+        Makes only read calls (one per distinct image, type, subnet... the first time this
+        provider sees it). Raises the mapped error when EC2 cannot be asked (credentials,
+        throttling that outlasts the read retries): nothing can be concluded then.
         """
         problems: builtins.list[Problem] = []
         seen: set[tuple[str, str]] = set()
@@ -575,9 +586,12 @@ class AwsProvider:
 
         for (ref, owners), where in images.items():
             if AMI_ID_RE.match(ref):
-                msg = self._missing(lambda ref=ref: self._check_ami(ref))  # type: ignore[misc]
+                msg = self._missing("image", ref, lambda ref=ref: self._check_ami(ref))  # type: ignore[misc]
             else:
-                msg = self._missing(lambda ref=ref, owners=owners: self.resolve_image(ref, owners))  # type: ignore[misc]
+                msg = self._missing(
+                    "image", f"{ref}@{','.join(owners)}",
+                    lambda ref=ref, owners=owners: self.resolve_image(ref, owners),  # type: ignore[misc]
+                )
             if msg:
                 once(where, f"image {ref!r}: {msg}")
         for itype, where in types.items():
@@ -588,10 +602,10 @@ class AwsProvider:
                     lambda: self.client.describe_instance_types(InstanceTypes=[itype]),  # type: ignore[list-item]
                 )
 
-            if msg := self._missing(check_type):
+            if msg := self._missing("instance type", itype, check_type):
                 once(where, f"instance type {itype!r} is not offered in {self.region}: {msg}")
         for subnet, where in subnets.items():
-            if msg := self._missing(lambda subnet=subnet: self.subnet_cidr(subnet)):  # type: ignore[misc]
+            if msg := self._missing("subnet", subnet, lambda subnet=subnet: self.subnet_cidr(subnet)):  # type: ignore[misc]
                 once(where, f"subnet {subnet} does not exist in {self.region}: {msg}")
         for sg, where in groups.items():
 
@@ -600,7 +614,7 @@ class AwsProvider:
                     f"describe security group {sg}", lambda: self.client.describe_security_groups(GroupIds=[sg])
                 )
 
-            if msg := self._missing(check_sg):
+            if msg := self._missing("security group", sg, check_sg):
                 once(where, f"security group {sg} does not exist in {self.region}: {msg}")
         for key, where in keys.items():
 
@@ -609,7 +623,7 @@ class AwsProvider:
                     f"describe key pair {key}", lambda: self.client.describe_key_pairs(KeyNames=[key])
                 )
 
-            if msg := self._missing(check_key):
+            if msg := self._missing("key pair", key, check_key):
                 once(where, f"key pair {key!r} does not exist in {self.region}: {msg}")
 
         for spec in members:

@@ -225,6 +225,9 @@ def test_delete_rereads_tags_and_refuses_what_this_stack_does_not_own(provider: 
 def test_validate_accepts_a_good_group_and_changes_nothing(provider: AwsProvider, ec2: Any, world: World) -> None:
     assert provider.validate([spec("web-0", 0), spec("web-1", 1, image=world.ami_id)]) == []
     assert all_instances(ec2) == []
+    calls = moto_world.CallCounter(provider.client)
+    assert provider.validate([spec("web-0", 0), spec("web-1", 1, image=world.ami_id)]) == []
+    assert sum(calls.counts.values()) == 0  # what was found once is not asked about every pass
 
 
 def test_validate_catches_missing_image_type_and_network(
