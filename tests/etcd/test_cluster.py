@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.etcd.client import EtcdClient, EtcdError
+from plugins.etcd.client import EtcdApiError, EtcdClient, EtcdError
 from plugins.etcd.role import quorum
 from tests.etcd.conftest import EtcdStack
 
@@ -118,7 +118,14 @@ def test_scale_three_to_five_and_back(etcd_stack: EtcdStack) -> None:
     # A run that crashed between 'member add' and starting the instance leaves a member that
     # never started; the next change removes it before adding anyone.
     client = etcd_stack.client()
-    phantom, _ = client.member_add(etcd_stack.endpoints()[0], ["https://127.77.255.254:2380"])
+    deadline = time.monotonic() + 20
+    while True:  # etcd refuses reconfiguration until its members have been connected for 5 s
+        try:
+            phantom, _ = client.member_add(etcd_stack.endpoints()[0], ["https://127.77.255.254:2380"])
+            break
+        except EtcdApiError as exc:
+            assert exc.unhealthy_cluster and time.monotonic() < deadline, exc
+            time.sleep(0.5)
     assert len(etcd_stack.member_list().members) == 4
 
     etcd_stack.write(size=5)
