@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 from reconciler.lock import StackLock
-from tests.daemon.conftest import Harness, is_event, is_pass, report, set_size
+from tests.daemon.conftest import INFRA, Harness, is_event, is_pass, report, set_size
 
 
 def _members(h: Harness, stack_file: Path) -> dict[str, dict[str, object]]:
@@ -215,6 +217,29 @@ def test_healthz_fails_while_a_pass_is_stuck(harness: Harness) -> None:
     assert doc["healthy"] is False
     assert "no progress in the running pass" in doc["stacks"]["stuck"]["problem"]
     assert d.terminate() == 0
+
+
+def test_text_logs_by_default_and_a_busy_metrics_port_is_a_clear_error(harness: Harness) -> None:
+    stack = harness.stack_file("text", size=1, provider="memory")
+    log = harness.root / "text.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([str(INFRA), "daemon", str(stack), "--interval", "1", "--metrics-addr",
+                                 "127.0.0.1:0"], env=harness.env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "pass: no changes" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "[text] created web/web-0" in text and "(missing)" in text
+        assert "[text] pass: no changes (1 instances observed)" in text and "result=ok" in text
+        assert not text.lstrip().startswith("{")
+        port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
+        assert port, text
+        busy = harness.infra("daemon", str(stack), "--metrics-addr", f"127.0.0.1:{port.group(1)}", timeout=60)
+        assert busy.returncode == 1 and "cannot listen" in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_a_stack_that_fails_to_load_at_start_is_a_clear_error(harness: Harness, tmp_path: Path) -> None:
