@@ -116,7 +116,7 @@ def _memo_json(items: tuple[T, ...], doc: Callable[[tuple[T, ...]], list[Any]]) 
     """The canonical JSON of ``doc(items)``, computed once per sequence of the same objects."""
     key = (doc, tuple(map(id, items)))
     hit = _MEMO.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], items, strict=True)):
+    if hit is not None:  # the entry holds its items, so equal ids mean the very same objects
         return hit[1]
     text = _dumps(doc(items))
     if len(_MEMO) >= _MEMO_MAX:
@@ -254,7 +254,9 @@ class Instance(_Frozen):
 
     def owned_by(self, stack: str) -> bool:
         """True when the instance carries every ownership label of ``stack``."""
-        return self.labels.get(LABEL_STACK) == stack and all(k in self.labels for k in OWNERSHIP_LABELS)
+        labels = self.labels  # OWNERSHIP_LABELS, spelled out: called for every instance, twice a pass
+        return (labels.get(LABEL_STACK) == stack and LABEL_GROUP in labels and LABEL_MEMBER in labels
+                and LABEL_SPEC in labels)
 
     @property
     def alive(self) -> bool:
