@@ -667,10 +667,11 @@ class EtcdRole(Role):
 
         Moves leadership away first when the member leads. Does nothing when it is not a member
         (already removed) or is the last member of a group scaled to 0 (the cluster ends with
-        it); refuses (RoleError) to replace the only member of a one-member cluster. Raises
-        RoleTransientError when removing it now would leave less than a healthy majority (the
-        executor waits and retries), RoleError when no member can be reached. If it raises, the
-        instance is not deleted.
+        it); refuses (RoleError) to replace the only member of a one-member cluster. A healthy
+        member (a roll or a shrink) is removed only when every other member is healthy; a sick
+        one (a heal) when the others still form a healthy majority. Raises RoleTransientError
+        while that does not hold (the executor waits and retries), RoleError when no member can
+        be reached. If it raises, the instance is not deleted.
         """
         if ctx.destroying:
             return
@@ -699,6 +700,23 @@ class EtcdRole(Role):
             ctx.log(f"etcd: {instance.member} is the last member; the cluster ends with it")
             return
         healthy = {p.status.member_id for p in survey.healthy if p.status is not None} & members.ids
+        if target.id in healthy:
+            # A voluntary change (a roll or a shrink, not a heal): like Cluster API's preflight,
+            # every other member must be healthy first. Members added by a crashed run but never
+            # started, with no instance, are leftovers: remove them rather than wait for them.
+            alive_hosts = {i.address for i in survey.instances if i.alive and i.address}
+            sick = [m for m in members.members if m.id != target.id and m.id not in healthy]
+            for m in [m for m in sick if not m.started and not (m.peer_hosts & alive_hosts)]:
+                ctx.log(f"etcd: removing stale member {_label(None, m)} before removing {instance.member}")
+                self._remove(ctx, client, endpoint, m, f"remove stale member {m.hex_id}")
+                sick.remove(m)
+            if sick:
+                names = ", ".join(_label(survey.instance_for(m), m) for m in sick)
+                raise RoleTransientError(
+                    f"not removing the healthy member {instance.member} while {names} "
+                    f"{'is' if len(sick) == 1 else 'are'} not healthy; waiting"
+                )
+            members = client.member_list(endpoint)
         left = len(healthy - {target.id})
         if left < quorum(len(members.members) - 1):
             raise RoleTransientError(
