@@ -321,3 +321,16 @@ def test_discovery_is_an_ec2_sd_fragment_prometheus_accepts(provider: AwsProvide
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert yaml.safe_load(text)["scrape_configs"][0]["ec2_sd_configs"][0]["filters"][1]["values"] == ["st"]
+
+
+def test_address_setting_chooses_which_ip_infra_reports(world: World, tmp_path: Path) -> None:
+    raw: Any = {"InstanceId": "i-0123456789abcdef0", "State": {"Name": "running"}, "PrivateIpAddress": "10.20.0.9",
+                "PublicIpAddress": "203.0.113.9", "Tags": [{"Key": "Name", "Value": "n"}, {"Key": "aws:x", "Value": "y"}]}
+    private = AwsProvider.open(world.provider_config(), stack="st", state_dir=tmp_path)
+    public = AwsProvider.open(world.provider_config(address="public"), stack="st", state_dir=tmp_path)
+    assert private._to_instance(raw).address == "10.20.0.9"
+    assert public._to_instance(raw).address == "203.0.113.9"
+    assert public._to_instance({**raw, "PublicIpAddress": None}).address == "10.20.0.9"  # none yet: private
+    assert dict(private._to_instance(raw).labels) == {}  # Name is the name; aws:* tags are EC2's own
+    gone = private._to_instance({**raw, "State": {"Name": "shutting-down"}, "StateReason": {"Message": "user"}})
+    assert gone.status is InstanceStatus.DEAD and gone.detail == "user"
