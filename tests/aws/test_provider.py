@@ -330,7 +330,9 @@ def test_address_setting_chooses_which_ip_infra_reports(world: World, tmp_path: 
     public = AwsProvider.open(world.provider_config(address="public"), stack="st", state_dir=tmp_path)
     assert private._to_instance(raw).address == "10.20.0.9"
     assert public._to_instance(raw).address == "203.0.113.9"
-    assert public._to_instance({**raw, "PublicIpAddress": None}).address == "10.20.0.9"  # none yet: private
+    no_public: Any = {**raw, "PublicIpAddress": None}
+    assert public._to_instance(no_public).address == "10.20.0.9"  # none yet: private
     assert dict(private._to_instance(raw).labels) == {}  # Name is the name; aws:* tags are EC2's own
-    gone = private._to_instance({**raw, "State": {"Name": "shutting-down"}, "StateReason": {"Message": "user"}})
+    dying: Any = {**raw, "State": {"Name": "shutting-down"}, "StateReason": {"Message": "user"}}
+    gone = private._to_instance(dying)
     assert gone.status is InstanceStatus.DEAD and gone.detail == "user"
