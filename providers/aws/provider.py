@@ -167,7 +167,8 @@ class AwsProvider:
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> AwsProvider:
-        """Validate ``config`` and build the EC2 client. Makes no API call.
+        """Validate ``config`` and build the EC2 client. Makes no EC2 call (finding credentials
+        may ask the profile's SSO or the instance metadata service).
 
         Raises ConfigError naming ``provider_config.<field>`` for bad settings or when no region
         is set anywhere, and PermanentError when boto3's default chain finds no credentials.
