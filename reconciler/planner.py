@@ -14,7 +14,7 @@ Rules, per declared group (instances without the stack's ownership labels are ne
   health ``unknown`` is left alone — never destroy what cannot be judged;
 * an instance built from another spec → **replace** (spec changed).
 
-A group the stack no longer declares is deleted whole. Order inside a group: unhealthy
+A group the stack no longer declares is deleted whole. Order inside a group: unhealthy (dead first)
 replaces, duplicate and unwanted deletes, creates, then spec rolls — so a quorum group first
 removes what is dead, then shrinks, grows, and rolls one member at a time. Replace runs
 delete-first for quorum groups (remove before add) and whenever the new instance would reuse
@@ -121,6 +121,9 @@ def _plan_group(
                 )
             )
 
+    # Dead instances first: a member that merely fails a health check (e.g. during the leader
+    # election a death causes) must not be replaced before the member that really died.
+    unhealthy.sort(key=lambda c: 0 if c.before is not None and not c.before.alive else 1)
     changes = tuple(unhealthy + deletes + creates + rolls)
     bootstrap = quorum and not instances and bool(creates)
     return GroupPlan(desire.name, desire.policy.value, changes, bootstrap=bootstrap)

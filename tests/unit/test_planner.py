@@ -232,3 +232,11 @@ def test_destroy_removes_everything_owned_and_nothing_else(world: tuple[list[Gro
     after = simulate(plan(STACK, desires, obs, destroy=True), obs)
     assert not [i for i in after.values() if i.owned_by(STACK)]
     assert {i.id for i in obs if not i.owned_by(STACK)} == set(after)
+
+
+def test_dead_members_are_replaced_before_members_that_only_fail_a_health_check() -> None:
+    ms = [member(f"etcd-{i}", group="etcd") for i in range(3)]
+    flaky, dead, ok = observed(ms[0]), observed(ms[1], status=InstanceStatus.DEAD), observed(ms[2])
+    p = plan(STACK, [desire(*ms, group="etcd", policy=UpdatePolicy.QUORUM)], [flaky, dead, ok],
+             {flaky.id: Health.UNHEALTHY})
+    assert summary(p) == [("replace", "etcd-1", "unhealthy"), ("replace", "etcd-0", "unhealthy")]
