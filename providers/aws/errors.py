@@ -73,6 +73,13 @@ class ResourceMissing(PermanentError):
         super().__init__(message, hint=hint)
         self.code = code
 
+    @property
+    def explanation(self) -> str:
+        """The message without the ``aws: <action>:`` prefix (EC2's code and words, or infra's)."""
+        if self.code and self.code in self.message:
+            return self.message[self.message.index(self.code) :]
+        return self.message.removeprefix("aws: ")
+
 THROTTLING_CODES = frozenset(
     {
         "Throttling",

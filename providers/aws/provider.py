@@ -523,7 +523,7 @@ class AwsProvider:
         try:
             call()
         except errors.ResourceMissing as exc:
-            return exc.message
+            return exc.explanation
         with self._lock:
             self._verified.add((kind, key))
         return None

@@ -169,3 +169,11 @@ def test_messages_carry_no_access_key_ids_and_stay_short() -> None:
     assert "AKIAIOSFODNN7EXAMPLE" not in text and "<access-key-id>" in text
     assert "x" * 50 not in text
     assert len(err.message) < 400
+
+
+def test_a_missing_resource_explains_itself_without_the_action() -> None:
+    err = mapped(client_error("InvalidSubnetID.NotFound", "The subnet ID 'subnet-1' does not exist"), "describe x")
+    assert isinstance(err, errors.ResourceMissing)
+    assert err.explanation == "InvalidSubnetID.NotFound: The subnet ID 'subnet-1' does not exist"
+    own = errors.ResourceMissing("aws: no AMI named 'x' owned by self", code="InvalidAMIID.NotFound")
+    assert own.explanation == "no AMI named 'x' owned by self"
