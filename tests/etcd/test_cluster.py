@@ -52,6 +52,10 @@ def test_apply_brings_up_three_members_over_mutual_tls(etcd_stack: EtcdStack) ->
         assert stat.S_IMODE(os.stat(env[key]).st_mode) == 0o600
     ca_key = Path(env["ETCDCTL_CACERT"]).with_name("ca.key")
     assert stat.S_IMODE(os.stat(ca_key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(ca_key.parent).st_mode) == 0o700
+    for rec in etcd_stack.records():  # each member's key, as delivered to it, is private too
+        key = etcd_stack.state / "local" / "instances" / rec["name"] / "config" / "etcd" / "member.key"
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
 
     listed = etcd_stack.etcdctl("member", "list", "-w", "simple", env=env)
     assert listed.returncode == 0, listed.stderr
