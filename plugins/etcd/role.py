@@ -712,6 +712,13 @@ class EtcdRole(Role):
                 sick.remove(m)
             if sick:
                 names = ", ".join(_label(survey.instance_for(m), m) for m in sick)
+                dead = self._dead_now(ctx, [survey.instance_for(m) for m in sick])
+                if dead:
+                    raise RoleError(
+                        f"not removing the healthy member {instance.member}: {', '.join(dead)} died "
+                        "during this apply; waiting would not help",
+                        hint="run 'infra apply' again: it replaces the dead member first",
+                    )
                 raise RoleTransientError(
                     f"not removing the healthy member {instance.member} while {names} "
                     f"{'is' if len(sick) == 1 else 'are'} not healthy; waiting"
@@ -729,6 +736,19 @@ class EtcdRole(Role):
             endpoint = self._healthy_endpoint(ctx, self._survey(ctx, client), avoid=instance.address)
         ctx.log(f"etcd: member remove {instance.member} ({target.hex_id})")
         self._remove(ctx, client, endpoint, target, f"remove member {instance.member}")
+
+    @staticmethod
+    def _dead_now(ctx: RoleContext, instances: list[Instance | None]) -> list[str]:
+        """Which of ``instances`` the provider reports dead right now (one list call)."""
+        wanted = {i.id for i in instances if i is not None}
+        if not wanted:
+            return []
+        selector = {LABEL_STACK: ctx.stack.name, LABEL_GROUP: ctx.group.name}
+        return [
+            f"{i.member} ({i.detail or i.status.value})"
+            for i in ctx.provider.list(selector)
+            if i.id in wanted and not i.alive
+        ]
 
     def _move_leader_away(self, ctx: RoleContext, client: EtcdClient, survey: Survey, target: Member) -> None:
         """Hand leadership to another healthy member so removing ``target`` costs no election."""
