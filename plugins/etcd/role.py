@@ -13,9 +13,11 @@ Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls it
 ``health``       ``/health`` of the member over mutual TLS, and the member must be in its
                  cluster's member list. Unreachable while another member answers → unhealthy;
                  nothing answers at all (a cloud seen from outside) → unknown, left alone.
-``preflight``    before every change: a majority of the member list healthy (else
-                 :class:`~reconciler.errors.QuorumLostError`, nothing is changed), every
-                 reachable member agreeing on that list and a leader elected (else wait).
+``preflight``    before every change: a majority of the member list answering (else
+                 :class:`~reconciler.errors.QuorumLostError`: nothing is changed, the message
+                 names the recovery commands), a majority healthy, every reachable member
+                 agreeing on the list and a leader elected (else wait: an election is not a
+                 lost quorum).
 ``before_create``  ``member add`` through a healthy member *before* the instance starts; the
                  member then starts with ``initial-cluster-state: existing``. Members that match
                  no instance (left by a crashed run) are removed first. "unhealthy cluster" is
@@ -23,7 +25,10 @@ Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls it
                  transient error (etcd wants its members connected for 5 s before a change).
 ``after_create`` waits until the new member answers ``/health`` and is a started member.
 ``before_delete``  ``member remove`` before the instance goes, after moving leadership away
-                 from it, and only when the members left still form a healthy majority.
+                 from it. A sick member (a heal) is removed when the others form a healthy
+                 majority; a healthy one (a roll, a shrink) only when every other member is
+                 healthy, as Cluster API's preflight requires. The only member of a one-member
+                 cluster is never replaced (that would lose every key).
 
 Every etcd call goes through :class:`plugins.etcd.client.EtcdClient` with the stack's ``infra``
 client certificate. Secrets (private keys) travel only as ``secret`` files and are never logged.
