@@ -6,9 +6,11 @@ user-data, the next plan is empty, an instance deleted out of band is replaced, 
 never touched, destroy leaves nothing, a plan over 1500 instances costs at most 4 list calls, and
 30% throttling/5xx answers still converge with no duplicate instance.
 
-stacks/etcd-gcp.py is checked in process (its plan, the fixed etcd addresses, the Prometheus
-member's GCE service discovery): applying it needs etcd and Prometheus answering on the members,
-which the fake's VMs cannot do.
+``infra apply stacks/etcd-gcp.py --yes`` runs end to end too: the fake's VMs run nothing and sit
+on made-up 10.128.x addresses outside ``INFRA_NETWORK_ALLOW``, so the roles bootstrap without
+probing them (static bootstrap needs no API) and say so, and a later membership change refuses
+instead of guessing. Its plan, fixed etcd addresses and Prometheus GCE discovery are also checked
+in process.
 """
 
 from __future__ import annotations
@@ -200,3 +202,37 @@ def test_validate_names_a_missing_image_before_anything_is_created(fake: FakeCom
     assert "groups.etcd.image" in out and "groups.prometheus.image" in out
     assert "family/infra-etcd" in out
     assert fake.all_instances() == []
+
+
+def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> None:
+    foreign = add_foreign(fake.url, "someone-elses-vm", {})
+    applied = infra(fake, tmp_path, "apply", str(ETCD), "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "cannot be reached from here" in applied.stderr  # honest about the health gate it skipped
+    made = members_of(fake, "etcd-gcp")
+    assert sorted(i["labels"]["infra-member"] for i in made) == ["etcd-0", "etcd-1", "etcd-2", "prometheus-0"]
+    etcd = [i for i in made if i["labels"]["infra-group"] == "etcd"]
+    for inst in etcd:
+        assert inst["name"].startswith(f"etcd-gcp-etcd-{inst['labels']['infra-member']}-")
+        data = user_data(inst)
+        assert "etcd" in data  # the LinuxKit metadata tree of the etcd service
+        assert "BEGIN" not in json.dumps(inst["labels"])
+    assert sorted(i["networkInterfaces"][0]["networkIP"] for i in etcd) == ["10.128.15.2", "10.128.15.3",
+                                                                            "10.128.15.4"]
+    again = infra(fake, tmp_path, "plan", str(ETCD), "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
+    # the plan output and the saved plan never carry the members' private keys
+    assert "PRIVATE KEY" not in applied.stdout + applied.stderr + again.stdout
+
+    victim = next(i for i in etcd if i["labels"]["infra-member"] == "etcd-1")
+    zone = victim["zone"].rsplit("/", 1)[-1]
+    admin(fake.url, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
+    blind = infra(fake, tmp_path, "apply", str(ETCD), "--yes")
+    assert blind.returncode == 1, blind.stdout + blind.stderr
+    assert "etcd" in blind.stderr
+    assert len(members_of(fake, "etcd-gcp")) == 3  # refused a membership change it could not make safely
+
+    gone = infra(fake, tmp_path, "destroy", str(ETCD), "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert members_of(fake, "etcd-gcp") == []
+    assert foreign.split("/")[1] in {i["name"] for i in fake.all_instances()}
