@@ -158,11 +158,13 @@ def child_latency(n: int, root: Path, latency: float, concurrency: int) -> dict[
     start = time.perf_counter()
     plan = engine.plan()
     planned = time.perf_counter()
+    cpu = time.process_time()
     result = engine.apply(plan)
     done = time.perf_counter()
+    cpu = time.process_time() - cpu
     if not result.ok or len(result.applied) != n:
         raise SystemExit(f"latency N={n}: {len(result.applied)} applied, {len(result.failed)} failed")
-    return {"seconds": done - planned, "pass": done - start, "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": done - planned, "pass": done - start, "cpu": cpu, "peak_rss_mib": _peak_rss_mib()}
 
 
 def run_child(kind: str, n: int, sizes: Sizes) -> dict[str, Any]:
@@ -362,9 +364,16 @@ def run_terraform(binary: str, sizes: Sizes) -> tuple[dict[int, Run], dict[int, 
                 notes[n] = "not run: no apply finished within its bound"
                 continue
             smaller = [m for m in plans if m < n]
-            if smaller and not plans[max(smaller)].finished:
-                notes[n] = f"not run: the N={max(smaller)} plan did not finish within its bound"
-                continue
+            if smaller:
+                prev = plans[max(smaller)]
+                if not prev.finished:
+                    notes[n] = f"not run: the N={max(smaller)} plan did not finish within its bound"
+                    continue
+                at_least = prev.seconds * n / max(smaller)  # linear: a lower bound (it grows faster)
+                if at_least > sizes.tf_plan_bound:
+                    notes[n] = (f"not run: at least ~{at_least:.0f} s (N={max(smaller)} took "
+                                f"{secs(prev.seconds)}), beyond the {sizes.tf_plan_bound:g} s bound")
+                    continue
             plans[n] = tf.plan(n, bound=sizes.tf_plan_bound)
     head = (f"terraform: {version[0] if version else binary}, terraform_data with count = N, "
             f"-parallelism=50; apply bounded at {sizes.tf_apply_bound:g} s, plan at {sizes.tf_plan_bound:g} s "
@@ -469,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     row(f"{sizes.creates} creates @ {sizes.latency * 1000:g} ms latency", secs(lat["seconds"]),
         f"≤ {ideal * TARGET_LATENCY_FACTOR:.2f} s", "n/a", "",
         f"ideal {ideal:.2f} s ({sizes.creates}/{sizes.concurrency} * {sizes.latency:g} s), "
-        f"{lat['seconds'] / ideal:.2f}x ideal; pass incl. plan {secs(lat['pass'])}; "
+        f"{lat['seconds'] / ideal:.2f}x ideal; CPU {secs(lat['cpu'])}; pass incl. plan {secs(lat['pass'])}; "
         "terraform has no latency-simulating resource")
     row("infra --help", secs(help_["seconds"]), f"≤ {TARGET_HELP * 1000:g} ms", "", "",
         f"best of {sizes.help_runs} (median {secs(help_['median'])}; CPU {secs(help_['cpu'])}): {help_['script']}"
