@@ -75,13 +75,15 @@ class Sizes:
     tf_noop: tuple[int, int]
     tf_apply_bound: float  # seconds allowed to each Terraform apply
     tf_plan_bound: float  # ... and to each no-op plan
+    tf_budget: float  # ... and to all of them together
 
 
 FULL = Sizes(apply=(1000, 5000), noop=(5000, 10000), creates=500, latency=0.1, concurrency=50,
              help_runs=15, tf_apply=(1000, 5000), tf_noop=(5000, 10000), tf_apply_bound=60.0,
-             tf_plan_bound=120.0)
+             tf_plan_bound=120.0, tf_budget=220.0)
 QUICK = Sizes(apply=(50, 100), noop=(100, 200), creates=100, latency=0.1, concurrency=50,
-              help_runs=3, tf_apply=(50, 100), tf_noop=(100, 200), tf_apply_bound=30.0, tf_plan_bound=30.0)
+              help_runs=3, tf_apply=(50, 100), tf_noop=(100, 200), tf_apply_bound=30.0, tf_plan_bound=30.0,
+              tf_budget=90.0)
 
 
 # -- the infra side: children that drive the Engine in-process ---------------------------------
@@ -335,11 +337,25 @@ class Terraform:
         return r
 
 
-def run_terraform(binary: str, sizes: Sizes) -> tuple[dict[int, Run], dict[int, Run], dict[int, str], str]:
-    """Terraform's figures for the same shapes: (applies, no-op plans, notes by N, a header line)."""
+def run_terraform(
+    binary: str, sizes: Sizes
+) -> tuple[dict[int, Run], dict[int, Run], dict[int, str], dict[int, str], str]:
+    """Terraform's figures for the same shapes.
+
+    Returns (applies, no-op plans, notes on applies, notes on plans — by N — and a header line).
+
+    Each command is bounded (``tf_apply_bound``/``tf_plan_bound``) and all of them together by
+    ``tf_budget``, so the whole bench stays within a few minutes however slow Terraform is.
+    """
     applies: dict[int, Run] = {}
     plans: dict[int, Run] = {}
     notes: dict[int, str] = {}
+    apply_notes: dict[int, str] = {}
+    spent_by = time.monotonic() + sizes.tf_budget
+
+    def bound(limit: float) -> float:
+        return min(limit, spent_by - time.monotonic())
+
     with tempfile.TemporaryDirectory(prefix="infra-bench-tf-") as tmp:
         tf = Terraform(binary, Path(tmp))
         tf.init()
@@ -347,22 +363,13 @@ def run_terraform(binary: str, sizes: Sizes) -> tuple[dict[int, Run], dict[int, 
                                  check=False).stdout.splitlines()
         states: dict[int, dict[str, Any]] = {}
         for n in sizes.tf_apply:
-            applies[n] = tf.apply(n, bound=sizes.tf_apply_bound)
+            if bound(sizes.tf_apply_bound) < 10:
+                apply_notes[n] = "not run: the bench's Terraform time budget is spent"
+                continue
+            applies[n] = tf.apply(n, bound=bound(sizes.tf_apply_bound))
             if applies[n].finished:
                 states[n] = json.loads(tf.state.read_text())
         for n in sizes.tf_noop:
-            if n in states:
-                tf.state.write_text(json.dumps(states[n]))
-                notes[n] = "state from the apply above"
-            elif states:
-                base = max(states)
-                tf.extend_state(states[base], n)
-                why = (f"its apply was stopped at the {sizes.tf_apply_bound:g} s bound" if n in applies
-                       else f"no apply of {n} in this bench")
-                notes[n] = f"state: the N={base} apply's state extended to {n} instances ({why})"
-            else:
-                notes[n] = "not run: no apply finished within its bound"
-                continue
             smaller = [m for m in plans if m < n]
             if smaller:
                 prev = plans[max(smaller)]
@@ -370,16 +377,30 @@ def run_terraform(binary: str, sizes: Sizes) -> tuple[dict[int, Run], dict[int, 
                     notes[n] = f"not run: the N={max(smaller)} plan did not finish within its bound"
                     continue
                 at_least = prev.seconds * n / max(smaller)  # linear: a lower bound (it grows faster)
-                if at_least > sizes.tf_plan_bound:
+                if at_least > bound(sizes.tf_plan_bound):
                     notes[n] = (f"not run: at least ~{at_least:.0f} s (N={max(smaller)} took "
-                                f"{secs(prev.seconds)}), beyond the {sizes.tf_plan_bound:g} s bound")
+                                f"{secs(prev.seconds)}), beyond the {bound(sizes.tf_plan_bound):.0f} s left")
                     continue
-            plans[n] = tf.plan(n, bound=sizes.tf_plan_bound)
+            if bound(sizes.tf_plan_bound) < 10:
+                notes[n] = "not run: the bench's Terraform time budget is spent"
+                continue
+            if n in states:
+                tf.state.write_text(json.dumps(states[n]))
+                notes[n] = "state from the apply above"
+            elif states:
+                base = max(states)
+                tf.extend_state(states[base], n)
+                why = ("its apply was stopped at its bound" if n in applies and not applies[n].finished
+                       else f"no apply of {n} in this bench")
+                notes[n] = f"state: the N={base} apply's state extended to {n} instances ({why})"
+            else:
+                notes[n] = "not run: no apply finished within its bound"
+                continue
+            plans[n] = tf.plan(n, bound=bound(sizes.tf_plan_bound))
     head = (f"terraform: {version[0] if version else binary}, terraform_data with count = N, "
-            f"-parallelism=50; apply bounded at {sizes.tf_apply_bound:g} s, plan at {sizes.tf_plan_bound:g} s "
-            "('> t': stopped at t); "
-            "peak RSS from wait4")
-    return applies, plans, notes, head
+            f"-parallelism=50; apply bounded at {sizes.tf_apply_bound:g} s, plan at {sizes.tf_plan_bound:g} s, "
+            f"all at {sizes.tf_budget:g} s ('> t': stopped at t); peak RSS from wait4")
+    return applies, plans, apply_notes, notes, head
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -446,11 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     tf_apply: dict[int, Run] = {}
     tf_noop: dict[int, Run] = {}
     tf_notes: dict[int, str] = {}
+    tf_apply_notes: dict[int, str] = {}
     if tf_bin is None:
         tf_head = "terraform: not run (--no-terraform)" if args.no_terraform else "terraform: not on PATH"
         absent = "—"
     else:
-        tf_apply, tf_noop, tf_notes, tf_head = run_terraform(tf_bin, sizes)
+        tf_apply, tf_noop, tf_apply_notes, tf_notes, tf_head = run_terraform(tf_bin, sizes)
         absent = "not run"
 
     def target(text: str, n: int, full_n: int) -> str:
@@ -459,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     row("shape", "infra", "target", "terraform", "infra/tf", "notes")
     for n, r in applies.items():
-        tf, rt = tf_cells(r["seconds"], tf_apply.get(n), absent)
+        tf, rt = tf_cells(r["seconds"], tf_apply.get(n), tf_apply_notes.get(n, absent))
         row(f"apply from empty N={n}", secs(r["seconds"]), target(f"≤ {TARGET_APPLY_5000:g} s", n, 5000),
             tf, rt, f"plan {secs(r['plan'])} + execute {secs(r['apply'])}; CPU {secs(r['cpu'])}")
     for n, r in noops.items():
