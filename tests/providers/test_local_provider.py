@@ -476,14 +476,15 @@ def test_discovery_file_lists_exactly_the_alive_instances(local_provider: LocalP
 
 
 def test_group_provider_settings_apply_per_member(local_provider: LocalProvider, local_root: Path) -> None:
+    patient = LocalProvider.open({"root": str(local_root), "grace": 30.0}, stack=STACK, state_dir=local_root)
     stubborn = sh("stubborn", "trap '' TERM; while :; do sleep 0.1; done")
     spec = member(STACK, services=(stubborn,), provider_config={"root": str(local_root), "grace": 0.1})
-    assert local_provider.validate([spec]) == []
-    inst = local_provider.create(spec)
-    assert record(local_provider, spec.name)["grace"] == 0.1
+    assert patient.validate([spec]) == []
+    inst = patient.create(spec)
+    assert record(patient, spec.name)["grace"] == 0.1
     started = time.monotonic()
-    local_provider.delete(inst)  # the provider's own grace is 2 s; the group's 0.1 s applies
-    assert time.monotonic() - started < 2.0  # with the provider's grace it takes over 2 s
+    patient.delete(inst)  # the provider's own grace is 30 s; the group's 0.1 s applies
+    assert time.monotonic() - started < 15.0  # with the provider's grace it would take over 30 s
 
     elsewhere = member(STACK, "web-1", provider_config={"root": str(local_root / "other")})
     (problem,) = local_provider.validate([elsewhere])
