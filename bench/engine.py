@@ -493,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         tf_mem = f"{tf_run.peak_rss_mib:.0f} MiB" if tf_run is not None and tf_run.finished else ""
         row(f"no-op plan N={n} peak RSS", f"{r['peak_rss_mib']:.0f} MiB",
             target(f"≤ {TARGET_NOOP_5000_MIB:g} MiB", n, 5000), tf_mem, "",
-            f"whole process (ru_maxrss); {r['rss_before_mib']:.0f} MiB before the plan")
+            f"whole process (ru_maxrss); RSS before the plan {r['rss_before_mib']:.0f} MiB, "
+            f"peak delta {max(0.0, r['peak_rss_mib'] - r['rss_before_mib']):.0f} MiB")
         row(f"no-op plan N={n} traced peak", f"{r['traced_peak_mib']:.1f} MiB", "—", "", "",
             "tracemalloc peak of Python allocations during one plan")
     ideal = sizes.creates / sizes.concurrency * sizes.latency
