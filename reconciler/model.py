@@ -113,7 +113,13 @@ _MEMO_MAX = 4096
 
 
 def _memo_json(items: tuple[T, ...], doc: Callable[[tuple[T, ...]], list[Any]]) -> str:
-    """The canonical JSON of ``doc(items)``, computed once per sequence of the same objects."""
+    """The canonical JSON of ``doc(items)``, computed once per sequence of the same objects.
+
+    Files that include a secret are never memoised, so no private key outlives its member in
+    this cache.
+    """
+    if any(isinstance(i, ConfigFile) and i.secret for i in items):
+        return _dumps(doc(items))
     key = (doc, tuple(map(id, items)))
     hit = _MEMO.get(key)
     if hit is not None:  # the entry holds its items, so equal ids mean the very same objects
