@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/engine.py            # full sizes, about 4-5 minutes (most of it Terraform)
+    python bench/engine.py            # full sizes, about 4 minutes (most of it Terraform)
     python bench/engine.py --quick    # small sizes, a few seconds: checks the bench itself works
 
 Every ``infra`` figure comes from a fresh Python child process (this script re-run with
