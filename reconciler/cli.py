@@ -82,67 +82,98 @@ _STYLE = {"create": "green", "delete": "red", "replace": "yellow"}
 
 
 def render_plan(plan: Plan, console: Console, provider: str) -> None:
+    """The Terraform-like diff: ``+`` create, ``-`` delete, ``-/+`` replace, each with its reason."""
     from rich.markup import escape
 
-    for p in plan.problems:
-        console.print(f"[yellow]warning:[/] {escape(p.field)}: {escape(p.message)}")
+    lines = [f"[yellow]warning:[/] {escape(p.field)}: {escape(p.message)}" for p in plan.problems]
     if plan.empty:
-        console.print(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its declaration "
-                      f"({plan.observed} instances observed).")
+        lines.append(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its declaration "
+                     f"({plan.observed} instances observed).")
+        console.print("\n".join(lines))
         return
     verb = "destroy" if plan.destroy else "change"
-    console.print(f"infra will {verb} stack [bold]{plan.stack}[/] at provider [bold]{provider}[/]:\n")
+    lines.append(f"infra will {verb} stack [bold]{plan.stack}[/] at provider [bold]{provider}[/]:\n")
     for gp in plan.groups:
-        console.print(f"  [bold]# group {gp.group}[/] ({gp.policy}{', bootstrap' if gp.bootstrap else ''})")
+        lines.append(f"  [bold]# group {gp.group}[/] ({gp.policy}{', bootstrap' if gp.bootstrap else ''})")
         for c in gp.changes:
             style = _STYLE[c.action.value]
             why = c.reason.value + (f": {c.detail}" if c.detail else "")
-            console.print(f"  [{style}]{c.action.symbol:>3} {c.member}[/]  [dim]({escape(why)})[/]")
+            lines.append(f"  [{style}]{c.action.symbol:>3} {c.member}[/]  [dim]({escape(why)})[/]")
             if c.before is not None and c.after is not None:
-                console.print(f"        {c.before.name} → {c.after.name}  [dim]({c.order.value if c.order else ''})[/]")
+                lines.append(f"        {c.before.name} → {c.after.name}  [dim]({c.order.value if c.order else ''})[/]")
             elif c.before is not None:
-                console.print(f"        {c.before.name}  [dim]{c.before.address or ''}[/]")
+                lines.append(f"        {c.before.name}  [dim]{c.before.address or ''}[/]")
             elif c.after is not None:
-                console.print(f"        {c.after.name}")
+                lines.append(f"        {c.after.name}")
     n = plan.counts()
-    console.print(f"\n[bold]Plan:[/] {n['create']} to create, {n['replace']} to replace, {n['delete']} to delete.")
+    lines.append(f"\n[bold]Plan:[/] {n['create']} to create, {n['replace']} to replace, {n['delete']} to delete.")
+    console.print("\n".join(lines))
 
 
 class ConsoleReporter:
-    """Progress of an apply: a live bar on a terminal, one line per change otherwise."""
+    """Progress of an apply: a live bar on a terminal; otherwise one line per change, or, for
+    plans of more than ``MANY`` changes, a count every few seconds. Failures are always shown.
+    Called from the executor's worker threads (rich's console serialises its output)."""
+
+    MANY = 200
+    EVERY = 2.0
 
     def __init__(self, console: Console) -> None:
+        import threading
+
         self.console = console
         self.live = console.is_terminal
         self._progress: Any = None
         self._task: Any = None
+        self._lock = threading.Lock()
+        self._total = 0
+        self._done = 0
+        self._last = 0.0
 
     def begin(self, plan: Plan) -> None:
+        import time
+
+        self._total = len(plan.changes)
+        self._last = time.monotonic()
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), console=self.console, transient=True)
             self._progress.start()
-            self._task = self._progress.add_task("applying", total=len(plan.changes))
+            self._task = self._progress.add_task("applying", total=self._total)
 
     def started(self, change: Any) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=f"{change.action.symbol} {change.member}")
 
-    def finished(self, change: Any, seconds: float) -> None:
-        done = {"create": "created", "delete": "deleted", "replace": "replaced"}[change.action.value]
-        style = _STYLE[change.action.value]
-        self.console.print(f"  [{style}]{change.action.symbol:>3} {change.member}[/] {done} in {seconds:.1f}s")
+    def _count(self) -> None:
+        import time
+
+        with self._lock:
+            self._done += 1
+            now = time.monotonic()
+            due = self._total > self.MANY and self._progress is None and (
+                now - self._last >= self.EVERY or self._done == self._total)
+            if due:
+                self._last = now
+        if due:
+            self.console.print(f"  {self._done}/{self._total} changes done")
         if self._progress is not None:
             self._progress.advance(self._task)
+
+    def finished(self, change: Any, seconds: float) -> None:
+        if self._total <= self.MANY:
+            done = {"create": "created", "delete": "deleted", "replace": "replaced"}[change.action.value]
+            style = _STYLE[change.action.value]
+            self.console.print(f"  [{style}]{change.action.symbol:>3} {change.member}[/] {done} in {seconds:.1f}s")
+        self._count()
 
     def failed(self, change: Any, error: Any) -> None:
         from rich.markup import escape
 
         self.console.print(f"  [bold red]  ! {change.member}[/] {change.action.value} failed: {escape(str(error))}")
-        if self._progress is not None:
-            self._progress.advance(self._task)
+        self._count()
 
     def note(self, message: str) -> None:
         self.console.print(f"  {message}", markup=False)

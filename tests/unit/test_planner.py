@@ -240,3 +240,19 @@ def test_dead_members_are_replaced_before_members_that_only_fail_a_health_check(
     p = plan(STACK, [desire(*ms, group="etcd", policy=UpdatePolicy.QUORUM)], [flaky, dead, ok],
              {flaky.id: Health.UNHEALTHY})
     assert summary(p) == [("replace", "etcd-1", "unhealthy"), ("replace", "etcd-0", "unhealthy")]
+
+
+def test_the_spec_hash_of_a_known_member_is_pinned() -> None:
+    """A change here changes every instance's ``infra-spec`` label: after an upgrade, every member
+    of every stack would be replaced. Change the hash only on purpose, and say so in the release."""
+    from reconciler.model import ConfigFile
+
+    m = MemberSpec(
+        stack="demo", group="web", member="web-0", role="command", image="img:1", machine_type="e2-small",
+        services=(Service(name="svc", image="img:1", command=("run", "{address}"), ports=(8080,)),),
+        files=(ConfigFile(path="a/b.conf", content="x=1"), ConfigFile(path="k", content="secret", secret=True),
+               ConfigFile(path="r", content="runtime", in_spec=False)),
+        provider_config={"zones": ["z1"]},
+    )
+    assert m.spec_hash == "5073afd2"
+    assert m.name == "demo-web-web-0-5073afd2"
