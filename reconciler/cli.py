@@ -449,10 +449,8 @@ def env(stack_file: str) -> None:
 
 
 def _add_daemon() -> None:
-    try:
-        from reconciler.daemon import daemon_command  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the daemon module is optional until installed
-        return
+    from reconciler.daemon import daemon_command  # light: its heavy imports happen when it runs
+
     cli.add_command(daemon_command, "daemon")
 
 
