@@ -172,7 +172,9 @@ class ConsoleReporter:
     def failed(self, change: Any, error: Any) -> None:
         from rich.markup import escape
 
-        self.console.print(f"  [bold red]  ! {change.member}[/] {change.action.value} failed: {escape(str(error))}")
+        first = getattr(error, "message", str(error)).splitlines()[0]
+        short = first if len(first) <= 160 else first[:157] + "..."
+        self.console.print(f"  [bold red]  ! {change.member}[/] {change.action.value} failed: {escape(short)}")
         self._count()
 
     def note(self, message: str) -> None:
@@ -326,6 +328,9 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                 return_code = 0
             else:
                 render_plan(the_plan, out, engine.stack.provider)
+                refused = None if destroy else _preflight(engine, the_plan)
+                if refused is not None:  # e.g. etcd lost its quorum: refuse before asking anything
+                    _fail(str(refused))
                 if saved is None:
                     _confirm("destroy these instances" if destroy else "apply these changes", yes)
                 out.print()
