@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
 from plugins.prometheus import api
 from plugins.prometheus.scrape import CA_FILE, CERT_FILE, KEY_FILE, Job, job_names, render
@@ -32,6 +32,7 @@ from reconciler.errors import ConfigError, HealthTimeoutError
 from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, group_selector
 from reconciler.pki import StackCA
 from reconciler.role import MetricsTarget, Role, RoleContext, UpdatePolicy
+from reconciler.settings import parse_settings
 
 #: Directory of the role's files below the member's config directory (LinuxKit ``/run/config``).
 CONFIG_DIR = "prometheus"
@@ -45,12 +46,7 @@ def _config(ctx: RoleContext) -> PrometheusConfig:
     """The group's settings, parsed (the engine normally has done so already)."""
     if isinstance(ctx.config, PrometheusConfig):
         return ctx.config
-    try:
-        return PrometheusConfig.model_validate(ctx.config or {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"group {ctx.group.name!r}: config.{loc}: {err['msg']}") from None
+    return parse_settings(PrometheusConfig, ctx.config, where=f"group {ctx.group.name!r}: config")
 
 
 class PrometheusRole(Role):

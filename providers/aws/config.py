@@ -19,10 +19,10 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reconciler.errors import ConfigError
 from reconciler.model import OWNERSHIP_LABELS
+from reconciler.settings import parse_settings
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -149,20 +149,6 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def error_field(exc: ValidationError) -> tuple[str, str]:
-    """``(field path, message)`` of the first problem pydantic found."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = str(err["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return loc, msg
-
-
 def parse_config(raw: Mapping[str, Any], *, where: str = "provider_config") -> AwsConfig:
     """Validate ``raw``; raise ConfigError naming ``<where>.<field>`` when it is wrong."""
-    try:
-        return AwsConfig.model_validate(dict(raw))
-    except ValidationError as exc:
-        loc, msg = error_field(exc)
-        raise ConfigError(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}") from None
+    return parse_settings(AwsConfig, raw, where=where)

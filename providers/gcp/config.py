@@ -16,9 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reconciler.errors import ConfigError
+from reconciler.settings import parse_settings
 
 #: Environment variable: send every Compute call to this URL, with anonymous credentials.
 ENDPOINT_ENV = "INFRA_GCP_ENDPOINT"
@@ -127,20 +127,6 @@ class GcpConfig(BaseModel):
         return {z: z.rsplit("-", 1)[0] for z in self.zones}
 
 
-def error_field(exc: ValidationError) -> tuple[str, str]:
-    """``(field path, message)`` of the first problem pydantic found."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "provider_config"
-    msg = str(err["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return loc, msg
-
-
 def parse_config(raw: Mapping[str, Any], *, where: str = "provider_config") -> GcpConfig:
     """Validate ``raw``; raise ConfigError naming ``<where>.<field>`` when it is wrong."""
-    try:
-        return GcpConfig.model_validate(dict(raw))
-    except ValidationError as exc:
-        loc, msg = error_field(exc)
-        raise ConfigError(f"{where}.{loc}: {msg}") from None
+    return parse_settings(GcpConfig, raw, where=where)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import ConfigError
 from reconciler.paths import state_root
+from reconciler.settings import parse_settings
 
 
 class LocalConfig(BaseModel):
@@ -35,9 +35,4 @@ class LocalConfig(BaseModel):
 
 def parse_config(config: dict[str, Any]) -> LocalConfig:
     """``config`` as a :class:`LocalConfig`; ConfigError naming the first bad field."""
-    try:
-        return LocalConfig.model_validate(config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "?"
-        raise ConfigError(f"provider_config.{loc}: {err['msg']}") from None
+    return parse_settings(LocalConfig, config)

@@ -52,6 +52,7 @@ from reconciler.model import (
     Problem,
 )
 from reconciler.provider import SdConfig
+from reconciler.settings import first_problem
 
 #: The LinuxKit metadata source a local VM would read its user-data from.
 METADATA_SOURCE = "cdrom"
@@ -491,9 +492,8 @@ class LocalProvider:
         try:
             return LocalConfig.model_validate(dict(spec.provider_config))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise PermanentError(f"local: {spec.name}: provider_config.{loc}: {err['msg']}") from None
+            loc, msg = first_problem(exc)
+            raise PermanentError(f"local: {spec.name}: provider_config.{loc}: {msg}") from None
 
     def _check_member(self, spec: MemberSpec) -> Problems:
         where = f"{spec.group}.{spec.member}"
@@ -576,9 +576,8 @@ class LocalProvider:
                 try:
                     settings = LocalConfig.model_validate(dict(spec.provider_config))
                 except ValidationError as exc:
-                    err = exc.errors()[0]
-                    loc = ".".join(str(p) for p in err["loc"])
-                    problems.append(Problem(field=f"provider_config.{loc}", message=err["msg"]))
+                    loc, msg = first_problem(exc)
+                    problems.append(Problem(field=f"provider_config.{loc}", message=msg))
                 else:
                     if settings.root_path().resolve() != self.root.resolve():
                         problems.append(

@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import ConfigError, PermanentError, TransientError
+from reconciler.errors import PermanentError, TransientError
 from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
 from reconciler.provider import SdConfig
+from reconciler.settings import parse_settings
 
 
 class MemoryConfig(BaseModel):
@@ -81,12 +82,7 @@ class MemoryProvider:
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> MemoryProvider:
-        try:
-            return cls(MemoryConfig.model_validate(dict(config)))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"provider_config.{loc}: {err['msg']}") from None
+        return cls(parse_settings(MemoryConfig, config))
 
     def _call(self, kind: str) -> None:
         with self.world.lock:

@@ -1,0 +1,33 @@
+"""Plugin settings: validate a provider's or role's settings against its pydantic model.
+
+Providers call :func:`parse_settings` in ``open`` (``provider_config``) and roles for their group
+``config``, so every bad setting becomes the same :class:`~reconciler.errors.ConfigError`:
+``<where>.<field>: <what is wrong>``, naming the first problem pydantic found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """``(field path, message)`` of the first problem: ``("zones.0", "'x' is not a zone")``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return loc, str(err["msg"]).removeprefix("Value error, ")
+
+
+def parse_settings(model: type[M], raw: Mapping[str, Any] | None, *, where: str = "provider_config") -> M:
+    """``raw`` validated as ``model``; ConfigError naming ``<where>.<field>`` when it is wrong."""
+    try:
+        return model.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        loc, msg = first_problem(exc)
+        raise ConfigError(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}") from None
