@@ -322,13 +322,10 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                     out.print(f"Nothing of stack [bold]{engine.stack.name}[/] exists; nothing to destroy.")
                 else:
                     render_plan(the_plan, out, engine.stack.provider)
-                    preflight_error = _preflight(engine, the_plan)
-                    if preflight_error is not None:
-                        _fail(str(preflight_error))
                 return_code = 0
             else:
                 render_plan(the_plan, out, engine.stack.provider)
-                refused = None if destroy else _preflight(engine, the_plan)
+                refused = _preflight(engine, the_plan)
                 if refused is not None:  # e.g. etcd lost its quorum: refuse before asking anything
                     _fail(str(refused))
                 if saved is None:

@@ -137,7 +137,6 @@ class Engine:
         self.retry = retry or RetryPolicy()
         self._observed: Observed = {}
         # what the last validate() expanded, for the observed view it used (see plan())
-        self._expanded: tuple[Observed, dict[str, list[MemberSpec]]] | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -241,11 +240,17 @@ class Engine:
 
     def validate(self) -> list[Problem]:
         """Every problem the roles and the provider can see before anything changes."""
+        return self._validate(self._observed)[0]
+
+    def _validate(self, observed: Observed) -> tuple[list[Problem], dict[str, list[MemberSpec]]]:
+        """The problems, and each group's members as expanded to find them.
+
+        Expanding is the costliest step of a plan after the provider call (a MemberSpec per
+        member), so :meth:`plan` diffs against these members instead of expanding again.
+        """
         problems: list[Problem] = []
-        observed = self._observed
         members: list[MemberSpec] = []
         expanded: dict[str, list[MemberSpec]] = {}
-        self._expanded = None
         for i, group in enumerate(self.stack.groups):
             ctx = self.context(group.name, observed)
             for p in self.roles[group.name].validate(ctx):
@@ -256,37 +261,23 @@ class Engine:
                 members.extend(expanded[group.name])
         if not any(p.is_error for p in problems):
             problems.extend(self.provider.validate(members))
-            self._expanded = (observed, expanded)
-        return problems
-
-    def _desired_after_validate(self, observed: Observed) -> list[GroupDesire]:
-        """:meth:`desired` for ``observed``, reusing the members :meth:`validate` just expanded.
-
-        Expanding is the costliest step of a plan after the provider call (a MemberSpec per
-        member); validate already did it with the same observed view, so plan does not repeat it.
-        """
-        expanded, self._expanded = self._expanded, None
-        if expanded is None or expanded[0] is not observed:
-            return self.desired(observed)
-        return [GroupDesire(g.name, self.roles[g.name].policy, expanded[1].get(g.name, []))
-                for g in self.stack.groups]
+        return problems, expanded
 
     def plan(self, *, destroy: bool = False) -> Plan:
         """Observe and diff. Raises ConfigError when validation finds an error."""
         observed = self.observe()
-        problems = [] if destroy else self.validate()
+        instances = [i for v in observed.values() for i in v]
+        if destroy:
+            groups = [GroupDesire(g.name, self.roles[g.name].policy, []) for g in self.stack.groups]
+            return make_plan(self.stack.name, groups, instances, destroy=True)
+        problems, expanded = self._validate(observed)
         errors = [p for p in problems if p.is_error]
         if errors:
             where = f"{self.source}: " if self.source else ""
             raise ConfigError(where + "; ".join(f"{p.field}: {p.message}" for p in errors))
-        if destroy:
-            result = make_plan(self.stack.name, [GroupDesire(g.name, self.roles[g.name].policy, [])
-                                                 for g in self.stack.groups], [i for v in observed.values()
-                                                                               for i in v], destroy=True)
-        else:
-            desired = self._desired_after_validate(observed)
-            health = self.health(observed)
-            result = make_plan(self.stack.name, desired, [i for v in observed.values() for i in v], health)
+        desired = [GroupDesire(g.name, self.roles[g.name].policy, expanded.get(g.name, []))
+                   for g in self.stack.groups]
+        result = make_plan(self.stack.name, desired, instances, self.health(observed))
         return Plan(
             stack=result.stack, groups=result.groups, problems=tuple(problems),
             observed=result.observed, destroy=result.destroy,
