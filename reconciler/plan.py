@@ -23,6 +23,17 @@ from reconciler.model import Instance, MemberSpec, Problem
 PLAN_FORMAT = 1
 
 
+#: (action, group, member, reason, id of the instance before, spec hash after)
+ChangeKey = tuple[str, str, str, str, str | None, str | None]
+
+
+def change_key(doc: dict[str, Any]) -> ChangeKey:
+    """The key of a change from its JSON form (:meth:`Change.to_json`, or a saved plan's)."""
+    before = doc.get("before") or {}
+    after = doc.get("after") or {}
+    return (doc["action"], doc["group"], doc["member"], doc["reason"], before.get("id"), after.get("spec"))
+
+
 class Action(str, enum.Enum):
     CREATE = "create"
     DELETE = "delete"
@@ -61,16 +72,9 @@ class Change:
     order: Order | None = None
     detail: str | None = None  # e.g. "process exited with code 1", "spec 1a2b → 3c4d"
 
-    def key(self) -> tuple[str, str, str, str, str | None, str | None]:
+    def key(self) -> ChangeKey:
         """What must match between a saved plan and a fresh one."""
-        return (
-            self.action.value,
-            self.group,
-            self.member,
-            self.reason.value,
-            self.before.id if self.before else None,
-            self.after.spec_hash if self.after else None,
-        )
+        return change_key(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -134,7 +138,7 @@ class Plan:
             out[c.action.value] += 1
         return out
 
-    def keys(self) -> list[tuple[str, str, str, str, str | None, str | None]]:
+    def keys(self) -> list[ChangeKey]:
         return [c.key() for c in self.changes]
 
     def to_json(self) -> dict[str, Any]:
@@ -151,7 +155,7 @@ class Plan:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
 
-def saved_keys(path: str) -> tuple[str, bool, list[tuple[str, str, str, str, str | None, str | None]]]:
+def saved_keys(path: str) -> tuple[str, bool, list[ChangeKey]]:
     """Read a plan saved with ``plan --out``: its stack, destroy flag and change keys."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -162,9 +166,5 @@ def saved_keys(path: str) -> tuple[str, bool, list[tuple[str, str, str, str, str
         raise ConfigError(f"{path}: not a plan file saved by 'infra plan --out': {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT or "changes" not in doc:
         raise ConfigError(f"{path}: not a plan file saved by 'infra plan --out' (format {PLAN_FORMAT})")
-    keys = []
-    for c in doc["changes"]:
-        before = c.get("before") or {}
-        after = c.get("after") or {}
-        keys.append((c["action"], c["group"], c["member"], c["reason"], before.get("id"), after.get("spec")))
+    keys = [change_key(c) for c in doc["changes"]]
     return str(doc["stack"]), bool(doc.get("destroy", False)), keys
