@@ -17,7 +17,7 @@ import socket
 import time
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from reconciler.errors import HealthTimeoutError
 from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
@@ -29,19 +29,13 @@ class CommandConfig(RoleConfig):
 
     command: list[str] = Field(min_length=1, description="argv; {address} {config} {data} {name} expand")
     port: int | None = Field(None, ge=1, le=65535, description="TCP port the command listens on")
-    health: Literal["tcp", "http", "none"] = "tcp"
+    health: Literal["tcp", "http", "none"] = "tcp"  # without a port there is nothing to check
     http_path: str = "/"
     env: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="config files: relative path → content")
     image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")
     metrics_path: str | None = Field(None, description="path of Prometheus metrics on port, if any")
     ready_timeout: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _health_needs_port(self) -> CommandConfig:
-        if self.health != "none" and self.port is None:
-            object.__setattr__(self, "health", "none")
-        return self
 
 
 class CommandRole(Role):
