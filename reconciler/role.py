@@ -34,7 +34,7 @@ going away, there is no quorum to protect.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,9 +97,6 @@ class RoleContext:
     def instances(self) -> list[Instance]:
         """This group's observed instances."""
         return self.observed.get(self.group.name, [])
-
-    def group_instances(self, group: str) -> list[Instance]:
-        return self.observed.get(group, [])
 
     def reachable(self, address: str | None) -> bool:
         """Whether ``infra`` may probe ``address`` from where it runs (``INFRA_NETWORK_ALLOW``).
@@ -167,7 +164,3 @@ class Role:
             provider_config=ctx.stack.group_provider_config(group),
             placement=index,
         )
-
-
-def problems_from(errors: Sequence[str], field_prefix: str) -> list[Problem]:
-    return [Problem(field=field_prefix, message=m) for m in errors]
