@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DEBUG = False
+#: Stack state directories this process created, and whether it changed anything yet: a run
+#: that fails before changing anything removes what it created (a bad input changes nothing,
+#: not even a lock file).
+_CREATED: list[Any] = []
+_CHANGED = False
 
 
 def _debug_option(func: F) -> F:
@@ -58,12 +63,37 @@ def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> 
     from reconciler.engine import Engine
     from reconciler.executor import RetryPolicy
     from reconciler.loader import load_stack
+    from reconciler.paths import state_root
 
     stack = load_stack(path)
+    sdir = state_root() / "stacks" / stack.name
+    for made in (sdir.parent, sdir):
+        if not made.exists():
+            _CREATED.append(made)
     err = _console(stderr=True)
     retry = RetryPolicy(change_timeout=timeout) if timeout else None
     return Engine.open(stack, source=path, log=lambda m: err.print(f"  {m}", markup=False),
                        concurrency=concurrency, retry=retry)
+
+
+def _changing() -> None:
+    """Mark that this process is about to change something (its state is kept from now on)."""
+    global _CHANGED
+    _CHANGED = True
+
+
+def _discard_created() -> None:
+    """After a failure before any change: remove the stack directories this process created."""
+    if _CHANGED:
+        return
+    for path in reversed(_CREATED):
+        if path.name == "stacks":  # shared by every stack: only if empty
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -93,6 +123,12 @@ def render_plan(plan: Plan, console: Console, provider: str) -> None:
         return
     verb = "destroy" if plan.destroy else "change"
     lines.append(f"infra will {verb} stack [bold]{plan.stack}[/] at provider [bold]{provider}[/]:\n")
+    if plan.images:
+        lines.append("  [bold]# images[/] (built from the groups' LinuxKit documents, pushed first)")
+        for image in plan.images:
+            lines.append(f"  [green]  ^ {image.name}[/]  [dim](push: group {image.group}, "
+                         f"format {image.format}, digest {image.digest})[/]")
+        lines.append("")
     for gp in plan.groups:
         lines.append(f"  [bold]# group {gp.group}[/] ({gp.policy}{', bootstrap' if gp.bootstrap else ''})")
         for c in gp.changes:
@@ -106,7 +142,9 @@ def render_plan(plan: Plan, console: Console, provider: str) -> None:
             elif c.after is not None:
                 lines.append(f"        {c.after.name}")
     n = plan.counts()
-    lines.append(f"\n[bold]Plan:[/] {n['create']} to create, {n['replace']} to replace, {n['delete']} to delete.")
+    pushes = f"{len(plan.images)} image{'s' * (len(plan.images) != 1)} to push, " if plan.images else ""
+    lines.append(f"\n[bold]Plan:[/] {pushes}{n['create']} to create, {n['replace']} to replace, "
+                 f"{n['delete']} to delete.")
     console.print("\n".join(lines))
 
 
@@ -129,6 +167,9 @@ class ConsoleReporter:
         self._total = 0
         self._done = 0
         self._last = 0.0
+        self._upload: Any = None
+        self._upload_tasks: dict[str, Any] = {}
+        self._upload_steps: dict[str, int] = {}
 
     def begin(self, plan: Plan) -> None:
         import time
@@ -179,6 +220,37 @@ class ConsoleReporter:
 
     def note(self, message: str) -> None:
         self.console.print(f"  {message}", markup=False)
+
+    def upload(self, image: str, done: int, total: int) -> None:
+        """An image upload's bytes: a bar on a terminal, else a line at every quarter."""
+        with self._lock:
+            if self.live:
+                if self._upload is None:
+                    from rich.progress import (
+                        BarColumn,
+                        DownloadColumn,
+                        Progress,
+                        TextColumn,
+                        TransferSpeedColumn,
+                    )
+
+                    self._upload = Progress(TextColumn("  upload {task.description}"), BarColumn(),
+                                            DownloadColumn(), TransferSpeedColumn(), console=self.console,
+                                            transient=True)
+                    self._upload.start()
+                if image not in self._upload_tasks:
+                    self._upload_tasks[image] = self._upload.add_task(image, total=total)
+                self._upload.update(self._upload_tasks[image], completed=done)
+                if done >= total:
+                    self._upload.stop()
+                    self._upload = None
+                    self._upload_tasks.clear()
+                return
+            step = 4 * done // max(total, 1)
+            if done >= total or step > self._upload_steps.get(image, 0):
+                self._upload_steps[image] = step
+                pct = 100 * done // max(total, 1)
+                self.console.print(f"  upload {image}: {done:,}/{total:,} bytes ({pct}%)", markup=False)
 
     def end(self) -> None:
         if self._progress is not None:
@@ -295,16 +367,19 @@ def apply(stack_file: str, yes: bool, plan_file: str | None, concurrency: int, t
 @cli.command()
 @click.argument("stack_file", metavar="STACK")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--images", "with_images", is_flag=True,
+              help="Also delete the images the stack's groups boot (default: images are kept).")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1))
 @_debug_option
-def destroy(stack_file: str, yes: bool, concurrency: int, timeout: float) -> None:
-    """Delete every instance of the stack (and its local state)."""
-    _run_pass(stack_file, yes=yes, plan_file=None, destroy=True, concurrency=concurrency, timeout=timeout)
+def destroy(stack_file: str, yes: bool, with_images: bool, concurrency: int, timeout: float) -> None:
+    """Delete every instance of the stack (and its local state); images stay unless --images."""
+    _run_pass(stack_file, yes=yes, plan_file=None, destroy=True, concurrency=concurrency, timeout=timeout,
+              with_images=with_images)
 
 
 def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: bool,
-              concurrency: int, timeout: float) -> None:
+              concurrency: int, timeout: float, with_images: bool = False) -> None:
     from reconciler.lock import StackLock
     from reconciler.plan import saved_keys
 
@@ -317,9 +392,12 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
             the_plan = engine.plan(destroy=destroy)
             if saved is not None:
                 engine.check_saved(the_plan, *saved)
+            doomed = _images_to_delete(engine) if with_images else []
             if the_plan.empty:
-                if destroy:
+                if destroy and not doomed:
                     out.print(f"Nothing of stack [bold]{engine.stack.name}[/] exists; nothing to destroy.")
+                elif destroy:
+                    _delete_images(engine, doomed, yes, out)
                 else:
                     render_plan(the_plan, out, engine.stack.provider)
                 return_code = 0
@@ -328,14 +406,22 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                 refused = _preflight(engine, the_plan)
                 if refused is not None:  # e.g. etcd lost its quorum: refuse before asking anything
                     _fail(str(refused))
+                if doomed:
+                    out.print("  [bold]# images[/] (--images)\n" + "\n".join(
+                        f"  [red]  - {r.name}[/]  [dim]({r.id})[/]" for _, r in doomed))
                 if saved is None:
                     _confirm("destroy these instances" if destroy else "apply these changes", yes)
                 out.print()
+                _changing()
                 result = engine.apply(the_plan, reporter=ConsoleReporter(_console(stderr=True)))
                 if result.ok:
                     n = result.applied
+                    pushed = (f"{len(the_plan.images)} image{'s' * (len(the_plan.images) != 1)} pushed, "
+                              if the_plan.images else "")
                     out.print(f"\n[bold green]{'Destroy' if destroy else 'Apply'} complete:[/] "
-                              f"{len(n)} change{'s' * (len(n) != 1)} in {result.seconds:.1f}s.")
+                              f"{pushed}{len(n)} change{'s' * (len(n) != 1)} in {result.seconds:.1f}s.")
+                    if doomed:
+                        _delete_images(engine, doomed, True, out)
                     return_code = 0
                 else:
                     quorum = result.quorum_lost
@@ -403,6 +489,125 @@ def status(stack_file: str, as_json: bool) -> None:
         _render_extra(out, g.extra)
 
 
+def _images_to_delete(engine: Engine) -> list[tuple[Any, Any]]:
+    """The stored images the stack's declaration boots: (spec, record) for ``destroy --images``."""
+    return [(s.spec, s.record) for s in engine.images() if s.record is not None]
+
+
+def _delete_images(engine: Engine, doomed: list[tuple[Any, Any]], yes: bool, out: Console) -> None:
+    from reconciler.provider import image_store
+
+    store = image_store(engine.provider)
+    if store is None or not doomed:
+        return
+    names = ", ".join(r.name for _, r in doomed)
+    _confirm(f"delete {len(doomed)} image{'s' * (len(doomed) != 1)} ({names})", yes)
+    _changing()
+    for _, record in doomed:
+        store.delete_image(record)
+        out.print(f"  [red]-[/] image {record.name} deleted")
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def image() -> None:
+    """Build, push and list the LinuxKit images a stack's groups boot."""
+
+
+def _image_engine(stack_file: str) -> Engine:
+    from reconciler.provider import image_store
+
+    engine = _open(stack_file)
+    if image_store(engine.provider) is None:
+        engine.close()
+        _fail(f"{stack_file}: provider {engine.stack.provider!r} runs no images "
+              "(its members run as they are); nothing to build or push")
+    return engine
+
+
+@image.command("list")
+@click.argument("stack_file", metavar="STACK")
+@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
+@_debug_option
+def image_list(stack_file: str, as_json: bool) -> None:
+    """Each group's image: digest, name, present at the provider or not, size."""
+    engine = _image_engine(stack_file)
+    try:
+        states = engine.images()
+    finally:
+        engine.close()
+    rows = [
+        {"group": s.spec.group, "name": s.spec.name, "digest": s.spec.digest, "format": s.spec.format,
+         "present": s.present, "id": s.record.id if s.record else None,
+         "status": s.record.status if s.record else None,
+         "size": s.record.size if s.record and s.record.size is not None else
+         (s.artefact.stat().st_size if s.artefact else None),
+         "built": s.artefact is not None, "artefact": str(s.artefact) if s.artefact else None}
+        for s in states
+    ]
+    if as_json:
+        click.echo(json.dumps({"stack": engine.stack.name, "provider": engine.stack.provider, "images": rows},
+                              indent=2))
+        return
+    out = _console()
+    if not rows:
+        out.print(f"{stack_file}: every group pins its image; the pipeline builds none.")
+        return
+    for r in rows:
+        where = "[green]present[/]" if r["present"] else "[yellow]missing[/]"
+        size = f"{r['size']:,} bytes" if r["size"] is not None else "-"
+        out.print(f"{r['group']}: {r['name']}  {where}  digest {r['digest']}  {size}"
+                  + ("  (built locally)" if r["built"] else ""))
+
+
+@image.command("build")
+@click.argument("stack_file", metavar="STACK")
+@_debug_option
+def image_build(stack_file: str) -> None:
+    """Build each group's image with linuxkit (cached by digest); push nothing."""
+    from reconciler import imagebuild
+
+    engine = _image_engine(stack_file)
+    try:
+        states = engine.images()
+        out = _console()
+        for s in states:
+            cached = s.artefact is not None
+            path = imagebuild.build(s.spec, engine.image_root, log=lambda m: _console(stderr=True).print(
+                f"  {m}", markup=False))
+            out.print(f"{s.spec.group}: {s.spec.name} {'cached' if cached else 'built'}: {path}")
+    finally:
+        engine.close()
+
+
+@image.command("push")
+@click.argument("stack_file", metavar="STACK")
+@_debug_option
+def image_push(stack_file: str) -> None:
+    """Build (if needed) and push each group's image the provider lacks."""
+    from reconciler.lock import StackLock
+
+    engine = _image_engine(stack_file)
+    out = _console()
+    try:
+        with StackLock(engine.state_dir, engine.stack.name):
+            states = engine.images()
+            missing = [s.spec for s in states if not s.present]
+            for s in states:
+                if s.present:
+                    out.print(f"{s.spec.group}: {s.spec.name} is present ({s.record.id if s.record else ''})")
+            if missing:
+                _changing()
+            engine.push_images(missing, ConsoleReporter(_console(stderr=True)))
+            for spec in missing:
+                out.print(f"{spec.group}: {spec.name} pushed")
+    finally:
+        engine.close()
+    out.print(f"[bold green]Push complete:[/] {len(missing)} pushed, {len(states) - len(missing)} already present.")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -466,7 +671,15 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _add_daemon()
     try:
-        cli.main(args=args, prog_name="infra", standalone_mode=False)
+        try:
+            cli.main(args=args, prog_name="infra", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code == 1:
+                _discard_created()
+            raise
+        except Exception:
+            _discard_created()
+            raise
     except click.exceptions.Abort:
         _fail("aborted")
     except click.ClickException as exc:

@@ -254,6 +254,10 @@ class _Reporter:
     def note(self, message: str) -> None:
         self.w.log("info", "note", message, stack=self.w.stack_name)
 
+    def upload(self, image: str, done: int, total: int) -> None:
+        if done == total:
+            self.w.log("info", "image", f"uploaded image {image} ({total:,} bytes)", stack=self.w.stack_name)
+
     def end(self) -> None:
         self.w.progress()
 

@@ -23,16 +23,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler import registry
+from reconciler import pipeline, registry
 from reconciler.errors import ConfigError, InfraError, StalePlanError
-from reconciler.executor import ApplyResult, Executor, Reporter, RetryPolicy
+from reconciler.executor import ApplyResult, Executor, NullReporter, Reporter, RetryPolicy
+from reconciler.image import ImageSpec, pinned, with_image
 from reconciler.loader import validation_message
 from reconciler.model import Health, Instance, MemberSpec, Problem, stack_selector
 from reconciler.paths import stack_dir, state_root
 from reconciler.plan import Plan
 from reconciler.planner import GroupDesire, member_sort_key
 from reconciler.planner import plan as make_plan
-from reconciler.provider import Provider
+from reconciler.provider import Provider, image_store
 from reconciler.role import MetricsTarget, Role, RoleContext
 from reconciler.stack import Stack
 
@@ -110,6 +111,15 @@ def _parallel_health(checks: list[tuple[Role, RoleContext, Instance]], *, worker
     return verdicts
 
 
+@dataclass
+class _Checked:
+    """What :meth:`Engine._validate` found."""
+
+    problems: list[Problem]
+    expanded: dict[str, list[MemberSpec]]
+    images: list[pipeline.ImageState]
+
+
 class Engine:
     """A stack wired to its provider and roles. Not thread-safe: one pass at a time."""
 
@@ -125,6 +135,7 @@ class Engine:
         log: Callable[[str], None] = lambda message: None,
         concurrency: int = 50,
         retry: RetryPolicy | None = None,
+        image_root: Path | None = None,
     ) -> None:
         self.stack = stack
         self.provider = provider
@@ -135,8 +146,9 @@ class Engine:
         self.log = log
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
+        #: where built images are cached (``<state root>/images``, shared by every stack)
+        self.image_root = image_root or state_dir
         self._observed: Observed = {}
-        # what the last validate() expanded, for the observed view it used (see plan())
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -165,7 +177,8 @@ class Engine:
                     + validation_message(exc, prefix=f"groups[{i}].config")
                 ) from None
             roles[group.name] = role
-        sdir = stack_dir(stack.name, root or state_root())
+        root = root or state_root()
+        sdir = stack_dir(stack.name, root)
         provider_cls = registry.provider_class(stack.provider, where=f"{where}provider")
         try:
             provider = provider_cls.open(stack.provider_config, stack=stack.name, state_dir=sdir)
@@ -173,7 +186,7 @@ class Engine:
             raise ConfigError(f"{where}{exc.message}", hint=exc.hint) from None
         return cls(
             stack, provider, roles, configs, state_dir=sdir, source=source, log=log,
-            concurrency=concurrency, retry=retry,
+            concurrency=concurrency, retry=retry, image_root=root,
         )
 
     def close(self) -> None:
@@ -239,38 +252,84 @@ class Engine:
         return verdicts
 
     def validate(self) -> list[Problem]:
-        """Every problem the roles and the provider can see before anything changes."""
-        return self._validate(self._observed)[0]
+        """Every problem the roles, the image pipeline and the provider can see before anything changes."""
+        return self._validate(self._observed).problems
 
-    def _validate(self, observed: Observed) -> tuple[list[Problem], dict[str, list[MemberSpec]]]:
-        """The problems, and each group's members as expanded to find them.
+    def _validate(self, observed: Observed) -> _Checked:
+        """The problems, each group's members as expanded to find them, and the pipeline images.
 
         Expanding is the costliest step of a plan after the provider call (a MemberSpec per
         member), so :meth:`plan` diffs against these members instead of expanding again.
         """
         problems: list[Problem] = []
-        members: list[MemberSpec] = []
         expanded: dict[str, list[MemberSpec]] = {}
+        index: dict[str, int] = {}
         for i, group in enumerate(self.stack.groups):
+            index[group.name] = i
             ctx = self.context(group.name, observed)
             for p in self.roles[group.name].validate(ctx):
                 problems.append(p if p.field.startswith("groups") else
                                 p.model_copy(update={"field": f"groups[{i}].{p.field}".rstrip(".")}))
             if not any(p.is_error for p in problems) and group.size:
                 expanded[group.name] = self.roles[group.name].expand(ctx)
-                members.extend(expanded[group.name])
+        if any(p.is_error for p in problems):
+            return _Checked(problems, expanded, [])
+        images = self._resolve_images(expanded)
+        states: list[pipeline.ImageState] = []
+        store = image_store(self.provider)
+        if images and store is not None:
+            states = pipeline.survey(store, images.values(), self.image_root)
+            problems.extend(pipeline.problems(states, lambda g: f"groups[{index[g]}].image"))
         if not any(p.is_error for p in problems):
-            problems.extend(self.provider.validate(members))
-        return problems, expanded
+            problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
+        return _Checked(problems, expanded, states)
+
+    def _resolve_images(self, expanded: dict[str, list[MemberSpec]]) -> dict[str, ImageSpec]:
+        """Give each group without a pinned image the pipeline image of its own LinuxKit document.
+
+        Only on a provider that stores images (:func:`reconciler.provider.image_store`); the
+        members in ``expanded`` are replaced by members booting that image.
+        """
+        store = image_store(self.provider)
+        if store is None:
+            return {}
+        images: dict[str, ImageSpec] = {}
+        for group, members in expanded.items():
+            if not members or any(pinned(m) for m in members):
+                continue
+            try:
+                spec = ImageSpec.of(group, members, fmt=store.image_format, metadata=store.image_metadata)
+            except ValueError as exc:
+                raise ConfigError(f"{self.source + ': ' if self.source else ''}{exc}") from None
+            images[group] = spec
+            expanded[group] = with_image(members, spec)
+        return images
+
+    def images(self) -> list[pipeline.ImageState]:
+        """The declaration's pipeline images and whether the provider has each (read-only)."""
+        return self._validate(self.observe()).images
+
+    def push_images(self, images: list[ImageSpec], reporter: Reporter | None = None) -> None:
+        """Build and push ``images`` (idempotent by digest). Raises InfraError when one fails."""
+        store = image_store(self.provider)
+        if not images or store is None:
+            return
+        report = reporter or NullReporter()
+        pipeline.push(store, images, self.image_root, attempts=self.retry.attempts, base=self.retry.base,
+                      cap=self.retry.cap, log=report.note, upload=report.upload)
 
     def plan(self, *, destroy: bool = False) -> Plan:
-        """Observe and diff. Raises ConfigError when validation finds an error."""
+        """Observe and diff. Raises ConfigError when validation finds an error.
+
+        The plan lists the pipeline images the provider lacks (pushed first by :meth:`apply`).
+        """
         observed = self.observe()
         instances = [i for v in observed.values() for i in v]
         if destroy:
             groups = [GroupDesire(g.name, self.roles[g.name].policy, []) for g in self.stack.groups]
             return make_plan(self.stack.name, groups, instances, destroy=True)
-        problems, expanded = self._validate(observed)
+        checked = self._validate(observed)
+        problems, expanded = checked.problems, checked.expanded
         errors = [p for p in problems if p.is_error]
         if errors:
             where = f"{self.source}: " if self.source else ""
@@ -281,6 +340,7 @@ class Engine:
         return Plan(
             stack=result.stack, groups=result.groups, problems=tuple(problems),
             observed=result.observed, destroy=result.destroy,
+            images=tuple(s.spec for s in checked.images if not s.present),
         )
 
     def check_saved(self, plan: Plan, saved_stack: str, saved_destroy: bool, saved_keys: list[Any]) -> None:
@@ -300,7 +360,12 @@ class Engine:
     def apply(
         self, plan: Plan, *, reporter: Reporter | None = None, stop: threading.Event | None = None
     ) -> ApplyResult:
-        """Execute ``plan`` (made by :meth:`plan` on this engine). Caller holds the stack lock."""
+        """Execute ``plan`` (made by :meth:`plan` on this engine). Caller holds the stack lock.
+
+        The images the plan pushes go first; when one cannot be pushed, InfraError is raised and
+        no member is changed.
+        """
+        self.push_images(list(plan.images), reporter)
         observed = {k: list(v) for k, v in self._observed.items()}
         contexts = {
             g.name: (self.roles[g.name], self.context(g.name, observed, destroying=plan.destroy))
@@ -326,7 +391,10 @@ class Engine:
                               requeue_after=None, seconds=time.monotonic() - start)
         if dry_run or plan.empty:
             return PassResult(plan, None, seconds=time.monotonic() - start)
-        applied = self.apply(plan, reporter=reporter, stop=stop)
+        try:
+            applied = self.apply(plan, reporter=reporter, stop=stop)
+        except InfraError as exc:  # an image could not be pushed: nothing was changed
+            return PassResult(plan, None, error=exc, requeue_after=None, seconds=time.monotonic() - start)
         error: InfraError | None = applied.quorum_lost
         if error is None and applied.failed:
             error = applied.failed[0][1]

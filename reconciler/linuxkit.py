@@ -1,37 +1,43 @@
-"""Renders the LinuxKit YAML a member's image is built from.
+"""Renders the LinuxKit image document of a group: what ``linuxkit build`` takes.
 
-One function, :func:`render`, turns a :class:`~reconciler.model.MemberSpec` into the YAML that
-``linuxkit build`` takes: a pinned kernel, the init components (init, runc, containerd,
-ca-certificates), ``onboot`` steps that end with LinuxKit's ``metadata`` package fetching the
-member's user-data from the provider named by ``metadata`` and expanding it under
-``/run/config``, and one ``services`` entry per :class:`~reconciler.model.Service`.
+The *image* holds what every member of a group shares: a pinned kernel, the init components
+(init, runc, containerd, ca-certificates), ``onboot`` steps that end with LinuxKit's
+``metadata`` package fetching the member's user-data from the cloud named by ``metadata`` and
+expanding it under ``/run/config``, and one ``services`` entry per
+:class:`~reconciler.model.Service`. It carries no member name, address, spec hash or file
+content: those are the member's *user-data* (:meth:`MemberSpec.userdata`), so every member of a
+group boots the same image and an image is built once per content (:mod:`reconciler.image`).
 
-It is provider-neutral: the local provider writes the result into each instance's directory
-(``metadata="cdrom"``, how ``linuxkit run`` hands user-data to a local VM), the cloud providers
-and the image pipeline render the same member with ``"aws"`` or ``"gcp"``. Nothing secret is
-rendered: file contents reach the instance only through user-data (:meth:`MemberSpec.userdata`),
-never through the image.
+Called by :mod:`reconciler.image` (the pipeline's image identity) and by the local provider,
+which writes the same document into each instance's directory (``metadata="cdrom"``, how
+``linuxkit run`` hands user-data to a local VM).
 
 Placeholders in service commands and environment are expanded to the paths they have *inside*
-a LinuxKit instance: ``{config}`` → ``/run/config``, ``{data}`` → ``/var/lib/infra``,
-``{name}`` → the instance name, and ``{address}`` → ``address`` when the caller knows it (else
-left as written, for a service wrapper to fill in at boot).
+a LinuxKit instance: ``{config}`` → ``/run/config`` and ``{data}`` → ``/var/lib/infra``. The
+member's own values, ``{address}`` and ``{name}``, are known only at boot: a service that uses
+them runs under a small POSIX ``sh`` wrapper that reads them from the metadata the instance was
+given (``/run/config/infra/address`` and ``/run/config/infra/name`` from infra's user-data; else
+``/run/config/local_ipv4`` and ``/run/config/hostname`` as LinuxKit's metadata package writes
+them on EC2 and GCE; else ``0.0.0.0``, every interface of the VM) and then ``exec`` s the
+service's command. The service's container image must therefore have ``/bin/sh``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import re
+import shlex
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import yaml
 
-from reconciler.model import MemberSpec, Service
+from reconciler.model import Service
 
 #: Pinned LinuxKit component images. These are *pins*, not discovered at run time: LinuxKit
 #: publishes its packages under content-hash tags, and an image built from this YAML is only
 #: reproducible if every component is pinned. Bump them together, deliberately, after
-#: checking the new set boots (``linuxkit build`` + ``linuxkit run``).
+#: checking the new set boots (``linuxkit build`` + ``linuxkit run``). A bump changes every
+#: image digest, so it rolls every pipeline-built group.
 KERNEL_IMAGE: Final = "linuxkit/kernel:6.6.71"
 KERNEL_CMDLINE: Final = "console=tty0 console=ttyS0 console=ttyAMA0"
 INIT_IMAGES: Final = (
@@ -52,6 +58,17 @@ METADATA_PROVIDERS: Final = frozenset(
 #: Where things live inside a LinuxKit instance.
 CONFIG_DIR: Final = "/run/config"
 DATA_DIR: Final = "/var/lib/infra"
+#: The user-data directory infra writes the member's identity into (``/run/config/infra``).
+MEMBER_DIR: Final = "infra"
+
+#: Placeholders only the booted member knows, and the shell that reads each at boot.
+BOOT_VALUES: Final = {
+    "address": f"$(cat {CONFIG_DIR}/{MEMBER_DIR}/address 2>/dev/null || cat {CONFIG_DIR}/local_ipv4 2>/dev/null "
+               "|| echo 0.0.0.0)",
+    "name": f"$(cat {CONFIG_DIR}/{MEMBER_DIR}/name 2>/dev/null || cat {CONFIG_DIR}/hostname 2>/dev/null "
+            "|| hostname)",
+}
+_BOOT_RE = re.compile(r"\{(" + "|".join(BOOT_VALUES) + r")\}")
 
 
 def expand(text: str, values: Mapping[str, str]) -> str:
@@ -61,39 +78,56 @@ def expand(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-def _service(svc: Service, values: Mapping[str, str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": svc.name,
-        "image": svc.image,
-        "command": [expand(arg, values) for arg in svc.command],
-        "net": "host",
-        "binds": [f"{CONFIG_DIR}:{CONFIG_DIR}:ro", f"{DATA_DIR}/{svc.name}:{DATA_DIR}"],
-        "runtime": {"mkdir": [f"{DATA_DIR}/{svc.name}"]},
-    }
-    if svc.env:
-        entry["env"] = [f"{k}={expand(v, values)}" for k, v in sorted(svc.env.items())]
+def _shell_word(text: str) -> str:
+    """``text`` as one sh word, with ``{address}``/``{name}`` read from the variables set at boot."""
+    parts: list[str] = []
+    pos = 0
+    for m in _BOOT_RE.finditer(text):
+        if m.start() > pos:
+            parts.append(shlex.quote(text[pos : m.start()]))
+        parts.append(f'"${{infra_{m.group(1)}}}"')
+        pos = m.end()
+    if pos < len(text) or not parts:
+        parts.append(shlex.quote(text[pos:]))
+    return "".join(parts)
+
+
+def _boot_wrapper(command: list[str], env: list[tuple[str, str]]) -> list[str]:
+    """``sh -c`` that reads the boot values, exports ``env`` and execs ``command``."""
+    used = sorted({m.group(1) for word in [*command, *(v for _, v in env)] for m in _BOOT_RE.finditer(word)})
+    lines = ["set -eu", *(f"infra_{key}={BOOT_VALUES[key]}" for key in used)]
+    lines += [f"export {key}={_shell_word(value)}" for key, value in env]
+    lines.append("exec " + " ".join(_shell_word(word) for word in command))
+    return ["/bin/sh", "-c", "\n".join(lines) + "\n"]
+
+
+def _service(svc: Service) -> dict[str, Any]:
+    paths = {"config": CONFIG_DIR, "data": DATA_DIR}
+    command = [expand(arg, paths) for arg in svc.command]
+    env = [(k, expand(v, paths)) for k, v in sorted(svc.env.items())]
+    late = [(k, v) for k, v in env if _BOOT_RE.search(v)]
+    entry: dict[str, Any] = {"name": svc.name, "image": svc.image}
+    if late or any(_BOOT_RE.search(arg) for arg in command):
+        entry["command"] = _boot_wrapper(command, late)
+        env = [(k, v) for k, v in env if (k, v) not in late]
+    else:
+        entry["command"] = command
+    entry["net"] = "host"
+    entry["binds"] = [f"{CONFIG_DIR}:{CONFIG_DIR}:ro", f"{DATA_DIR}/{svc.name}:{DATA_DIR}"]
+    entry["runtime"] = {"mkdir": [f"{DATA_DIR}/{svc.name}"]}
+    if env:
+        entry["env"] = [f"{k}={v}" for k, v in env]
     return entry
 
 
-def document(spec: MemberSpec, *, metadata: str, address: str | None = None) -> dict[str, Any]:
-    """The LinuxKit configuration of ``spec`` as a dict (see :func:`render`).
+def document(services: Iterable[Service], *, metadata: str) -> dict[str, Any]:
+    """The LinuxKit configuration of an image running ``services`` (see the module docstring).
 
     Raises ValueError when ``metadata`` is not a source the ``metadata`` package knows.
     """
     if metadata not in METADATA_PROVIDERS:
         known = ", ".join(sorted(METADATA_PROVIDERS))
         raise ValueError(f"unknown LinuxKit metadata provider {metadata!r}; known: {known}")
-    values = {"config": CONFIG_DIR, "data": DATA_DIR, "name": spec.name}
-    if address is not None:
-        values["address"] = address
-    member = {
-        "name": spec.name,
-        "stack": spec.stack,
-        "group": spec.group,
-        "member": spec.member,
-        "role": spec.role,
-        "spec": spec.spec_hash,
-    }
     return {
         "kernel": {"image": KERNEL_IMAGE, "cmdline": KERNEL_CMDLINE},
         "init": list(INIT_IMAGES),
@@ -110,29 +144,23 @@ def document(spec: MemberSpec, *, metadata: str, address: str | None = None) -> 
                 "command": ["/usr/bin/metadata", metadata],
             },
         ],
-        "services": [_service(svc, values) for svc in spec.services],
-        "files": [
-            {
-                "path": "etc/infra/member.json",
-                "contents": json.dumps(member, sort_keys=True),
-                "mode": "0644",
-            }
-        ],
+        "services": [_service(svc) for svc in services],
     }
 
 
-def render(spec: MemberSpec, *, metadata: str, address: str | None = None) -> str:
-    """The LinuxKit YAML for ``spec``, with user-data fetched from the ``metadata`` source.
+def dump(doc: Mapping[str, Any], *, header: str = "") -> str:
+    """``doc`` as LinuxKit YAML (keys in LinuxKit's order), after an optional comment header."""
+    return header + yaml.safe_dump(dict(doc), sort_keys=False, width=1000)
+
+
+def render(services: Iterable[Service], *, metadata: str, title: str = "") -> str:
+    """The LinuxKit YAML of an image running ``services``, user-data fetched from ``metadata``.
 
     ``metadata`` is the ``linuxkit/metadata`` provider argument (``"cdrom"`` for a local VM,
-    ``"aws"``, ``"gcp"``...). Raises ValueError for an unknown one. The output contains no file
-    contents from ``spec.files``: those travel as user-data.
+    ``"aws"``, ``"gcp"``...). Raises ValueError for an unknown one. The output contains no
+    member data and no file contents: those travel as user-data.
     """
-    header = (
-        f"# LinuxKit configuration of {spec.name} (stack {spec.stack}, group {spec.group}, "
-        f"member {spec.member}, spec {spec.spec_hash}).\n"
+    header = (f"# {title}\n" if title else "") + (
         "# Rendered by infra; component images are pinned in reconciler/linuxkit.py.\n"
-        f"# Build: linuxkit build -format <format> {spec.name}.yml\n"
     )
-    body = yaml.safe_dump(document(spec, metadata=metadata, address=address), sort_keys=False, width=1000)
-    return header + body
+    return dump(document(services, metadata=metadata), header=header)

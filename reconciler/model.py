@@ -149,6 +149,13 @@ class MemberSpec(_Frozen):
         description="the address reserved for this member by Provider.address_for, known before "
         "creation so roles can write it into configuration; not part of the spec hash",
     )
+    image_digest: str | None = Field(
+        None,
+        description="set when ``image`` is built by infra's image pipeline from the group's LinuxKit "
+        "document (reconciler.image): the digest that image is labelled with. The provider need not "
+        "check such an image exists (the plan pushes it first). Not part of the spec hash: the image "
+        "name already carries the digest",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @cached_property
@@ -192,17 +199,35 @@ class MemberSpec(_Frozen):
         """The member's files in the JSON shape LinuxKit's ``metadata`` package expands.
 
         ``{"etcd": {"entries": {"etcd.conf.yml": {"content": "...", "perm": "0644"}}}}`` becomes
-        ``/run/config/etcd/etcd.conf.yml`` on a LinuxKit instance. Contains secrets: hand it only
-        to the provider's create call, never to a log or plan.
+        ``/run/config/etcd/etcd.conf.yml`` on a LinuxKit instance. Besides the role's files it
+        holds the member's identity under ``infra/`` (:meth:`identity_files`), which the image's
+        services read at boot (:mod:`reconciler.linuxkit`). Contains secrets: hand it only to the
+        provider's create call, never to a log or plan.
         """
         root: dict[str, Any] = {}
-        for f in self.files:
+        for f in (*self.files, *self.identity_files()):
             parts = [p for p in f.path.split("/") if p]
             node = root
             for part in parts[:-1]:
                 node = node.setdefault(part, {"entries": {}})["entries"]
-            node[parts[-1]] = {"content": f.content, "perm": f"{f.mode:04o}"}
+            node.setdefault(parts[-1], {"content": f.content, "perm": f"{f.mode:04o}"})
         return root
+
+    def identity_files(self) -> tuple[ConfigFile, ...]:
+        """``infra/name``, ``infra/member.json`` and (when reserved) ``infra/address``.
+
+        The per-member values an image must not contain: a booted member reads them from its
+        metadata. Runtime files (``in_spec=False``): they differ between members of one spec.
+        """
+        member = {"name": self.name, "stack": self.stack, "group": self.group, "member": self.member,
+                  "role": self.role, "spec": self.spec_hash}
+        files = [
+            ConfigFile(path="infra/name", content=self.name, in_spec=False),
+            ConfigFile(path="infra/member.json", content=_dumps(member), in_spec=False),
+        ]
+        if self.address:
+            files.append(ConfigFile(path="infra/address", content=self.address, in_spec=False))
+        return tuple(files)
 
     def public_view(self) -> dict[str, Any]:
         """What a plan may show of this member: no file contents, no secrets."""

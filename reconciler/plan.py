@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import ConfigError
+from reconciler.image import ImageSpec
 from reconciler.model import Instance, MemberSpec, Problem
 
 PLAN_FORMAT = 1
@@ -120,6 +121,8 @@ class Plan:
     observed: int = 0
     destroy: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Pipeline images the provider lacks: built and pushed before any member change.
+    images: tuple[ImageSpec, ...] = ()
 
     @property
     def changes(self) -> list[Change]:
@@ -130,7 +133,7 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not any(g.changes for g in self.groups)
+        return not self.images and not any(g.changes for g in self.groups)
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in Action}
@@ -146,6 +149,7 @@ class Plan:
             "format": PLAN_FORMAT,
             "stack": self.stack,
             "destroy": self.destroy,
+            "images": [{"action": "push", **i.public_view()} for i in self.images],
             "changes": [c.to_json() for c in self.changes],
             "summary": self.counts(),
             "warnings": [p.model_dump() for p in self.problems if not p.is_error],

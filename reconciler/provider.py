@@ -44,15 +44,40 @@ Contract, method by method:
     ``{"gce_sd_configs": ...}``) that discovers the instances matching ``selector`` on ``port``
     with Prometheus's own service discovery, or ``None`` when the provider has none. Lets the
     prometheus role watch a group without any address written into its configuration.
+
+Images (optional; :class:`ImageStore`, found through :func:`image_store`). A provider that boots
+LinuxKit images built by infra's pipeline (:mod:`reconciler.image`) declares the
+``image_format`` it boots (``linuxkit build --format``) and the ``image_metadata`` source of its
+instances, and implements:
+
+``find_image(image)``
+    The stored image labelled (tagged) with ``image.digest``, or None. One lookup call, never a
+    listing of every image. Raises TransientError when the lookup could not be made: the caller
+    must not take an unanswered lookup for "absent" (it would upload again).
+
+``push_image(image, artefact, progress)``
+    Uploads ``artefact`` (the file ``linuxkit build`` wrote) and registers it as the image
+    ``image.name`` labelled with ``image.digest``; returns it once bootable. Idempotent by
+    digest: an image with the digest is returned as is (no upload), an upload whose register
+    step never ran (a crash in between) is registered without uploading again, and an existing
+    image is never deleted to make room. After a failure, the image may or may not exist: the
+    next ``find_image`` decides. ``progress(done, total)`` reports uploaded bytes.
+
+``delete_image(record)``
+    Deletes a stored image (and what backs it: the GCS object, the EBS snapshot). Deleting what
+    is already gone succeeds. Refuses (PermanentError) an image without ``infra-image``.
+
+The local and memory providers run no images and implement none of these.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import Instance, MemberSpec, Problem
 
 #: A Prometheus service-discovery fragment, merged into a scrape config.
@@ -76,6 +101,29 @@ class Provider(Protocol):
     def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None: ...
 
     def close(self) -> None: ...
+
+
+#: ``progress(done, total)``: bytes of an image uploaded so far, out of ``total``.
+Progress = Callable[[int, int], None]
+
+
+@runtime_checkable
+class ImageStore(Protocol):
+    """The optional image methods of a provider. See the module docstring."""
+
+    image_format: ClassVar[str]
+    image_metadata: ClassVar[str]
+
+    def find_image(self, image: ImageSpec) -> ImageRecord | None: ...
+
+    def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord: ...
+
+    def delete_image(self, record: ImageRecord) -> None: ...
+
+
+def image_store(provider: Provider) -> ImageStore | None:
+    """``provider`` as an :class:`ImageStore` when it stores images, else None."""
+    return provider if isinstance(provider, ImageStore) else None
 
 
 class ProviderClass(Protocol):

@@ -1,26 +1,35 @@
 """etcd-aws: a 3-member etcd cluster (mutual TLS) watched by one Prometheus, on EC2.
 
-The same cluster as ``stacks/etcd-local.py``, on EC2 instances booted from LinuxKit AMIs. Each
-instance reads its configuration from user-data (LinuxKit's metadata package); Prometheus finds
-the etcd members with its own EC2 service discovery, filtered on the stack's tags, so no address
-is written into its configuration.
+The same cluster as ``stacks/etcd-local.py``, on EC2 instances booted from LinuxKit AMIs that
+infra builds from the declaration itself: each group's LinuxKit document is built with
+``linuxkit build --format aws`` (a raw disk), written to an EBS snapshot through the EBS direct
+APIs (no S3 bucket, no vmimport role) and registered as the AMI ``infra-<group>-<digest>``
+(``infra image list`` shows them); a change to a service rolls the group, an unchanged
+declaration pushes nothing. Each instance reads its configuration from user-data (LinuxKit's
+metadata package); Prometheus finds the etcd members with its own EC2 service discovery,
+filtered on the stack's tags, so no address is written into its configuration.
 
     export AWS_PROFILE=...                          # or any credentials of boto3's default chain
     export INFRA_AWS_REGION=eu-west-1               # default: AWS_REGION, else us-east-1
     export INFRA_AWS_SUBNETS=subnet-0aaa...,subnet-0bbb...,subnet-0ccc...   # one per zone
     export INFRA_AWS_SECURITY_GROUPS=sg-0123...     # etcd 2379/2380 and 9090 between members
     export INFRA_AWS_PROMETHEUS_PROFILE=infra-prometheus   # instance profile: ec2:DescribeInstances
-    infra validate stacks/etcd-aws.py               # AMIs, instance types, subnets exist?
-    infra apply stacks/etcd-aws.py --yes
+    infra validate stacks/etcd-aws.py               # linuxkit, instance types, subnets?
+    infra apply stacks/etcd-aws.py --yes            # builds and pushes the AMIs first
     infra status stacks/etcd-aws.py
 
-Against a moto server instead of real AWS (fake credentials are fine):
+Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. Against a moto
+server instead of real AWS (``tests/aws/moto_server.py``: moto with the test world's fidelity
+fixes, a VPC with two subnets and a security group; it prints the exports, then ``# ready``):
 
-    python -m moto.server -H 127.0.0.1 -p 5000 &
-    AWS_ENDPOINT_URL=http://127.0.0.1:5000 infra apply stacks/etcd-aws.py --yes
+    python -m tests.aws.moto_server --port 5000 > moto.env &
+    until grep -q '^# ready' moto.env; do sleep 0.2; done; . ./moto.env
+    infra apply stacks/etcd-aws.py --yes
+    infra image list stacks/etcd-aws.py
+    infra destroy stacks/etcd-aws.py --yes --images
 
-Images are pinned: ``INFRA_AWS_ETCD_AMI`` / ``INFRA_AWS_PROMETHEUS_AMI`` take an AMI id
-(``ami-...``) or an AMI name owned by this account (what the LinuxKit image pipeline registers).
+To pin an image instead, give the group ``image=`` an AMI id (``ami-...``) or an AMI name owned
+by this account: nothing is built for it.
 
 etcd members get fixed private addresses (``address_offset``: offset 10 and up of their subnet,
 round-robin over the subnets) because etcd's static bootstrap and its certificates need them
@@ -39,8 +48,6 @@ REGION = os.environ.get("INFRA_AWS_REGION") or os.environ.get("AWS_REGION") or "
 SUBNETS = [s for s in os.environ.get("INFRA_AWS_SUBNETS", "subnet-00000000000000001").split(",") if s]
 SECURITY_GROUPS = [s for s in os.environ.get("INFRA_AWS_SECURITY_GROUPS", "").split(",") if s]
 PROMETHEUS_PROFILE = os.environ.get("INFRA_AWS_PROMETHEUS_PROFILE") or None
-ETCD_AMI = os.environ.get("INFRA_AWS_ETCD_AMI", "infra-etcd-3.4.23")
-PROMETHEUS_AMI = os.environ.get("INFRA_AWS_PROMETHEUS_AMI", "infra-prometheus-2.42.0")
 # EC2 instances take a minute or two to boot before etcd answers.
 HEALTH_TIMEOUT = float(os.environ.get("INFRA_AWS_HEALTH_TIMEOUT", "300"))
 
@@ -59,7 +66,7 @@ stack = Stack(
             name="etcd",
             size=3,
             role="etcd",
-            image=ETCD_AMI,
+            # No image=: the members boot the AMI built from this group's LinuxKit document.
             machine_type="t3.small",
             config={"version": "3.4.23", "health_timeout": HEALTH_TIMEOUT},
             provider_config={"address_offset": 10},
@@ -68,7 +75,6 @@ stack = Stack(
             name="prometheus",
             size=1,
             role="prometheus",
-            image=PROMETHEUS_AMI,
             machine_type="t3.small",
             config={"watch": ["etcd"]},
             # Prometheus's EC2 service discovery reads the instance list with the instance's role.

@@ -1,19 +1,29 @@
 """etcd-gcp: a 3-member etcd cluster (mutual TLS) watched by one Prometheus, on Compute Engine.
 
-The same cluster as ``stacks/etcd-local.py``, on GCE VMs booted from LinuxKit images. Each VM
-reads its configuration from the ``user-data`` metadata key (LinuxKit's metadata package);
+The same cluster as ``stacks/etcd-local.py``, on GCE VMs booted from LinuxKit images that infra
+builds from the declaration itself: each group's LinuxKit document (kernel, init, the metadata
+package, its services) is built with ``linuxkit build --format gcp``, uploaded to
+``image_bucket`` and registered as ``infra-<group>-<digest>`` (``infra image list`` shows them);
+a change to a service rolls the group, an unchanged declaration pushes nothing. Each VM reads
+its own configuration from the ``user-data`` metadata key (LinuxKit's metadata package);
 Prometheus finds the etcd members with its own GCE service discovery, filtered on the stack's
 labels, so no address is written into its configuration.
 
     export INFRA_GCP_PROJECT=my-project          # your project (credentials: gcloud ADC)
-    infra validate stacks/etcd-gcp.py            # machine type and image families exist?
-    infra apply stacks/etcd-gcp.py --yes
+    export INFRA_GCP_IMAGE_BUCKET=my-project-infra-images   # a bucket of the project
+    infra validate stacks/etcd-gcp.py            # linuxkit, machine type, bucket?
+    infra apply stacks/etcd-gcp.py --yes         # builds and pushes the images first
     infra status stacks/etcd-gcp.py
 
-Against the in-repo fake of the Compute API instead of real GCP:
+Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. Against the
+in-repo fake of the Compute and Cloud Storage APIs instead of real GCP (it prints the exports
+infra needs, then ``# ready``):
 
-    python -m tests.gcp_fake --port 8089 &
-    INFRA_GCP_ENDPOINT=http://127.0.0.1:8089 infra apply stacks/etcd-gcp.py --yes
+    python -m tests.gcp_fake --port 8089 > gcp-fake.env &
+    until grep -q '^# ready' gcp-fake.env; do sleep 0.2; done; . ./gcp-fake.env
+    infra apply stacks/etcd-gcp.py --yes
+    infra image list stacks/etcd-gcp.py
+    infra destroy stacks/etcd-gcp.py --yes --images
 
 etcd members get fixed internal addresses from ``address_range`` (etcd's static bootstrap and its
 certificates need them before the VMs exist). 10.128.15.0/28 is the top of us-central1's
@@ -27,6 +37,7 @@ import os
 from reconciler import Group, Stack
 
 PROJECT = os.environ.get("INFRA_GCP_PROJECT", "my-project")
+IMAGE_BUCKET = os.environ.get("INFRA_GCP_IMAGE_BUCKET", f"{PROJECT}-infra-images")
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
 
 stack = Stack(
@@ -35,6 +46,8 @@ stack = Stack(
     provider_config={
         "project": PROJECT,
         "zones": ZONES,
+        # Where the LinuxKit images infra builds are uploaded before images.insert.
+        "image_bucket": IMAGE_BUCKET,
         # Firewall rules for etcd (2379/2380) and Prometheus (9090) can target this tag.
         "tags": ["infra-etcd-gcp"],
     },
@@ -43,8 +56,7 @@ stack = Stack(
             name="etcd",
             size=3,
             role="etcd",
-            # Built by the LinuxKit image pipeline; the newest image of the family is used.
-            image="family/infra-etcd",
+            # No image=: the members boot the image built from this group's LinuxKit document.
             machine_type="e2-small",
             config={"version": "3.4.23"},
             provider_config={"address_range": "10.128.15.0/28"},
@@ -53,7 +65,6 @@ stack = Stack(
             name="prometheus",
             size=1,
             role="prometheus",
-            image="family/infra-prometheus",
             machine_type="e2-small",
             config={"watch": ["etcd"]},
             # Prometheus's GCE service discovery reads the instance list with the VM's identity.

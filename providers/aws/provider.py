@@ -54,10 +54,12 @@ from botocore.config import Config as BotoConfig
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from providers.aws import errors
+from providers.aws import images as aws_images
 from providers.aws.config import AMI_ID_RE, AwsConfig, endpoint_url, parse_config
 from reconciler.errors import ConfigError, NotFoundError, PermanentError, TransientError, is_retryable
+from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.provider import SdConfig
+from reconciler.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -149,6 +151,10 @@ class AwsProvider:
     """Instances are EC2 instances of one region. See the module docstring."""
 
     name: ClassVar[str] = "aws"
+    #: LinuxKit images it boots (:mod:`providers.aws.images`): ``linuxkit build --format aws``
+    #: (a raw disk), user-data read by the metadata package from EC2's instance metadata.
+    image_format: ClassVar[str] = "aws"
+    image_metadata: ClassVar[str] = "aws"
 
     def __init__(
         self, config: AwsConfig, raw: Mapping[str, Any], *, stack: str, region: str, client: EC2Client
@@ -164,6 +170,8 @@ class AwsProvider:
         self._images: dict[tuple[str, tuple[str, ...]], str] = {}
         self._subnet_cidrs: dict[str, str] = {}
         self._verified: set[tuple[str, str]] = set()  # (kind, id) that validate found to exist
+        self._session: boto3.session.Session | None = None
+        self._ebs: Any = None
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> AwsProvider:
@@ -191,10 +199,38 @@ class AwsProvider:
             )
         with errors.translate("create the EC2 client"):
             client = session.client("ec2", region_name=region, endpoint_url=endpoint_url(), config=BOTO_CONFIG)
-        return cls(cfg, config, stack=stack, region=region, client=client)
+        provider = cls(cfg, config, stack=stack, region=region, client=client)
+        provider._session = session
+        return provider
 
     def close(self) -> None:
         self.client.close()
+        if self._ebs is not None:
+            self._ebs.close()
+
+    def ebs_client(self) -> Any:
+        """The EBS direct APIs client (made on first use: only an image push needs it)."""
+        with self._lock:
+            if self._ebs is None:
+                session = self._session or new_session()
+                with errors.translate("create the EBS client"):
+                    self._ebs = session.client("ebs", region_name=self.region, endpoint_url=aws_images.ebs_endpoint(),
+                                               config=BOTO_CONFIG)
+            return self._ebs
+
+    # -- images (reconciler.provider.ImageStore) ---------------------------------------------------
+
+    def find_image(self, image: ImageSpec) -> ImageRecord | None:
+        """The AMI tagged ``infra-image=<digest>`` (one DescribeImages), or None."""
+        return aws_images.find(self, image)
+
+    def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+        """EBS direct snapshot + RegisterImage, idempotent by digest (see images.py)."""
+        return aws_images.push(self, image, artefact, progress)
+
+    def delete_image(self, record: ImageRecord) -> None:
+        """Deregister the AMI and delete its snapshots; already gone is success."""
+        aws_images.delete(self, record)
 
     # -- settings ----------------------------------------------------------------------------------
 
@@ -562,7 +598,9 @@ class AwsProvider:
             if cfg.region and cfg.region != self.region:
                 once(self._where(spec, "region"), f"{cfg.region} differs from the stack's region {self.region}")
             ref = spec.image or cfg.image
-            if not ref:
+            if spec.image_digest is not None:
+                pass  # built and pushed by the image pipeline before any create
+            elif not ref:
                 once(f"groups.{spec.group}.image", "an AMI id (ami-...) or AMI name is required on aws")
             else:
                 where = f"groups.{spec.group}.image" if spec.image else self._where(spec, "image")

@@ -66,7 +66,12 @@ class GcpConfig(BaseModel):
         description="zones the members are spread over, round-robin by member index"
     )
     machine_type: str | None = Field(None, description="default when a group sets none")
-    image: str | None = Field(None, description="default when a group sets none")
+    image: str | None = Field(None, description="default when a group sets none (pins it: no image is built)")
+    image_bucket: str | None = Field(
+        None,
+        description="Cloud Storage bucket (in the project) the LinuxKit images infra builds are uploaded "
+        "to before images.insert; needed by groups that do not pin an image",
+    )
     network: str | None = Field(None, description="VPC network (default: the project's 'default')")
     subnetwork: str | None = Field(None, description="subnetwork name or path (default: auto-mode)")
     service_account: str | None = Field(None, description="email the instances run as, or 'default'")

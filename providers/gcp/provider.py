@@ -43,6 +43,7 @@ from google.api_core import retry as gretry
 from google.cloud import compute_v1
 
 from providers.gcp import errors
+from providers.gcp import images as gcp_images
 from providers.gcp.config import (
     CLOUD_PLATFORM_SCOPE,
     ENDPOINT_ENV,
@@ -50,8 +51,9 @@ from providers.gcp.config import (
     parse_config,
 )
 from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
+from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.provider import SdConfig
+from reconciler.provider import Progress, SdConfig
 
 T = TypeVar("T")
 
@@ -164,9 +166,10 @@ class _Clients:
         self.operations: compute_v1.ZoneOperationsClient = make(compute_v1.ZoneOperationsClient)
         self.machine_types: compute_v1.MachineTypesClient = make(compute_v1.MachineTypesClient)
         self.images: compute_v1.ImagesClient = make(compute_v1.ImagesClient)
+        self.global_operations: compute_v1.GlobalOperationsClient = make(compute_v1.GlobalOperationsClient)
 
     def close(self) -> None:
-        for client in (self.instances, self.operations, self.machine_types, self.images):
+        for client in (self.instances, self.operations, self.machine_types, self.images, self.global_operations):
             try:
                 client.transport.close()  # type: ignore[no-untyped-call]
             except Exception:  # closing is best effort
@@ -177,6 +180,10 @@ class GcpProvider:
     """Compute Engine instances of one stack. See the module docstring."""
 
     name: ClassVar[str] = "gcp"
+    #: LinuxKit images it boots (:mod:`providers.gcp.images`): ``linuxkit build --format gcp``,
+    #: user-data read by the metadata package from GCE's metadata server.
+    image_format: ClassVar[str] = "gcp"
+    image_metadata: ClassVar[str] = "gcp"
 
     def __init__(self, config: GcpConfig, *, stack: str, endpoint: str | None = None) -> None:
         self.config = config
@@ -343,6 +350,20 @@ class GcpProvider:
             return cfg.address_of(spec.placement)
         except ValueError as exc:
             raise ConfigError(f"groups.{spec.group}.provider_config.address_range: {exc}") from None
+
+    # -- images (reconciler.provider.ImageStore) ------------------------------------------
+
+    def find_image(self, image: ImageSpec) -> ImageRecord | None:
+        """The image labelled ``infra-image=<digest>`` (one ``images.list``), or None."""
+        return gcp_images.find(self, image)
+
+    def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+        """Upload to ``image_bucket`` and ``images.insert``, idempotent by digest (see images.py)."""
+        return gcp_images.push(self, image, artefact, progress)
+
+    def delete_image(self, record: ImageRecord) -> None:
+        """Delete the image and its uploaded object; already gone is success."""
+        gcp_images.delete(self, record, lambda op, action: gcp_images._wait_global(self, op, action))
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -546,6 +567,12 @@ class GcpProvider:
             else:
                 machine_checks.setdefault((zone, machine_type), set()).add(spec.group)
             image = spec.image or cfg.image
+            if spec.image_digest is not None:
+                if not cfg.image_bucket:
+                    problem(f"{group}.provider_config.image_bucket",
+                            f"group {spec.group} boots an image built by infra ({spec.image}); name a Cloud "
+                            "Storage bucket to upload it to (provider_config.image_bucket), or pin an image")
+                continue  # built and pushed by the image pipeline before any create
             if not image:
                 problem(f"{group}.image", "the gcp provider needs an image name or 'family/NAME'")
             else:

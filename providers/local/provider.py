@@ -315,8 +315,8 @@ class LocalProvider:
         metadata.deliver(staging / "config", spec.userdata(), [f.path.strip("/") for f in spec.files if f.secret])
         for sub in ("logs", "data", "run"):
             (staging / sub).mkdir(mode=0o700)
-        assert record.address is not None
-        text = linuxkit.render(spec, metadata=METADATA_SOURCE, address=record.address)
+        text = linuxkit.render(spec.services, metadata=METADATA_SOURCE,
+                               title=f"LinuxKit image of group {spec.group} of stack {spec.stack}")
         (staging / "linuxkit.yml").write_text(text, encoding="utf-8")
         self.store.write(staging, record)
 

@@ -1,6 +1,9 @@
-"""Run the fake Compute API by hand: ``python -m tests.gcp_fake --port 8089``.
+"""Run the fake Compute and Cloud Storage APIs by hand: ``python -m tests.gcp_fake --port 8089``.
 
-Then point infra at it: ``INFRA_GCP_ENDPOINT=http://127.0.0.1:8089 infra apply stacks/etcd-gcp.py``.
+It creates the image bucket (``--bucket``, default ``my-project-infra-images``), prints the shell
+exports a client needs (``INFRA_GCP_ENDPOINT``, ``INFRA_GCP_IMAGE_BUCKET``,
+``INFRA_NETWORK_ALLOW=127.0.0.0/8``), one ``export NAME=value`` line each, then ``# ready``, and
+runs until SIGTERM or Ctrl-C. Then: ``infra apply stacks/etcd-gcp.py --yes`` with those exports.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op-delay", type=float, default=1.0, help="seconds an operation takes")
     parser.add_argument("--boot-delay", type=float, default=2.0, help="seconds in STAGING")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="fraction of 429/503 answers")
+    parser.add_argument("--bucket", default="my-project-infra-images", help="the Cloud Storage bucket to create")
     parser.add_argument(
         "--image",
         action="append",
@@ -42,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not args.host.startswith("127."):
+        parser.error("the fake listens on loopback only (127.0.0.0/8)")
     with fake:
-        print(f"fake Compute API on {fake.url}  (export INFRA_GCP_ENDPOINT={fake.url})", flush=True)
+        fake.storage.add_bucket(args.bucket)
+        print(f"export INFRA_GCP_ENDPOINT={fake.url}")
+        print(f"export INFRA_GCP_IMAGE_BUCKET={args.bucket}")
+        print("export INFRA_NETWORK_ALLOW=127.0.0.0/8")
+        print("# ready", flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -59,7 +59,15 @@ Admin API (no faults, not counted), for tests and demos:
   "labels", "status"}`` or ``{"instances": [...]}``) puts instances there without any operation,
   as another tool would; ``DELETE /_admin/instances/{project}/{zone}/{name}`` removes one at once
   (out of band); ``POST /_admin/instances/{project}/{zone}/{name}/status`` ``{"status": ...}``
-* ``POST /_admin/images`` ``{"project", "name", "family"}``; ``GET /_admin/health``
+* ``POST /_admin/images`` ``{"project", "name", "family"}``; ``GET /_admin/images``;
+  ``POST /_admin/buckets`` ``{"name"}``; ``GET /_admin/storage/calls``; ``GET /_admin/health``
+
+Images (for the image pipeline): ``images.list`` (label filters, pagination), ``images.insert``
+from ``rawDisk.source`` (an object in the fake's Cloud Storage, :mod:`tests.gcp_fake.storage`,
+served on the same port; the image is PENDING until its *global* operation is DONE, then READY,
+and the operation fails when the object is missing or not a tar.gz holding ``disk.raw``),
+``images.delete``, ``globalOperations.get``/``wait``, ``requestId`` replay for both; an instance
+cannot be inserted from an image that is not READY.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.gcp_fake.filters import FilterError, compile_filter
+from tests.gcp_fake.storage import FakeStorage
 
 JsonDict = dict[str, Any]
 
@@ -168,6 +177,7 @@ class Operation:
     request_id: str | None
     error: JsonDict | None = None
     finished: bool = False
+    resource: str = "instances"  # "images" for a global operation on an image
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -178,14 +188,13 @@ class Operation:
 
     def to_json(self, now: float) -> JsonDict:
         status = self.status(now)
-        zone_url = f"{API}/projects/{self.project}/zones/{self.zone}"
+        zone_url = f"{API}/projects/{self.project}/" + (f"zones/{self.zone}" if self.zone else "global")
         body: JsonDict = {
             "kind": "compute#operation",
             "id": str(self.id),
             "name": self.name,
-            "zone": zone_url,
             "operationType": self.kind,
-            "targetLink": f"{zone_url}/instances/{self.target}",
+            "targetLink": f"{zone_url}/{self.resource}/{self.target}",
             "targetId": str(self.target_id),
             "status": status,
             "user": "fake@example.com",
@@ -193,6 +202,8 @@ class Operation:
             "insertTime": _rfc3339(self.wall),
             "selfLink": f"{zone_url}/operations/{self.name}",
         }
+        if self.zone:
+            body["zone"] = zone_url
         if status != "PENDING":
             body["startTime"] = _rfc3339(self.wall)
         if status == "DONE":
@@ -363,6 +374,7 @@ class FakeCompute:
         self.closing = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.storage = FakeStorage()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -373,6 +385,7 @@ class FakeCompute:
         server.block_on_close = False
         self._server = server
         self.port = server.server_address[1]
+        self.storage.base_url = self.url
         self._thread = threading.Thread(target=server.serve_forever, name="gcp-fake", daemon=True)
         self._thread.start()
         return self
@@ -547,6 +560,11 @@ class FakeCompute:
                 still.append(op)
                 continue
             op.finished = True
+            if op.resource == "images":
+                image = self.images.get((op.project, op.target))
+                if op.kind == "delete" and image is not None and image["id"] == str(op.target_id):
+                    del self.images[(op.project, op.target)]
+                continue
             key = (op.project, op.zone, op.target)
             inst = self.instances.get(key)
             if op.kind == "delete" and inst is not None and inst.id == op.target_id:
@@ -561,7 +579,8 @@ class FakeCompute:
             raise not_found(f"projects/{project}/zones/{zone}")
 
     def _new_op(
-        self, project: str, zone: str, kind: str, target: str, target_id: int, request_id: str | None
+        self, project: str, zone: str, kind: str, target: str, target_id: int, request_id: str | None,
+        *, resource: str = "instances",
     ) -> Operation:
         now = time.monotonic()
         op_id = next(self.ids)
@@ -578,6 +597,7 @@ class FakeCompute:
             done_at=now + self.op_delay,
             wall=time.time(),
             request_id=request_id,
+            resource=resource,
         )
         self.operations[(project, zone, name)] = op
         self.pending.append(op)
@@ -686,8 +706,13 @@ class FakeCompute:
             raise invalid(f"Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '{source}'.")
         image_project = m.group(1) or project
         if m.group(2):
-            return self.api_image_family(image_project, m.group(3))
-        return self.api_image(image_project, m.group(3))
+            image = self.api_image_family(image_project, m.group(3))
+        else:
+            image = self.api_image(image_project, m.group(3))
+        if image.get("status") != "READY":
+            raise ApiError(400, "resourceNotReady",
+                           f"The resource 'projects/{image_project}/global/images/{image['name']}' is not ready")
+        return image
 
     def api_get(self, project: str, zone: str, name: str) -> JsonDict:
         self._check_zone(project, zone)
@@ -849,13 +874,141 @@ class FakeCompute:
         image = self.images.get((project, name))
         if image is None:
             raise not_found(f"projects/{project}/global/images/{name}")
-        return image
+        return _image_json(image)
 
     def api_image_family(self, project: str, family: str) -> JsonDict:
-        matches = [img for (p, _), img in self.images.items() if p == project and img.get("family") == family]
+        matches = [img for (p, _), img in self.images.items() if p == project and img.get("family") == family
+                   and _image_json(img)["status"] == "READY"]
         if not matches:
             raise not_found(f"projects/{project}/global/images/family/{family}")
-        return max(matches, key=lambda img: str(img["creationTimestamp"]) + str(img["name"]))
+        return _image_json(max(matches, key=lambda img: str(img["creationTimestamp"]) + str(img["name"])))
+
+    def api_images(self, project: str, query: Mapping[str, str]) -> JsonDict:
+        filt = query.get("filter", "")
+        try:
+            pred = compile_filter(filt)
+        except FilterError as exc:
+            raise invalid(f"Invalid value for field 'filter': '{filt}'. {exc}") from None
+        items = [_image_json(img) for (p, _), img in sorted(self.images.items()) if p == project]
+        page, nxt = self._page(query, [i for i in items if pred(i)], filt)
+        body: JsonDict = {"kind": "compute#imageList", "id": f"projects/{project}/global/images",
+                          "selfLink": f"{API}/projects/{project}/global/images"}
+        if page:
+            body["items"] = page
+        if nxt:
+            body["nextPageToken"] = nxt
+        return body
+
+    def api_image_insert(self, project: str, query: Mapping[str, str], body: JsonDict) -> JsonDict:
+        """``images.insert`` from ``rawDisk.source``: a tar.gz in the fake's Cloud Storage.
+
+        PENDING until its global operation is DONE, then READY; FAILED (with the operation's
+        error) when the object is missing or is not a gzipped tarball holding ``disk.raw``.
+        """
+        request_id = query.get("requestId")
+        replay = self._replay(project, request_id)
+        now = time.monotonic()
+        if replay is not None:
+            return replay.to_json(now)
+        name = str(body.get("name") or "")
+        if not NAME_RE.match(name):
+            raise invalid(f"Invalid value for field 'resource.name': '{name}'.")
+        labels = body.get("labels") or {}
+        for key, value in labels.items():
+            if not LABEL_KEY_RE.match(str(key)) or not LABEL_VALUE_RE.match(str(value)):
+                raise invalid(f"Invalid value for field 'resource.labels': label '{key}={value}' is not valid")
+        family = body.get("family")
+        if family is not None and not NAME_RE.match(str(family)):
+            raise invalid(f"Invalid value for field 'resource.family': '{family}'.")
+        source = str((body.get("rawDisk") or {}).get("source") or "")
+        m = re.fullmatch(r"https://storage\.googleapis\.com/([^/]+)/(.+)", source)
+        if not m:
+            raise invalid(f"Invalid value for field 'resource.rawDisk.source': '{source}'. "
+                          "Use https://storage.googleapis.com/BUCKET/OBJECT.")
+        if (project, name) in self.images:
+            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists")
+        target_id = next(self.ids)
+        op = self._new_op(project, "", "insert", name, target_id, request_id, resource="images")
+        error, disk_bytes = _raw_disk(self.storage.get(m.group(1), m.group(2)), source)
+        if error is not None:
+            op.error = _op_error("INVALID_FIELD_VALUE", error)
+            return op.to_json(now)
+        obj = self.storage.get(m.group(1), m.group(2))
+        assert obj is not None
+        image: JsonDict = {
+            "kind": "compute#image", "id": str(target_id), "name": name,
+            "selfLink": f"{API}/projects/{project}/global/images/{name}",
+            "creationTimestamp": _rfc3339(time.time()), "sourceType": "RAW",
+            "rawDisk": {"source": source, "containerType": "TAR"},
+            "archiveSizeBytes": str(len(obj.data)),
+            "diskSizeGb": str(max(1, -(-disk_bytes // (1 << 30)))),
+            "_ready_at": op.done_at,
+        }
+        if labels:
+            image["labels"] = dict(labels)
+        if family:
+            image["family"] = family
+        if body.get("description"):
+            image["description"] = body["description"]
+        self.images[(project, name)] = image
+        return op.to_json(now)
+
+    def api_image_delete(self, project: str, name: str, query: Mapping[str, str]) -> JsonDict:
+        replay = self._replay(project, query.get("requestId"))
+        now = time.monotonic()
+        if replay is not None:
+            return replay.to_json(now)
+        image = self.images.get((project, name))
+        if image is None:
+            raise not_found(f"projects/{project}/global/images/{name}")
+        op = self._new_op(project, "", "delete", name, int(image["id"]), query.get("requestId"), resource="images")
+        image["_deleting"] = True
+        return op.to_json(now)
+
+    def api_global_operation(self, project: str, name: str) -> Operation:
+        op = self.operations.get((project, "", name))
+        if op is None:
+            raise not_found(f"projects/{project}/global/operations/{name}")
+        return op
+
+    def wait_global_operation(self, project: str, name: str) -> JsonDict:
+        with self.cond:
+            op = self.api_global_operation(project, name)
+            deadline = time.monotonic() + self.wait_max
+            while True:
+                now = time.monotonic()
+                if op.status(now) == "DONE" or now >= deadline or self.closing:
+                    self._tick()
+                    return op.to_json(now)
+                self.cond.wait(timeout=min(op.done_at, deadline) - now + 0.001)
+
+
+def _image_json(image: JsonDict) -> JsonDict:
+    """An image as the API shows it: status from its operation, private fields dropped."""
+    out = {k: v for k, v in image.items() if not k.startswith("_")}
+    if image.get("_deleting"):
+        out["status"] = "DELETING"
+    elif "_ready_at" in image:
+        out["status"] = "READY" if time.monotonic() >= image["_ready_at"] else "PENDING"
+    return out
+
+
+def _raw_disk(obj: Any, source: str) -> tuple[str | None, int]:
+    """(why the object cannot be imported, or None; the size of its ``disk.raw``)."""
+    import gzip
+    import io
+    import tarfile
+
+    if obj is None:
+        return f"The resource '{source}' of type 'storage object' was not found.", 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(obj.data)) as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+            first = next(iter(tar), None)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        return f"'{source}' is not a gzip-compressed tar archive: {exc}", 0
+    if first is None or first.name != "disk.raw":
+        return f"'{source}': the archive must hold one file named disk.raw", 0
+    return None, first.size
 
 
 def _instance_path(project: str, zone: str, name: str) -> str:
@@ -878,6 +1031,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/machineTypes"), "machineTypes.list"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/global/images/family/([^/]+)"), "images.getFromFamily"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/global/images/([^/]+)"), "images.get"),
+    ("GET", re.compile(r"/compute/v1/projects/([^/]+)/global/images"), "images.list"),
+    ("POST", re.compile(r"/compute/v1/projects/([^/]+)/global/images"), "images.insert"),
+    ("DELETE", re.compile(r"/compute/v1/projects/([^/]+)/global/images/([^/]+)"), "images.delete"),
+    ("GET", re.compile(r"/compute/v1/projects/([^/]+)/global/operations/([^/]+)"), "globalOperations.get"),
+    ("POST", re.compile(r"/compute/v1/projects/([^/]+)/global/operations/([^/]+)/wait"), "globalOperations.wait"),
 ]
 
 
@@ -896,6 +1054,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _storage(self, verb: str, path: str, query: Mapping[str, str]) -> bool:
+        """Answer a Cloud Storage request (tests.gcp_fake.storage); False when it is not one."""
+        if not path.startswith(("/storage/", "/upload/storage/", "/download/storage/")):
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        answer = self.fake.storage.handle(verb, path, query, headers, raw)
+        code, out_headers, body = answer or (404, {"Content-Type": "application/json"},
+                                             json.dumps(not_found(path).body()).encode())
+        try:
+            self.send_response(code)
+            for k, v in out_headers.items():
+                self.send_header(k, v)
+            if "Content-Length" not in out_headers:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        return True
 
     def _send(self, code: int, body: JsonDict, headers: Mapping[str, str] | None = None) -> None:
         raw = json.dumps(body).encode()
@@ -922,6 +1105,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, verb: str) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if self._storage(verb, parts.path, query):
+            return
         try:
             body = self._body()
         except (ValueError, ApiError) as exc:
@@ -966,6 +1151,8 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 if method == "zoneOperations.wait":
                     result = fake.wait_operation(*args)
+                elif method == "globalOperations.wait":
+                    result = fake.wait_global_operation(*args)
                 else:
                     fake._tick()
                     result = self._call(method, args, query, body)
@@ -1011,6 +1198,14 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.api_image_family(*args)
         if method == "images.get":
             return fake.api_image(*args)
+        if method == "images.list":
+            return fake.api_images(args[0], query)
+        if method == "images.insert":
+            return fake.api_image_insert(args[0], query, body)
+        if method == "images.delete":
+            return fake.api_image_delete(args[0], args[1], query)
+        if method == "globalOperations.get":
+            return fake.api_global_operation(*args).to_json(time.monotonic())
         raise not_found(method)
 
     def _admin(self, verb: str, path: str, body: JsonDict) -> JsonDict:
@@ -1036,6 +1231,13 @@ class _Handler(BaseHTTPRequestHandler):
             return {"ok": True}
         if path == "/_admin/images" and verb == "POST":
             return fake.add_image(body["project"], body["name"], body.get("family"))
+        if path == "/_admin/images" and verb == "GET":
+            with fake.lock:
+                return {"images": [_image_json(i) for i in fake.images.values()]}
+        if path == "/_admin/buckets" and verb == "POST":
+            return fake.storage.add_bucket(body["name"], body.get("project", "my-project"))
+        if path == "/_admin/storage/calls" and verb == "GET":
+            return {"calls": dict(fake.storage.calls)}
         if path == "/_admin/instances" and verb == "GET":
             return {"instances": fake.all_instances()}
         if path == "/_admin/instances" and verb == "POST":

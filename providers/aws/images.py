@@ -1,0 +1,234 @@
+"""LinuxKit images on EC2: an EBS snapshot written through the EBS direct APIs, registered as an AMI.
+
+Called by :class:`providers.aws.provider.AwsProvider`'s image methods (the optional
+:class:`reconciler.provider.ImageStore` protocol), so by the engine's image pipeline and
+``infra image push|list`` and ``infra destroy --images``. ``linuxkit push aws`` needs an S3 bucket
+and the ``vmimport`` service role; this needs neither, the way AWS's coldsnap uploads disks:
+
+1. **find** (:func:`find`): one ``DescribeImages`` (owner ``self``) filtered on the tag
+   ``infra-image=<digest>``. An available AMI is reused as it is: nothing is uploaded.
+2. **snapshot**: a completed snapshot tagged with the digest (a push that crashed after its
+   upload) is registered without uploading again, and a pending one (a crash during its upload)
+   is written again and completed. Otherwise ``StartSnapshot`` (tagged, ``ClientToken`` derived
+   from the digest) and one ``PutSnapshotBlock`` per 512 KiB block of the ``<name>.raw`` disk
+   that is not all zeros (SHA-256 checksum per block), then ``CompleteSnapshot`` with the
+   changed-block count and the LINEAR aggregate checksum, then a wait until EC2 says completed.
+3. **register**: ``RegisterImage`` named ``image.name`` (x86_64, HVM, ENA, root ``/dev/sda1``
+   on gp3 from the snapshot, deleted with the instance), tagged with the digest in the same
+   call. ``InvalidAMIName.Duplicate`` is success when the AMI of that name carries the digest.
+
+The EBS direct APIs are a service of their own (``ebs``); its client shares the provider's
+session, its settings (no hidden retries) and the endpoint override (``AWS_ENDPOINT_URL_EBS``,
+else ``AWS_ENDPOINT_URL``). Every failure goes through :mod:`providers.aws.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from providers.aws import errors
+from reconciler.errors import PermanentError, TransientError
+from reconciler.image import LABEL_IMAGE, ImageRecord, ImageSpec
+from reconciler.provider import Progress
+
+if TYPE_CHECKING:
+    from providers.aws.provider import AwsProvider
+
+#: The EBS direct APIs' block size.
+BLOCK = 512 * 1024
+_ZERO = bytes(BLOCK)
+ROOT_DEVICE = "/dev/sda1"
+#: How long a snapshot may take to complete, and an AMI to become available.
+WAIT_DEADLINE = 1800.0
+_STATES = {"available": "ready", "pending": "pending", "failed": "failed", "invalid": "failed",
+           "error": "failed", "deregistered": "failed"}
+
+
+def ebs_endpoint() -> str | None:
+    """The EBS endpoint override, as boto3 itself would read it."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_EBS") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _tag_filter(digest: str) -> list[Any]:
+    return [{"Name": f"tag:{LABEL_IMAGE}", "Values": [digest]}]
+
+
+def _tags(image: ImageSpec) -> list[Any]:
+    return [{"Key": LABEL_IMAGE, "Value": image.digest}, {"Key": "Name", "Value": image.name}]
+
+
+def _record(raw: Any) -> ImageRecord:
+    tags = {t.get("Key"): t.get("Value") for t in raw.get("Tags", [])}
+    size = None
+    for bdm in raw.get("BlockDeviceMappings", []):
+        if bdm.get("DeviceName") == raw.get("RootDeviceName") and bdm.get("Ebs", {}).get("VolumeSize"):
+            size = int(bdm["Ebs"]["VolumeSize"]) << 30
+    return ImageRecord(name=raw.get("Name", ""), id=raw.get("ImageId", ""), digest=tags.get(LABEL_IMAGE, ""),
+                       size=size, status=_STATES.get(raw.get("State", ""), "pending"))
+
+
+def find(provider: AwsProvider, image: ImageSpec) -> ImageRecord | None:
+    """The AMI owned by this account tagged with ``image.digest`` (one DescribeImages)."""
+    found = provider._planning_read(
+        f"look up image {image.name}",
+        lambda: provider.client.describe_images(Owners=["self"], Filters=_tag_filter(image.digest)),
+    ).get("Images", [])
+    if not found:
+        return None
+    found.sort(key=lambda raw: (raw.get("State") != "available", raw.get("Name") != image.name,
+                                raw.get("CreationDate", "")))
+    return _record(found[0])
+
+
+def _snapshots(provider: AwsProvider, image: ImageSpec) -> list[Any]:
+    with errors.translate(f"look up snapshots of image {image.name}"):
+        found = provider.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(image.digest))
+    return [s for s in found.get("Snapshots", []) if s.get("State") in ("completed", "pending")]
+
+
+def _write(provider: AwsProvider, image: ImageSpec, artefact: Path, progress: Progress,
+           snapshot_id: str | None) -> str:
+    """Write the disk's non-zero blocks to a snapshot (new, or the pending ``snapshot_id``)."""
+    ebs = provider.ebs_client()
+    size = artefact.stat().st_size
+    gib = max(1, math.ceil(size / (1 << 30)))
+    if snapshot_id is None:
+        with errors.translate(f"start the snapshot of image {image.name}"):
+            started = ebs.start_snapshot(
+                VolumeSize=gib, Tags=_tags(image), Timeout=60,
+                Description=f"LinuxKit image {image.name} (infra, digest {image.digest})",
+                ClientToken=f"infra-image-{image.digest}"[:64],
+            )
+        snapshot_id = str(started["SnapshotId"])
+    digests: list[bytes] = []
+    with open(artefact, "rb") as fh:
+        index = 0
+        done = 0
+        while True:
+            data = fh.read(BLOCK)
+            if not data:
+                break
+            done += len(data)
+            if len(data) < BLOCK:
+                data = data.ljust(BLOCK, b"\0")
+            if data != _ZERO:
+                digest = hashlib.sha256(data).digest()
+                digests.append(digest)
+                with errors.translate(f"write block {index} of image {image.name}"):
+                    ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data,
+                                           DataLength=BLOCK, Checksum=base64.b64encode(digest).decode(),
+                                           ChecksumAlgorithm="SHA256")
+            progress(done, size)
+            index += 1
+    aggregate = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
+    with errors.translate(f"complete the snapshot of image {image.name}"):
+        ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(digests), Checksum=aggregate,
+                              ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+    return snapshot_id
+
+
+def _wait_snapshot(provider: AwsProvider, snapshot_id: str, name: str) -> None:
+    deadline = time.monotonic() + WAIT_DEADLINE
+    while True:
+        with errors.translate(f"describe snapshot {snapshot_id}"):
+            snaps = provider.client.describe_snapshots(SnapshotIds=[snapshot_id]).get("Snapshots", [])
+        state = snaps[0].get("State") if snaps else "missing"
+        if state == "completed":
+            return
+        if state in ("error", "missing"):
+            raise TransientError(f"aws: snapshot {snapshot_id} of image {name} is {state}",
+                                 hint="push again: a new snapshot is written")
+        if time.monotonic() > deadline:
+            raise TransientError(f"aws: snapshot {snapshot_id} of image {name} still {state}")
+        time.sleep(1.0)
+
+
+def _register(provider: AwsProvider, image: ImageSpec, snapshot_id: str) -> ImageRecord:
+    action = f"register image {image.name}"
+    try:
+        with errors.translate(action):
+            resp = provider.client.register_image(
+                Name=image.name, Description=f"LinuxKit image of group {image.group} (infra, digest {image.digest})",
+                Architecture="x86_64", VirtualizationType="hvm", EnaSupport=True, RootDeviceName=ROOT_DEVICE,
+                BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": {
+                    "SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}],
+                TagSpecifications=[{"ResourceType": "image", "Tags": _tags(image)}],
+            )
+        image_id = str(resp["ImageId"])
+    except PermanentError as exc:
+        if errors.error_code(exc.__cause__ or exc) != "InvalidAMIName.Duplicate":
+            raise
+        with errors.translate(f"look up image {image.name}"):
+            same = provider.client.describe_images(Owners=["self"], Filters=[
+                {"Name": "name", "Values": [image.name]}]).get("Images", [])
+        mine = [raw for raw in same if _record(raw).digest == image.digest]
+        if not mine:
+            raise PermanentError(f"aws: an AMI named {image.name} exists without tag {LABEL_IMAGE}={image.digest}; "
+                                 "infra will not use or replace it", hint="deregister or rename that AMI") from exc
+        image_id = str(mine[0]["ImageId"])
+    return _available(provider, image, image_id)
+
+
+def _available(provider: AwsProvider, image: ImageSpec, image_id: str) -> ImageRecord:
+    deadline = time.monotonic() + WAIT_DEADLINE
+    while True:
+        with errors.translate(f"describe image {image_id}"):
+            found = provider.client.describe_images(ImageIds=[image_id]).get("Images", [])
+        if found:
+            record = _record(found[0])
+            if record.ready:
+                return record if record.digest else ImageRecord(
+                    record.name, record.id, image.digest, record.size, record.status)
+            if record.status == "failed":
+                raise PermanentError(f"aws: image {image.name} ({image_id}) failed: "
+                                     f"{found[0].get('StateReason', {}).get('Message', 'no reason given')}")
+        if time.monotonic() > deadline:
+            raise TransientError(f"aws: image {image.name} ({image_id}) is not available after {WAIT_DEADLINE:g}s")
+        time.sleep(1.0)
+
+
+def push(provider: AwsProvider, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+    """See the module docstring."""
+    found = find(provider, image)
+    if found is not None:
+        if found.status == "failed":
+            raise PermanentError(f"aws: AMI {found.id} ({found.name}) with digest {image.digest} is {found.status}",
+                                 hint=f"deregister it (aws ec2 deregister-image --image-id {found.id}) and push again")
+        return found if found.ready else _available(provider, image, found.id)
+    snapshots = _snapshots(provider, image)
+    done = [s for s in snapshots if s.get("State") == "completed"]
+    if done:
+        snapshot_id = str(done[0]["SnapshotId"])
+        progress(artefact.stat().st_size, artefact.stat().st_size)
+    else:
+        pending = [s for s in snapshots if s.get("State") == "pending"]
+        snapshot_id = _write(provider, image, artefact, progress, str(pending[0]["SnapshotId"]) if pending else None)
+        _wait_snapshot(provider, snapshot_id, image.name)
+    return _register(provider, image, snapshot_id)
+
+
+def delete(provider: AwsProvider, record: ImageRecord) -> None:
+    """Deregister the AMI and delete its snapshots. Already gone is success."""
+    if not record.digest:
+        raise PermanentError(f"aws: refusing to delete image {record.name}: it lacks the {LABEL_IMAGE} tag")
+    with errors.translate(f"describe image {record.id}"):
+        found = provider.client.describe_images(Owners=["self"], Filters=_tag_filter(record.digest)).get("Images", [])
+    snapshot_ids = {bdm["Ebs"]["SnapshotId"] for raw in found for bdm in raw.get("BlockDeviceMappings", [])
+                    if bdm.get("Ebs", {}).get("SnapshotId")}
+    for raw in found:
+        with errors.translate(f"deregister image {raw.get('ImageId')}"):
+            provider.client.deregister_image(ImageId=raw["ImageId"])
+    with errors.translate(f"look up snapshots of image {record.name}"):
+        tagged = provider.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(record.digest))
+    snapshot_ids |= {s["SnapshotId"] for s in tagged.get("Snapshots", [])}
+    for snapshot_id in sorted(snapshot_ids):
+        with errors.translate(f"delete snapshot {snapshot_id}"):
+            provider.client.delete_snapshot(SnapshotId=snapshot_id)

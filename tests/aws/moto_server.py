@@ -1,0 +1,64 @@
+"""A moto server for trying ``stacks/etcd-aws.py`` by hand and for the aws end-to-end tests.
+
+``python -m tests.aws.moto_server --port 5000`` runs moto's server on 127.0.0.1 with the test
+world's fidelity fixes (:mod:`tests.aws.moto_fidelity`), refusing unknown AMIs and instance
+types as EC2 does and without moto's default AMIs; with ``--world`` (the default) it also creates
+a VPC with two subnets in two zones and a security group (:func:`tests.aws.moto_world.build`).
+It then prints the shell exports a client needs, one ``export NAME=value`` line each, and a
+line ``# ready``, and runs until SIGTERM or Ctrl-C. Tests only: it is a stand-in for EC2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.aws.moto_server", description=__doc__)
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument("--no-world", dest="world", action="store_false", help="create no VPC, subnets or group")
+    args = parser.parse_args(argv)
+    if not args.host.startswith("127."):
+        parser.error("the moto server listens on loopback only (127.0.0.0/8)")
+    os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
+                       "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true"})
+    from tests.aws import moto_fidelity, moto_world
+
+    for key, value in moto_world.FAKE_ENV.items():
+        os.environ[key] = value
+    moto_fidelity.apply(setattr)
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    url = f"http://{args.host}:{args.port}"
+    exports = {"AWS_ENDPOINT_URL": url, **{k: v for k, v in moto_world.FAKE_ENV.items() if k.startswith("AWS_")},
+               "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
+    if args.world:
+        from providers.aws.provider import new_session
+
+        ec2 = new_session().client("ec2", region_name=moto_world.REGION, endpoint_url=url)
+        world = moto_world.build(ec2)
+        exports["INFRA_AWS_SUBNETS"] = ",".join(world.subnets)
+        exports["INFRA_AWS_SECURITY_GROUPS"] = world.security_group
+    for key, value in exports.items():
+        print(f"export {key}={shlex.quote(value)}")
+    print("# ready", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
