@@ -10,7 +10,11 @@ moto server they start (``python -m tests.aws.moto_server``):
   (moto creates it as a finished EC2 snapshot): EC2 reports it ``pending`` until
   ``CompleteSnapshot``. Patched: pending until completed.
 
-``tests/aws/test_images.py`` checks both differences still exist in the installed moto (so a
+Left as moto has it (nothing here depends on it): ``RegisterImage`` ignores
+``BlockDeviceMappings`` and gives the AMI a mapping of its own, so tests find an image's snapshot
+by its ``infra-image`` tag, not through the AMI.
+
+``tests/aws/test_images.py`` checks both patched differences still exist in the installed moto (so a
 moto that fixes one is noticed and the patch removed).
 """
 

@@ -1,12 +1,15 @@
 """End to end: the real ``infra`` CLI, as a subprocess, against a moto server on 127.0.0.1.
 
-The fixture starts ``python -m moto.server`` (refusing unknown AMIs and instance types, as EC2
-does); the CLI reaches it through ``AWS_ENDPOINT_URL`` with fake credentials, exactly as a user
-would point ``infra`` at another EC2 endpoint. What a user would see: apply creates tagged
+The fixture starts ``python -m tests.aws.moto_server`` (moto refusing unknown AMIs and instance
+types, as EC2 does, with the test world's fidelity fixes); the CLI reaches it through
+``AWS_ENDPOINT_URL`` with fake credentials, exactly as a user would point ``infra`` at another EC2
+endpoint, and builds images with the tests' linuxkit stand-in (``INFRA_LINUXKIT``). What a user would see: apply creates tagged
 members carrying their user-data, the next plan is empty, an instance terminated out of band is
 replaced, an untagged instance and another stack's instance are never touched, destroy leaves
 none of the stack's instances running; and ``stacks/etcd-aws.py`` applies (its bootstrap needs no
-etcd API), while a later membership change, with no etcd member reachable from here, is refused.
+etcd API) after pushing the AMIs its groups boot (EBS direct APIs + RegisterImage; a second apply
+pushes nothing), while a later membership change, with no etcd member reachable from here, is
+refused.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import yaml
 
 from tests.aws import moto_world
 from tests.aws.moto_world import REGION, World, tags_of
+from tests.linuxkit_standin.artefact import STANDIN
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +51,9 @@ def _free_port() -> int:
 def moto_server(aws_env: None, tmp_path: Path) -> Iterator[str]:
     """A moto server on 127.0.0.1 (a child process, stopped and reaped by the finalizer)."""
     port = _free_port()
-    env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
-           "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true"}
     log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "--no-world", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -89,7 +91,7 @@ def infra(url: str, state: Path, *args: str, **env: str) -> subprocess.Completed
     exe = shutil.which("infra")
     assert exe, "the infra console script is not installed (pip install -e .)"
     full = {**os.environ, "AWS_ENDPOINT_URL": url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
-            "COLUMNS": "200", **env}
+            "COLUMNS": "200", "INFRA_LINUXKIT": str(STANDIN), **env}
     return subprocess.run([exe, *args], capture_output=True, text=True, env=full, timeout=240, check=False,
                           stdin=subprocess.DEVNULL)
 
@@ -105,6 +107,11 @@ def of_stack(ec2: Any, stack: str, *states: str) -> list[dict[str, Any]]:
 def user_data(ec2: Any, instance_id: str) -> dict[str, Any]:
     value = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
     return dict(json.loads(base64.b64decode(value)))
+
+
+def pipeline_amis(ec2: Any) -> list[dict[str, Any]]:
+    """The AMIs infra's image pipeline registered (tagged infra-image)."""
+    return [i for i in ec2.describe_images(Owners=["self"])["Images"] if "infra-image" in tags_of(i)]
 
 
 def foreign(ec2: Any, world: World, name: str, tags: dict[str, str]) -> str:
@@ -186,8 +193,6 @@ def test_a_bad_image_is_refused_before_anything_is_created(moto_server: str, ec2
 def test_etcd_aws_stack_bootstraps_and_refuses_blind_membership_changes(
     moto_server: str, ec2: Any, world: World, tmp_path: Path
 ) -> None:
-    etcd_ami = ec2.register_image(Name="infra-etcd-3.4.23")["ImageId"]
-    prom_ami = ec2.register_image(Name="infra-prometheus-2.42.0")["ImageId"]
     env = {"INFRA_AWS_SUBNETS": ",".join(world.subnets), "INFRA_AWS_SECURITY_GROUPS": world.security_group,
            "INFRA_AWS_HEALTH_TIMEOUT": "3"}
 
@@ -196,6 +201,14 @@ def test_etcd_aws_stack_bootstraps_and_refuses_blind_membership_changes(
 
     applied = run("apply", str(ETCD), "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "2 images pushed" in applied.stdout
+    amis = {tags_of(i)["infra-image"]: i for i in pipeline_amis(ec2)}
+    etcd_ami = next(i["ImageId"] for i in amis.values() if i["Name"].startswith("infra-etcd-"))
+    prom_ami = next(i["ImageId"] for i in amis.values() if i["Name"].startswith("infra-prometheus-"))
+    for digest in amis:  # (moto ignores RegisterImage's BlockDeviceMappings: find the snapshot by its tag)
+        (snap,) = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": "tag:infra-image", "Values": [digest]}])["Snapshots"]
+        assert snap["State"] == "completed"
     made = {tags_of(i)["infra-member"]: i for i in of_stack(ec2, "etcd-aws", *LIVE)}
     assert sorted(made) == ["etcd-0", "etcd-1", "etcd-2", "prometheus-0"]
     # Fixed addresses, round-robin over the subnets, known before launch (static bootstrap).
@@ -217,6 +230,9 @@ def test_etcd_aws_stack_bootstraps_and_refuses_blind_membership_changes(
 
     # Nothing answers from here (INFRA_NETWORK_ALLOW is loopback): health is unknown, not bad.
     assert run("plan", str(ETCD), "--detailed-exitcode").returncode == 0
+    again = run("apply", str(ETCD), "--yes")
+    assert again.returncode == 0 and "No changes" in again.stdout  # nothing pushed again
+    assert len(pipeline_amis(ec2)) == 2
 
     ec2.terminate_instances(InstanceIds=[made["etcd-1"]["InstanceId"]])
     refused = run("apply", str(ETCD), "--yes")
@@ -229,3 +245,8 @@ def test_etcd_aws_stack_bootstraps_and_refuses_blind_membership_changes(
     destroyed = run("destroy", str(ETCD), "--yes")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert of_stack(ec2, "etcd-aws", *LIVE) == []
+    assert len(pipeline_amis(ec2)) == 2  # images stay without --images
+    images = run("destroy", str(ETCD), "--yes", "--images")
+    assert images.returncode == 0, images.stdout + images.stderr
+    assert pipeline_amis(ec2) == []
+    assert [s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if "infra-image" in tags_of(s)] == []

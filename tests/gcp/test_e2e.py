@@ -6,11 +6,14 @@ user-data, the next plan is empty, an instance deleted out of band is replaced, 
 never touched, destroy leaves nothing, a plan over 1500 instances costs at most 4 list calls, and
 30% throttling/5xx answers still converge with no duplicate instance.
 
-``infra apply stacks/etcd-gcp.py --yes`` runs end to end too: the fake's VMs run nothing and sit
-on made-up 10.128.x addresses outside ``INFRA_NETWORK_ALLOW``, so the roles bootstrap without
-probing them (static bootstrap needs no API) and say so, and a later membership change refuses
-instead of guessing. Its plan, fixed etcd addresses and Prometheus GCE discovery are also checked
-in process.
+``infra apply stacks/etcd-gcp.py --yes`` runs end to end too: it builds the two groups' LinuxKit
+images (with the tests' linuxkit stand-in), uploads them to the fake's Cloud Storage and registers
+them, then creates members that boot them; a second apply pushes nothing. The fake's VMs run
+nothing and sit on made-up 10.128.x addresses outside ``INFRA_NETWORK_ALLOW``, so the roles
+bootstrap without probing them (static bootstrap needs no API) and say so, and a later membership
+change refuses instead of guessing. Its plan, fixed etcd addresses and Prometheus GCE discovery are
+also checked in process. A change to what a group's image holds rolls its members onto a new
+image; a missing ``linuxkit`` is one clear error that changes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from reconciler.engine import Engine
 from reconciler.loader import load_stack
 from tests.gcp.support import PROJECT, add_foreign, admin, calls
 from tests.gcp_fake import FakeCompute
+from tests.linuxkit_standin.artefact import STANDIN
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +43,22 @@ WEB = ROOT / "tests" / "gcp" / "stacks" / "web-gcp.py"
 ETCD = ROOT / "stacks" / "etcd-gcp.py"
 
 
+BUCKET = "my-project-infra-images"
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeCompute]:
     with FakeCompute(op_delay=0.05, boot_delay=0.05, seed=7) as server:
+        server.storage.add_bucket(BUCKET)
         yield server
 
 
 def infra(fake: FakeCompute, state: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI against the fake, with the linuxkit stand-in (``INFRA_LINUXKIT``) unless ``env`` overrides it."""
     exe = shutil.which("infra")
     assert exe, "the infra console script is not installed (pip install -e .)"
-    full = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1", **env}
+    full = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
+            "INFRA_LINUXKIT": str(STANDIN), "INFRA_GCP_IMAGE_BUCKET": BUCKET, **env}
     return subprocess.run([exe, *args], capture_output=True, text=True, env=full, timeout=240, check=False)
 
 
@@ -167,6 +177,7 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
     fake: FakeCompute, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INFRA_GCP_ENDPOINT", fake.url)
+    monkeypatch.setenv("INFRA_LINUXKIT", str(STANDIN))
     monkeypatch.delenv("INFRA_GCP_PROJECT", raising=False)
     stack = load_stack(ETCD)
     assert stack.provider == "gcp" and stack.group("etcd").size == 3
@@ -176,6 +187,7 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
         plan = engine.plan()
         creates = sorted((c.group, c.member) for c in plan.changes)
         assert creates == [("etcd", "etcd-0"), ("etcd", "etcd-1"), ("etcd", "etcd-2"), ("prometheus", "prometheus-0")]
+        assert sorted(i.group for i in plan.images) == ["etcd", "prometheus"]  # pushed before any create
         desired = {d.name: d.members for d in engine.desired({})}
     finally:
         engine.close()
@@ -195,13 +207,66 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
     assert calls(fake.url).get("instances.insert") is None  # planning changed nothing
 
 
-def test_validate_names_a_missing_image_before_anything_is_created(fake: FakeCompute, tmp_path: Path) -> None:
-    run = infra(fake, tmp_path, "validate", str(ETCD), INFRA_GCP_PROJECT="empty-project")
+def test_a_missing_linuxkit_is_one_clear_error_that_changes_nothing(fake: FakeCompute, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for command in (["validate"], ["plan"], ["apply", "--yes"]):
+        run = infra(fake, state, command[0], str(ETCD), *command[1:], INFRA_LINUXKIT="", PATH="/usr/bin:/bin")
+        assert run.returncode == 1, run.stdout + run.stderr
+        out = run.stdout + run.stderr
+        assert "Traceback" not in out
+        assert out.count("no 'linuxkit' on PATH") == 1 and "install the linuxkit CLI" in out  # one error
+        assert "groups[0].image" in out and "infra-etcd-" in out and "infra-prometheus-" in out
+    assert fake.all_instances() == [] and not [i for i in fake.images.values() if i.get("labels")]
+    assert not fake.storage.objects
+    assert list(state.iterdir()) == []  # not even a lock file
+
+
+def test_validate_names_a_missing_pinned_image_before_anything_is_created(fake: FakeCompute, tmp_path: Path) -> None:
+    run = infra(fake, tmp_path, "validate", str(WEB), WEB_GCP_IMAGE="family/no-such-family")
     assert run.returncode == 1
     out = run.stdout + run.stderr
-    assert "groups.etcd.image" in out and "groups.prometheus.image" in out
-    assert "family/infra-etcd" in out
+    assert "groups.web.image" in out and "family/no-such-family" in out
     assert fake.all_instances() == []
+
+
+def test_a_change_to_what_the_image_holds_rolls_the_members_onto_a_new_image(fake: FakeCompute,
+                                                                             tmp_path: Path) -> None:
+    env = {"WEB_GCP_STACK": "rollgcp", "WEB_GCP_SIZE": "2", "WEB_GCP_IMAGE": ""}
+    first = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 image pushed" in first.stdout
+    (old,) = [name for (_, name) in fake.images if name.startswith("infra-web-")]
+    booted = {inst.body["disks"][0]["initializeParams"]["sourceImage"] for inst in fake.instances.values()}
+    assert booted == {f"projects/{PROJECT}/global/images/{old}"}
+    fake.reset_calls()
+    fake.storage.calls.clear()
+    again = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+    assert again.returncode == 0 and "No changes" in again.stdout
+    assert "images.insert" not in calls(fake.url) and "storage.objects.insert" not in fake.storage.calls
+
+    plan = infra(fake, tmp_path, "plan", str(WEB), "--json", **env, WEB_GCP_PORT="8081")
+    doc = json.loads(plan.stdout)
+    (push,) = doc["images"]
+    assert push["action"] == "push" and push["group"] == "web" and push["name"] != old
+    assert [(c["action"], c["reason"]) for c in doc["changes"]] == [("replace", "spec changed")] * 2
+    assert all(c["after"]["image"] == push["name"] for c in doc["changes"])
+    text = infra(fake, tmp_path, "plan", str(WEB), **env, WEB_GCP_PORT="8081").stdout
+    assert text.index(push["name"]) < text.index("# group web")  # images listed before member changes
+    rolled = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env, WEB_GCP_PORT="8081")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    booted = {inst.body["disks"][0]["initializeParams"]["sourceImage"] for inst in fake.instances.values()}
+    assert booted == {f"projects/{PROJECT}/global/images/{push['name']}"}
+    assert ("my-project", old) in fake.images  # the old image is left alone
+
+    listed = json.loads(infra(fake, tmp_path, "image", "list", str(WEB), "--json", **env, WEB_GCP_PORT="8081").stdout)
+    assert [(i["group"], i["name"], i["present"]) for i in listed["images"]] == [("web", push["name"], True)]
+    kept = infra(fake, tmp_path, "destroy", str(WEB), "--yes", **env, WEB_GCP_PORT="8081")
+    assert kept.returncode == 0 and ("my-project", push["name"]) in fake.images  # images stay by default
+    assert members_of(fake, "rollgcp") == []
+    gone = infra(fake, tmp_path, "destroy", str(WEB), "--yes", "--images", **env, WEB_GCP_PORT="8081")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert ("my-project", push["name"]) not in fake.images and ("my-project", old) in fake.images
 
 
 def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> None:
@@ -209,7 +274,14 @@ def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> N
     applied = infra(fake, tmp_path, "apply", str(ETCD), "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "cannot be reached from here" in applied.stderr  # honest about the health gate it skipped
+    assert "2 images pushed" in applied.stdout
+    images = {img["labels"]["infra-image"]: name for (_, name), img in fake.images.items() if img.get("labels")}
+    assert sorted(n.rsplit("-", 1)[0] for n in images.values()) == ["infra-etcd", "infra-prometheus"]
     made = members_of(fake, "etcd-gcp")
+    for inst in [i for i in fake.instances.values() if "infra-group" in i.labels]:
+        source = inst.body["disks"][0]["initializeParams"]["sourceImage"]
+        assert source.rsplit("/", 1)[-1] == next(n for n in images.values()
+                                                  if n.startswith(f"infra-{inst.labels['infra-group']}-"))
     assert sorted(i["labels"]["infra-member"] for i in made) == ["etcd-0", "etcd-1", "etcd-2", "prometheus-0"]
     etcd = [i for i in made if i["labels"]["infra-group"] == "etcd"]
     for inst in etcd:
@@ -219,8 +291,10 @@ def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> N
         assert "BEGIN" not in json.dumps(inst["labels"])
     assert sorted(i["networkInterfaces"][0]["networkIP"] for i in etcd) == ["10.128.15.2", "10.128.15.3",
                                                                             "10.128.15.4"]
+    fake.reset_calls()
     again = infra(fake, tmp_path, "plan", str(ETCD), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert calls(fake.url).get("images.list") == 2 and "images.insert" not in calls(fake.url)  # one lookup each
     # the plan output and the saved plan never carry the members' private keys
     assert "PRIVATE KEY" not in applied.stdout + applied.stderr + again.stdout
 
