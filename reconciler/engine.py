@@ -255,7 +255,7 @@ class Engine:
         """Every problem the roles, the image pipeline and the provider can see before anything changes."""
         return self._validate(self._observed).problems
 
-    def _validate(self, observed: Observed) -> _Checked:
+    def _validate(self, observed: Observed, *, provider_checks: bool = True) -> _Checked:
         """The problems, each group's members as expanded to find them, and the pipeline images.
 
         Expanding is the costliest step of a plan after the provider call (a MemberSpec per
@@ -280,7 +280,7 @@ class Engine:
         if images and store is not None:
             states = pipeline.survey(store, images.values(), self.image_root)
             problems.extend(pipeline.problems(states, lambda g: f"groups[{index[g]}].image"))
-        if not any(p.is_error for p in problems):
+        if provider_checks and not any(p.is_error for p in problems):
             problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
         return _Checked(problems, expanded, states)
 
@@ -306,8 +306,12 @@ class Engine:
         return images
 
     def images(self) -> list[pipeline.ImageState]:
-        """The declaration's pipeline images and whether the provider has each (read-only)."""
-        return self._validate(self.observe()).images
+        """The declaration's pipeline images and whether the provider has each (read-only).
+
+        One image lookup per distinct digest and nothing else: an image depends on the groups'
+        services alone, so no instance is observed and the provider validates nothing.
+        """
+        return self._validate({}, provider_checks=False).images
 
     def push_images(self, images: list[ImageSpec], reporter: Reporter | None = None) -> None:
         """Build and push ``images`` (idempotent by digest). Raises InfraError when one fails."""

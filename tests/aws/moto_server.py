@@ -5,7 +5,9 @@ world's fidelity fixes (:mod:`tests.aws.moto_fidelity`), refusing unknown AMIs a
 types as EC2 does and without moto's default AMIs; with ``--world`` (the default) it also creates
 a VPC with two subnets in two zones and a security group (:func:`tests.aws.moto_world.build`).
 It then prints the shell exports a client needs, one ``export NAME=value`` line each, and a
-line ``# ready``, and runs until SIGTERM or Ctrl-C. Tests only: it is a stand-in for EC2.
+line ``# ready``, and runs until SIGTERM or Ctrl-C. ``--call-log FILE`` appends the name of every
+API action it answers (``DescribeImages``, ``PutSnapshotBlock`` ...) to FILE, one a line, so a
+test or bench can count the calls a CLI run made. Tests only: it is a stand-in for EC2.
 """
 
 from __future__ import annotations
@@ -18,11 +20,26 @@ import sys
 import threading
 
 
+def _log_calls(path: str) -> None:
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse.call_action
+    lock = threading.Lock()
+
+    def call_action(self: BaseResponse) -> object:
+        with lock, open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{self._get_action()}\n")
+        return original(self)
+
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.aws.moto_server", description=__doc__)
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     parser.add_argument("--no-world", dest="world", action="store_false", help="create no VPC, subnets or group")
+    parser.add_argument("--call-log", help="append each answered API action to this file")
     args = parser.parse_args(argv)
     if not args.host.startswith("127."):
         parser.error("the moto server listens on loopback only (127.0.0.0/8)")
@@ -33,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in moto_world.FAKE_ENV.items():
         os.environ[key] = value
     moto_fidelity.apply(setattr)
+    if args.call_log:
+        _log_calls(args.call_log)
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)

@@ -310,3 +310,38 @@ def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> N
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert members_of(fake, "etcd-gcp") == []
     assert foreign.split("/")[1] in {i["name"] for i in fake.all_instances()}
+
+
+def test_image_build_push_and_list_through_the_cli(fake: FakeCompute, tmp_path: Path) -> None:
+    env = {"WEB_GCP_STACK": "imggcp", "WEB_GCP_IMAGE": ""}
+    listed = json.loads(infra(fake, tmp_path, "image", "list", str(WEB), "--json", **env).stdout)
+    (row,) = listed["images"]
+    assert (row["group"], row["present"], row["built"]) == ("web", False, False)
+    built = infra(fake, tmp_path, "image", "build", str(WEB), **env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert f"web: {row['name']} built: " in built.stdout and row["digest"] in built.stdout
+    assert "images.insert" not in calls(fake.url) and not fake.storage.objects  # build pushes nothing
+    assert f"web: {row['name']} cached" in infra(fake, tmp_path, "image", "build", str(WEB), **env).stdout
+    pushed = infra(fake, tmp_path, "image", "push", str(WEB), **env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "1 pushed, 0 already present" in pushed.stdout
+    fake.reset_calls()
+    fake.storage.calls.clear()
+    again = infra(fake, tmp_path, "image", "push", str(WEB), **env)
+    assert again.returncode == 0 and "0 pushed, 1 already present" in again.stdout
+    assert calls(fake.url) == {"images.list": 1} and fake.storage.calls == {}  # one lookup, no upload
+    row = json.loads(infra(fake, tmp_path, "image", "list", str(WEB), "--json", **env).stdout)["images"][0]
+    assert row["present"] and row["size"] and row["id"].endswith(f"/global/images/{row['name']}")
+    assert fake.all_instances() == []  # images alone: no member was created
+    pinned = infra(fake, tmp_path, "image", "list", str(WEB), **{**env, "WEB_GCP_IMAGE": "family/infra-etcd"})
+    assert pinned.returncode == 0 and "every group pins its image" in pinned.stdout
+
+
+def test_an_image_that_cannot_be_pushed_changes_no_member(fake: FakeCompute, tmp_path: Path) -> None:
+    env = {"WEB_GCP_STACK": "failgcp", "WEB_GCP_IMAGE": ""}
+    name = json.loads(infra(fake, tmp_path, "image", "list", str(WEB), "--json", **env).stdout)["images"][0]["name"]
+    fake.add_image(PROJECT, name, "someone-elses")  # a foreign image holds the name
+    applied = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
+    assert applied.returncode == 1
+    assert f"an image named {name} exists without label infra-image" in applied.stderr
+    assert members_of(fake, "failgcp") == [] and fake.api_image(PROJECT, name)["family"] == "someone-elses"

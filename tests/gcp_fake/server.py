@@ -457,7 +457,8 @@ class FakeCompute:
             err.after = after
             self.failures.setdefault(method, []).append(err)
 
-    def add_image(self, project: str, name: str, family: str | None = None) -> JsonDict:
+    def add_image(self, project: str, name: str, family: str | None = None,
+                  labels: Mapping[str, str] | None = None) -> JsonDict:
         image: JsonDict = {
             "kind": "compute#image",
             "id": str(abs(hash((project, name))) % 10**18),
@@ -469,6 +470,8 @@ class FakeCompute:
         }
         if family:
             image["family"] = family
+        if labels:
+            image["labels"] = dict(labels)
         with self.lock:
             self.images[(project, name)] = image
         return image
