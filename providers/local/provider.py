@@ -312,7 +312,8 @@ class LocalProvider:
     def _build(self, staging: Path, spec: MemberSpec, record: InstanceRecord) -> None:
         """Fill a staging directory: config, LinuxKit YAML, logs, data, and the record last."""
         staging.chmod(0o700)
-        metadata.deliver(staging / "config", spec.userdata(), [f.path.strip("/") for f in spec.files if f.secret])
+        placed = spec if spec.address == record.address else spec.model_copy(update={"address": record.address})
+        metadata.deliver(staging / "config", placed.userdata(), [f.path.strip("/") for f in spec.files if f.secret])
         for sub in ("logs", "data", "run"):
             (staging / sub).mkdir(mode=0o700)
         text = linuxkit.render(spec.services, metadata=METADATA_SOURCE,

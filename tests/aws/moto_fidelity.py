@@ -38,7 +38,7 @@ def apply(setattr_: Setattr) -> None:
         result = original_register(self)
         tags = self._parse_tag_specification().get("image", {})
         if tags:
-            self.ec2_backend.create_tags([result.result["ImageId"]], tags)
+            self.ec2_backend.create_tags([result.result["ImageId"]], tags)  # type: ignore[index]
         return result
 
     def start_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -15,13 +15,11 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from providers.aws import AwsProvider
-from reconciler import imagebuild
 from reconciler.errors import PermanentError, TransientError
 from reconciler.image import ImageSpec
-from reconciler.model import MemberSpec, Service
 from tests.aws import moto_fidelity
 from tests.aws.moto_world import World, tags_of
-from tests.linuxkit_standin.artefact import STANDIN, yaml_of_bytes
+from tests.linuxkit_standin.artefact import build_with_standin, web_image, yaml_of_bytes
 
 BLOCKS = (1 << 30) // (512 * 1024)
 
@@ -36,16 +34,13 @@ def aws(fidelity: None, provider: AwsProvider) -> AwsProvider:
     return provider
 
 
-def spec(command: str = "httpd") -> ImageSpec:
-    member = MemberSpec(stack="st", group="web", member="web-0", role="command",
-                        services=(Service(name="web", image="busybox:1.36", command=(command, "{address}")),))
-    return ImageSpec.of("web", [member], fmt="aws", metadata="aws")
+def spec() -> ImageSpec:
+    return web_image("aws")
 
 
 @pytest.fixture
 def artefact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("INFRA_LINUXKIT", str(STANDIN))
-    return imagebuild.build(spec(), tmp_path / "root")
+    return build_with_standin(spec(), tmp_path / "root", monkeypatch.setenv)
 
 
 class Calls:

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from providers.gcp import GcpProvider
-from reconciler import imagebuild
 from reconciler.errors import ConfigError, PermanentError, TransientError
 from reconciler.image import ImageSpec
-from reconciler.model import MemberSpec, Service
+from reconciler.model import MemberSpec
 from tests.gcp.support import open_provider
 from tests.gcp_fake import FakeCompute
-from tests.linuxkit_standin.artefact import STANDIN, yaml_of
+from tests.linuxkit_standin.artefact import build_with_standin, web_image, yaml_of
 
 BUCKET = "infra-test-images"
 
@@ -40,16 +39,13 @@ def provider(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     p.close()
 
 
-def spec(command: str = "httpd") -> ImageSpec:
-    member = MemberSpec(stack="st", group="web", member="web-0", role="command",
-                        services=(Service(name="web", image="busybox:1.36", command=(command, "{address}")),))
-    return ImageSpec.of("web", [member], fmt="gcp", metadata="gcp")
+def spec() -> ImageSpec:
+    return web_image("gcp")
 
 
 @pytest.fixture
 def artefact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("INFRA_LINUXKIT", str(STANDIN))
-    return imagebuild.build(spec(), tmp_path / "root")
+    return build_with_standin(spec(), tmp_path / "root", monkeypatch.setenv)
 
 
 def counts(fake: FakeCompute) -> dict[str, int]:

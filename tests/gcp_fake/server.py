@@ -629,12 +629,7 @@ class FakeCompute:
                 f"Invalid value for field 'resource.name': '{name}'. "
                 "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'"
             )
-        labels = body.get("labels") or {}
-        if not isinstance(labels, dict) or len(labels) > 64:
-            raise invalid("Invalid value for field 'resource.labels': too many labels or not a map")
-        for key, value in labels.items():
-            if not LABEL_KEY_RE.match(str(key)) or not LABEL_VALUE_RE.match(str(value)):
-                raise invalid(f"Invalid value for field 'resource.labels': label '{key}={value}' is not valid")
+        labels = _checked_labels(body)
         mt_ref = _strip_api(str(body.get("machineType") or ""))
         m = re.fullmatch(r"(?:projects/[^/]+/)?zones/([^/]+)/machineTypes/([^/]+)", mt_ref)
         if not m:
@@ -833,14 +828,17 @@ class FakeCompute:
     def wait_operation(self, project: str, zone: str, name: str) -> JsonDict:
         """Block (releasing the lock) until the operation is DONE or ``wait_max`` has passed."""
         with self.cond:
-            op = self.api_operation(project, zone, name)
-            deadline = time.monotonic() + self.wait_max
-            while True:
-                now = time.monotonic()
-                if op.status(now) == "DONE" or now >= deadline or self.closing:
-                    self._tick()
-                    return op.to_json(now)
-                self.cond.wait(timeout=min(op.done_at, deadline) - now + 0.001)
+            return self._wait(self.api_operation(project, zone, name))
+
+    def _wait(self, op: Operation) -> JsonDict:
+        """``op`` once DONE or after ``wait_max`` (called holding ``cond``, which waiting releases)."""
+        deadline = time.monotonic() + self.wait_max
+        while True:
+            now = time.monotonic()
+            if op.status(now) == "DONE" or now >= deadline or self.closing:
+                self._tick()
+                return op.to_json(now)
+            self.cond.wait(timeout=min(op.done_at, deadline) - now + 0.001)
 
     def api_machine_type(self, project: str, zone: str, name: str) -> JsonDict:
         self._check_zone(project, zone)
@@ -916,10 +914,7 @@ class FakeCompute:
         name = str(body.get("name") or "")
         if not NAME_RE.match(name):
             raise invalid(f"Invalid value for field 'resource.name': '{name}'.")
-        labels = body.get("labels") or {}
-        for key, value in labels.items():
-            if not LABEL_KEY_RE.match(str(key)) or not LABEL_VALUE_RE.match(str(value)):
-                raise invalid(f"Invalid value for field 'resource.labels': label '{key}={value}' is not valid")
+        labels = _checked_labels(body)
         family = body.get("family")
         if family is not None and not NAME_RE.match(str(family)):
             raise invalid(f"Invalid value for field 'resource.family': '{family}'.")
@@ -976,14 +971,18 @@ class FakeCompute:
 
     def wait_global_operation(self, project: str, name: str) -> JsonDict:
         with self.cond:
-            op = self.api_global_operation(project, name)
-            deadline = time.monotonic() + self.wait_max
-            while True:
-                now = time.monotonic()
-                if op.status(now) == "DONE" or now >= deadline or self.closing:
-                    self._tick()
-                    return op.to_json(now)
-                self.cond.wait(timeout=min(op.done_at, deadline) - now + 0.001)
+            return self._wait(self.api_global_operation(project, name))
+
+
+def _checked_labels(body: JsonDict) -> JsonDict:
+    """A resource's ``labels``, refused (400) as the API refuses bad ones."""
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict) or len(labels) > 64:
+        raise invalid("Invalid value for field 'resource.labels': too many labels or not a map")
+    for key, value in labels.items():
+        if not LABEL_KEY_RE.match(str(key)) or not LABEL_VALUE_RE.match(str(value)):
+            raise invalid(f"Invalid value for field 'resource.labels': label '{key}={value}' is not valid")
+    return labels
 
 
 def _image_json(image: JsonDict) -> JsonDict:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+
+from reconciler import imagebuild
+from reconciler.image import ImageSpec
+from reconciler.model import MemberSpec, Service
 
 MAGIC = b"INFRA-LINUXKIT-STANDIN-DISK\n"
 STANDIN = Path(__file__).resolve().parent / "linuxkit"
@@ -35,3 +40,16 @@ def yaml_of(path: Path) -> str:
 def yaml_of_bytes(data: bytes) -> str:
     """The YAML of a raw disk's first bytes (e.g. an EBS snapshot's block 0)."""
     return _yaml_of_disk(data)
+
+
+def web_image(fmt: str, command: str = "httpd") -> ImageSpec:
+    """The image of a one-service ``command`` group ``web``, in format ``fmt`` (for push tests)."""
+    member = MemberSpec(stack="st", group="web", member="web-0", role="command",
+                        services=(Service(name="web", image="busybox:1.36", command=(command, "{address}")),))
+    return ImageSpec.of("web", [member], fmt=fmt, metadata=fmt)
+
+
+def build_with_standin(image: ImageSpec, root: Path, setenv: Callable[[str, str], None]) -> Path:
+    """``image`` built by the stand-in (``INFRA_LINUXKIT`` set through ``setenv``) under ``root``."""
+    setenv("INFRA_LINUXKIT", str(STANDIN))
+    return imagebuild.build(image, root)

@@ -103,7 +103,10 @@ def test_instance_directory_holds_record_linuxkit_yaml_logs_and_data(local_provi
     metadata = [s for s in lk["onboot"] if s["name"] == "metadata"]
     assert metadata and metadata[0]["command"] == ["/usr/bin/metadata", "cdrom"]
     assert lk["services"][0]["name"] == "web"
-    assert lk["services"][0]["command"][-1] == inst.address
+    assert inst.address not in (directory / "linuxkit.yml").read_text()  # the image holds no member data
+    assert "/run/config/infra/address" in lk["services"][0]["command"][-1]  # read at boot from user-data
+    assert (directory / "config" / "infra" / "address").read_text() == inst.address
+    assert (directory / "config" / "infra" / "name").read_text() == spec.name
 
     assert (directory / "data").is_dir()
     assert (directory / "logs" / "web.log").exists()
@@ -169,11 +172,12 @@ def test_config_is_delivered_like_linuxkit_metadata_and_secrets_stay_private(
         command=("sh", "-c", "cat {config}/app/greeting.txt > {data}/seen; exec sleep 600"),
     )
     spec = member(STACK, services=(reader,), files=files)
-    local_provider.create(spec)
+    inst = local_provider.create(spec)
     directory = local_provider.root / "instances" / spec.name
     config = directory / "config"
 
-    assert json.loads((config / "userdata").read_text()) == spec.userdata()
+    # the member's user-data, with the address the instance got (as a cloud's metadata would hold it)
+    assert json.loads((config / "userdata").read_text()) == spec.model_copy(update={"address": inst.address}).userdata()
     assert (config / "app" / "greeting.txt").read_text() == "hello\n"
     assert stat.S_IMODE((config / "app" / "greeting.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((config / "app" / "run.sh").stat().st_mode) == 0o755
