@@ -59,6 +59,7 @@ from providers.aws.config import AMI_ID_RE, AwsConfig, endpoint_url, parse_confi
 from reconciler.errors import ConfigError, NotFoundError, PermanentError, TransientError, is_retryable
 from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.ownership import require_owned
 from reconciler.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
@@ -532,13 +533,7 @@ class AwsProvider:
         found = [raw for res in resp.get("Reservations", []) for raw in res.get("Instances", [])]
         if not found or found[0].get("State", {}).get("Name", "") in GONE_STATES:
             return
-        current = self._to_instance(found[0])
-        if not current.owned_by(self.stack):
-            raise PermanentError(
-                f"aws: refusing to terminate {current.name} ({current.id}): it lacks the ownership "
-                f"tags of stack {self.stack!r}",
-                hint="infra only ever deletes instances it created for this stack",
-            )
+        require_owned("aws", self._to_instance(found[0]), self.stack)
         try:
             with errors.translate(action):
                 self.client.terminate_instances(InstanceIds=[instance.id])

@@ -52,7 +52,8 @@ from providers.gcp.config import (
 )
 from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.image import ImageRecord, ImageSpec
-from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.ownership import require_owned
 from reconciler.provider import Progress, SdConfig
 
 T = TypeVar("T")
@@ -479,7 +480,7 @@ class GcpProvider:
     def delete(self, instance: Instance) -> None:
         """Delete the instance and wait for the operation.
 
-        Re-reads it first and refuses (PermanentError) when the live instance lacks infra's
+        Re-reads it first and refuses (PermanentError) when the live instance lacks this stack's
         ownership labels. An instance that is already gone is success. After a failed delete the
         instance is assumed to still exist.
         """
@@ -489,10 +490,7 @@ class GcpProvider:
         current = self._get(zone, name)
         if current is None:
             return
-        seen = self._to_instance(current, zone)
-        owner = seen.labels.get(LABEL_STACK)
-        if not owner or not seen.owned_by(owner):
-            raise PermanentError(f"gcp: refusing to delete {name} in {zone}: it lacks infra's ownership labels")
+        require_owned("gcp", self._to_instance(current, zone), self.stack)
         action = f"delete instance {name} in {zone}"
         try:
             op = self._call(

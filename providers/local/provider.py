@@ -44,13 +44,12 @@ from providers.local.store import Claims, InstanceRecord, Processes, ServiceReco
 from reconciler import linuxkit
 from reconciler.errors import ConfigError, InfraError, PermanentError, TransientError
 from reconciler.model import (
-    LABEL_STACK,
-    OWNERSHIP_LABELS,
     Instance,
     InstanceStatus,
     MemberSpec,
     Problem,
 )
+from reconciler.ownership import require_owned
 from reconciler.provider import SdConfig
 from reconciler.settings import first_problem
 
@@ -458,7 +457,7 @@ class LocalProvider:
         """Stop the instance's whole process group (TERM, KILL after ``grace``), remove its directory.
 
         Reads the instance's own record (never the labels passed in) and refuses with
-        PermanentError when the record lacks infra's ownership labels. An instance that is
+        PermanentError when the record lacks this stack's ownership labels. An instance that is
         already gone is success. After a failed delete (TransientError: processes survived
         SIGKILL) the instance still exists.
         """
@@ -469,11 +468,7 @@ class LocalProvider:
                 self._refresh_discovery()
                 return
             directory, record = found
-            labels = record.labels
-            if not labels.get(LABEL_STACK) or not all(k in labels for k in OWNERSHIP_LABELS):
-                raise PermanentError(
-                    f"local: refusing to delete {record.name}: its record lacks infra's ownership labels"
-                )
+            require_owned("local", Instance(id=record.id, name=record.name, labels=record.labels), self.stack)
             self._stop(directory, record, record.grace)
             with self.store.lock():
                 self.store.discard(directory)

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.errors import TransientError
 from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.ownership import require_owned
 from reconciler.provider import SdConfig
 from reconciler.settings import parse_settings
 
@@ -75,14 +76,15 @@ class MemoryProvider:
 
     name: ClassVar[str] = "memory"
 
-    def __init__(self, config: MemoryConfig) -> None:
+    def __init__(self, config: MemoryConfig, *, stack: str = "") -> None:
         self.config = config
+        self.stack = stack
         self.world = world(config.world)
         self._rng = random.Random(config.seed)
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> MemoryProvider:
-        return cls(parse_settings(MemoryConfig, config))
+        return cls(parse_settings(MemoryConfig, config), stack=stack)
 
     def _call(self, kind: str) -> None:
         with self.world.lock:
@@ -122,8 +124,7 @@ class MemoryProvider:
             current = self.world.instances.get(instance.id)
             if current is None:
                 return
-            if not current.stack or not current.owned_by(current.stack):
-                raise PermanentError(f"memory: refusing to delete {current.name}: it lacks infra's labels")
+            require_owned("memory", current, self.stack)
             del self.world.instances[instance.id]
             self.world.by_name.pop(current.name, None)
 

@@ -209,7 +209,7 @@ def test_delete_rereads_tags_and_refuses_what_this_stack_does_not_own(provider: 
     partial = provider.create(spec("web-1", 1))
     ec2.delete_tags(Resources=[partial.id], Tags=[{"Key": "infra-spec"}])
     for inst in (other, partial):
-        with pytest.raises(PermanentError, match="refusing to terminate"):
+        with pytest.raises(PermanentError, match="refusing to delete"):
             # The caller's copy claims ownership; the provider trusts only EC2's tags.
             provider.delete(inst.model_copy(update={"labels": mine.labels}))
     provider.delete(mine)

@@ -6,7 +6,8 @@ with the test stack's labels, so one failure does not cascade.
 
 A subclass provides two things:
 
-* a ``provider`` fixture yielding an open provider (``reconciler.provider.Provider``);
+* a ``provider`` fixture yielding a provider open for the test's ``stack`` fixture
+  (``reconciler.provider.Provider``);
 * ``add_foreign(provider, name, labels)``: put an instance at the provider *without* going
   through ``infra`` (another tool's VM, another stack's) and return its id.
 
@@ -125,6 +126,30 @@ class ProviderConformance:
         provider.delete(mine)
         self.settle(provider)
         assert other_stack in self.ids(provider.list(stack_selector(stack + "o")))
+
+    def test_a_provider_refuses_to_delete_another_stacks_instance(self, provider: Provider, stack: str) -> None:
+        """Opened for ``stack``, the provider deletes nothing of another stack, whoever asks."""
+        theirs = self.spec(stack + "o").labels
+        other = self.add_foreign(provider, f"{stack}o-web-web-0-{theirs['infra-spec']}", theirs)
+        self.settle(provider)
+        with pytest.raises(PermanentError, match="refusing to delete"):
+            provider.delete(Instance(id=other, name=f"{stack}o-web-web-0-{theirs['infra-spec']}", labels=theirs))
+        self.settle(provider)
+        assert other in self.ids(provider.list(stack_selector(stack + "o")))
+
+    def test_a_provider_does_not_trust_the_callers_labels(self, provider: Provider, stack: str) -> None:
+        """A caller's copy that claims this stack's labels does not make a foreign instance deletable."""
+        mine = provider.create(self.spec(stack))
+        untagged = self.add_foreign(provider, f"{stack}-untagged", {})
+        theirs = self.spec(stack + "o").labels
+        other = self.add_foreign(provider, f"{stack}o-web-web-0-{theirs['infra-spec']}", theirs)
+        self.settle(provider)
+        for victim, name in ((untagged, f"{stack}-untagged"), (other, f"{stack}o-web-web-0-{theirs['infra-spec']}")):
+            with pytest.raises(PermanentError, match="refusing to delete"):
+                provider.delete(Instance(id=victim, name=name, labels=mine.labels))
+        self.settle(provider)
+        assert other in self.ids(provider.list(stack_selector(stack + "o")))
+        provider.delete(mine)
 
     def test_engine_steps_apply_replan_empty_then_destroy_leaves_nothing(
         self, provider: Provider, stack: str, tmp_path: Any

@@ -31,9 +31,10 @@ class TestGcpProvider(ProviderConformance):
     zones: list[str] | None = None
 
     @pytest.fixture
-    def provider(self, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Provider]:
+    def provider(self, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                 stack: str) -> Iterator[Provider]:
         extra: dict[str, Any] = {"zones": self.zones} if self.zones else {}
-        p = open_provider(fake.url, monkeypatch, tmp_path, **extra)
+        p = open_provider(fake.url, monkeypatch, tmp_path, stack=stack, **extra)
         yield p
         p.close()
 

@@ -18,10 +18,10 @@ class TestLocalProvider(ProviderConformance):
     services = (http_service(),)
 
     @pytest.fixture
-    def provider(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Provider]:
+    def provider(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack: str) -> Iterator[Provider]:
         monkeypatch.setenv("INFRA_STATE_DIR", str(tmp_path / "state"))
         root = tmp_path / "local"
-        p = LocalProvider.open({"root": str(root), "grace": 2.0}, stack="conf", state_dir=tmp_path)
+        p = LocalProvider.open({"root": str(root), "grace": 2.0}, stack=stack, state_dir=tmp_path)
         yield p
         p.close()
         teardown_root(root)

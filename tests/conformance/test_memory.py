@@ -15,8 +15,8 @@ from tests.conformance.base import ProviderConformance
 
 class TestMemoryProvider(ProviderConformance):
     @pytest.fixture
-    def provider(self, tmp_path: Path) -> Iterator[Provider]:
-        p = MemoryProvider.open({"world": uuid.uuid4().hex}, stack="conf", state_dir=tmp_path)
+    def provider(self, tmp_path: Path, stack: str) -> Iterator[Provider]:
+        p = MemoryProvider.open({"world": uuid.uuid4().hex}, stack=stack, state_dir=tmp_path)
         yield p
         p.close()
 

@@ -251,7 +251,7 @@ def test_delete_rereads_labels_and_refuses_foreign_even_with_forged_labels(
 
 
 def test_delete_waits_for_the_operation(fake: FakeCompute, provider: GcpProvider) -> None:
-    inst = provider.create(member("del"))
+    inst = provider.create(member("conf"))  # the stack the provider is open for
     provider.delete(inst)
     assert [i for i in fake.all_instances() if i["name"] == inst.name] == []
 

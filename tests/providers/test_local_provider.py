@@ -323,7 +323,7 @@ def test_delete_reads_its_own_record_and_refuses_without_ownership_labels(local_
     del doc["labels"][LABEL_SPEC]
     path.write_text(json.dumps(doc))
     # The caller passes full labels; the provider trusts only the record on disk.
-    with pytest.raises(PermanentError, match="ownership labels"):
+    with pytest.raises(PermanentError, match="lacks infra's ownership labels"):
         local_provider.delete(inst)
     assert path.exists()
     assert group_alive(doc["processes"]["pgid"])

@@ -136,12 +136,12 @@ def sweep(root: Path) -> list[int]:
 
 
 def teardown_root(root: Path) -> None:
-    """Delete every infra instance under ``root`` through a fresh provider, then check for leaks."""
+    """Delete every infra instance under ``root`` through a fresh provider of its stack, then check for leaks."""
     if (root / "instances").is_dir():
-        provider = LocalProvider.open({"root": str(root), "grace": 1.0}, stack="cleanup", state_dir=root)
-        for inst in provider.list({}):
-            if inst.owned_by(inst.stack or ""):
-                provider.delete(inst)
+        lister = LocalProvider.open({"root": str(root), "grace": 1.0}, stack="sweeper", state_dir=root)
+        for inst in lister.list({}):
+            if inst.stack and inst.owned_by(inst.stack):
+                LocalProvider.open({"root": str(root), "grace": 1.0}, stack=inst.stack, state_dir=root).delete(inst)
     leaked = sweep(root)
     assert not leaked, f"processes leaked out of {root}: {leaked}"
 
@@ -156,6 +156,6 @@ def local_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 @pytest.fixture
 def local_provider(local_root: Path) -> Iterator[LocalProvider]:
-    provider = LocalProvider.open({"root": str(local_root), "grace": 2.0}, stack="test", state_dir=local_root)
+    provider = LocalProvider.open({"root": str(local_root), "grace": 2.0}, stack="lt", state_dir=local_root)
     yield provider
     provider.close()
