@@ -655,6 +655,32 @@ def env(stack_file: str) -> None:
         click.echo(f"export {key}={shlex.quote(value)}")
 
 
+@cli.command()
+@click.argument("cloud", metavar="CLOUD")
+@click.option("--port", default=8089, show_default=True, type=click.IntRange(0, 65535),
+              help="Port on 127.0.0.1 to serve the cloud's API on (0: any free port).")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False),
+              help="Directory for the emulator's instances (default: <state root>/emulator/CLOUD).")
+@_debug_option
+def emulator(cloud: str, port: int, state_dir: str | None) -> None:
+    """Run an emulated cloud on this machine whose instances boot: gcp.
+
+    \b
+    It prints the exports a client needs, then '# ready':
+      infra emulator gcp > gcp.env &
+      . ./gcp.env; infra apply stacks/etcd-gcp.py --yes
+    SIGTERM or Ctrl-C stops every instance it booted.
+    """
+    from pathlib import Path
+
+    from reconciler import registry
+    from reconciler.paths import state_root
+
+    run = registry.emulator(cloud)
+    state = Path(state_dir) if state_dir else state_root() / "emulator" / cloud
+    raise SystemExit(run(port, state))
+
+
 def _add_daemon() -> None:
     from reconciler.daemon import daemon_command  # light: its heavy imports happen when it runs
 

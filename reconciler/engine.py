@@ -225,12 +225,11 @@ class Engine:
         return observed
 
     def desired(self, observed: Observed) -> list[GroupDesire]:
-        out = []
-        for group in self.stack.groups:
-            role = self.roles[group.name]
-            members = role.expand(self.context(group.name, observed)) if group.size else []
-            out.append(GroupDesire(group.name, role.policy, members))
-        return out
+        """Each group's desired members, booting their pipeline images (as :meth:`plan` diffs them)."""
+        expanded = {g.name: self.roles[g.name].expand(self.context(g.name, observed)) if g.size else []
+                    for g in self.stack.groups}
+        self._resolve_images(expanded)
+        return [GroupDesire(g.name, self.roles[g.name].policy, expanded[g.name]) for g in self.stack.groups]
 
     def health(self, observed: Observed) -> dict[str, Health]:
         """Each alive instance's health by its role; checks that do I/O run in parallel."""
@@ -279,7 +278,7 @@ class Engine:
         store = image_store(self.provider)
         if images and store is not None:
             states = pipeline.survey(store, images.values(), self.image_root)
-            problems.extend(pipeline.problems(states, lambda g: f"groups[{index[g]}].image"))
+            problems.extend(pipeline.problems(store, states, lambda g: f"groups[{index[g]}].image"))
         if provider_checks and not any(p.is_error for p in problems):
             problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
         return _Checked(problems, expanded, states)

@@ -82,6 +82,18 @@ def cached(image: ImageSpec, state_root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def document_artefact(image: ImageSpec, state_root: Path) -> Path:
+    """The image's LinuxKit YAML as its artefact (``<digest>/<name>.yml``), for an emulator that
+    boots from the document; written once, atomically."""
+    path = cache_root(state_root) / image.digest / f"{image.name}.yml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(image.yaml(), encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
 def build(image: ImageSpec, state_root: Path, *, log: Callable[[str], None] = lambda m: None) -> Path:
     """The artefact of ``image``: from the cache, else built now. Raises BuildError, LinuxkitMissingError."""
     hit = cached(image, state_root)

@@ -23,7 +23,7 @@ from reconciler import imagebuild
 from reconciler.errors import is_retryable
 from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import Problem
-from reconciler.provider import ImageStore
+from reconciler.provider import ImageStore, accepts_documents
 
 #: ``upload(image name, bytes done, bytes total)``
 Upload = Callable[[str, int, int], None]
@@ -53,10 +53,10 @@ def survey(store: ImageStore, images: Iterable[ImageSpec], state_root: Path) -> 
     return out
 
 
-def problems(states: Sequence[ImageState], field_of: Callable[[str], str]) -> list[Problem]:
+def problems(store: ImageStore, states: Sequence[ImageState], field_of: Callable[[str], str]) -> list[Problem]:
     """What stops the missing images from being built: no linuxkit (one problem for all of them)."""
     todo = [s for s in states if not s.present and s.artefact is None]
-    if not todo:
+    if not todo or (imagebuild.find_linuxkit() is None and accepts_documents(store)):
         return []
     try:
         imagebuild.require_linuxkit()
@@ -87,7 +87,13 @@ def push(
         if spec.digest in done:
             records.append(done[spec.digest])
             continue
-        artefact = imagebuild.build(spec, state_root, log=log)
+        if (imagebuild.find_linuxkit() is None and imagebuild.cached(spec, state_root) is None
+                and accepts_documents(store)):
+            artefact = imagebuild.document_artefact(spec, state_root)
+            log(f"no linuxkit: registering the LinuxKit YAML of {spec.name} itself as its image "
+                "(the emulator boots from the document; a real cloud needs a built disk)")
+        else:
+            artefact = imagebuild.build(spec, state_root, log=log)
         log(f"pushing image {spec.name} ({artefact.stat().st_size:,} bytes)")
 
         def attempt(spec: ImageSpec = spec, artefact: Path = artefact) -> ImageRecord:

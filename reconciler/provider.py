@@ -67,6 +67,11 @@ instances, and implements:
     Deletes a stored image (and what backs it: the GCS object, the EBS snapshot). Deleting what
     is already gone succeeds. Refuses (PermanentError) an image without ``infra-image``.
 
+``accepts_documents()`` (optional)
+    True when the endpoint boots an image from its LinuxKit document (an infra emulator), so
+    that, with no ``linuxkit`` installed, the pipeline may register the YAML itself as the
+    image's artefact. Must make no call to a real cloud; absent means False.
+
 The local and memory providers run no images and implement none of these.
 """
 
@@ -124,6 +129,12 @@ class ImageStore(Protocol):
 def image_store(provider: Provider) -> ImageStore | None:
     """``provider`` as an :class:`ImageStore` when it stores images, else None."""
     return provider if isinstance(provider, ImageStore) else None
+
+
+def accepts_documents(store: ImageStore) -> bool:
+    """Whether ``store`` boots images from their LinuxKit YAML (see ``accepts_documents``)."""
+    method = getattr(store, "accepts_documents", None)
+    return bool(method()) if method is not None else False
 
 
 class ProviderClass(Protocol):

@@ -7,8 +7,10 @@ CLI when it wires a stack to its provider and roles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import cast
 
 from reconciler.errors import ConfigError
@@ -17,6 +19,8 @@ from reconciler.role import Role
 
 PROVIDER_GROUP = "infra.providers"
 ROLE_GROUP = "infra.plugins"
+#: ``infra emulator NAME``: a callable ``run(port: int, state: Path) -> int`` serving a cloud's API.
+EMULATOR_GROUP = "infra.emulators"
 
 
 @cache
@@ -51,6 +55,15 @@ def _load(group: str, kind: str, name: str, where: str) -> object:
 
 def provider_class(name: str, where: str = "provider") -> ProviderClass:
     return cast(ProviderClass, _load(PROVIDER_GROUP, "provider", name, where))
+
+
+def emulator_names() -> list[str]:
+    return sorted(_entry_points(EMULATOR_GROUP))
+
+
+def emulator(name: str) -> Callable[[int, Path], int]:
+    """The ``run`` function of emulator ``name`` (``infra emulator NAME``)."""
+    return cast(Callable[[int, Path], int], _load(EMULATOR_GROUP, "emulator", name, "emulator"))
 
 
 def role(name: str, where: str = "role") -> Role:

@@ -15,18 +15,21 @@ labels, so no address is written into its configuration.
     infra apply stacks/etcd-gcp.py --yes         # builds and pushes the images first
     infra status stacks/etcd-gcp.py
 
-Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. Against the
-in-repo fake of the Compute and Cloud Storage APIs instead of real GCP (it prints the exports
-infra needs, then ``# ready``):
+Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. On this machine
+instead of GCP, against infra's GCE emulator, whose instances boot as local processes on loopback
+addresses (it prints the exports infra needs, then ``# ready``; without linuxkit it boots the
+images' LinuxKit YAML itself):
 
-    python -m tests.gcp_fake --port 8089 > gcp-fake.env &
-    until grep -q '^# ready' gcp-fake.env; do sleep 0.2; done; . ./gcp-fake.env
+    infra emulator gcp --port 8089 > gcp.env &
+    until grep -q '^# ready' gcp.env; do sleep 0.2; done; . ./gcp.env
     infra apply stacks/etcd-gcp.py --yes
+    eval "$(infra env stacks/etcd-gcp.py)"; etcdctl endpoint health --cluster
     infra image list stacks/etcd-gcp.py
     infra destroy stacks/etcd-gcp.py --yes --images
 
 etcd members get fixed internal addresses from ``address_range`` (etcd's static bootstrap and its
-certificates need them before the VMs exist). 10.128.15.0/28 is the top of us-central1's
+certificates need them before the VMs exist; ``INFRA_GCP_ADDRESS_RANGE`` overrides it, the
+emulator exports its loopback mirror 127.128.15.0/28). 10.128.15.0/28 is the top of us-central1's
 auto-mode subnet (10.128.0.0/20); keep it free of other VMs, or pick a range of your subnet that
 is. ``infra`` must reach those addresses (run it inside the VPC, or through a VPN) to check etcd's
 health and change its membership.
@@ -38,6 +41,7 @@ from reconciler import Group, Stack
 
 PROJECT = os.environ.get("INFRA_GCP_PROJECT", "my-project")
 IMAGE_BUCKET = os.environ.get("INFRA_GCP_IMAGE_BUCKET", f"{PROJECT}-infra-images")
+ADDRESS_RANGE = os.environ.get("INFRA_GCP_ADDRESS_RANGE", "10.128.15.0/28")
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
 
 stack = Stack(
@@ -59,7 +63,7 @@ stack = Stack(
             # No image=: the members boot the image built from this group's LinuxKit document.
             machine_type="e2-small",
             config={"version": "3.4.23"},
-            provider_config={"address_range": "10.128.15.0/28"},
+            provider_config={"address_range": ADDRESS_RANGE},
         ),
         Group(
             name="prometheus",

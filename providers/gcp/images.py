@@ -19,8 +19,11 @@ it, and survives a crash at any step:
    *global* operation. A 409 for that name is success when the image found carries the digest,
    and a PermanentError (a foreign image holds the name) otherwise.
 
-The object stays in the bucket after the insert (the image does not need it; ``delete_image``
-removes both). Every failure goes through :mod:`providers.gcp.errors`.
+The image's LinuxKit YAML is uploaded beside the disk (``<name>.yml``): what the image was built
+from. The objects stay in the bucket after the insert (the image does not need them;
+``delete_image`` removes them). Against infra's GCE emulator with no ``linuxkit`` installed, the
+pipeline registers the YAML itself as the image (the emulator boots from the document).
+Every failure goes through :mod:`providers.gcp.errors`.
 """
 
 from __future__ import annotations
@@ -136,6 +139,44 @@ def _upload(provider: GcpProvider, bucket_name: str, name: str, artefact: Path, 
         client.close()
 
 
+def _upload_document(provider: GcpProvider, bucket_name: str, image: ImageSpec) -> None:
+    """The image's LinuxKit YAML beside its disk (``<name>.yml``): what the image was built from,
+    for a person, and what an emulator boots."""
+    from google.api_core import exceptions as gexc
+
+    client = _storage_client(provider)
+    name = f"{OBJECT_PREFIX}/{image.digest}/{image.name}.yml"
+    try:
+        with errors.translate(f"upload {image.name}.yml to gs://{bucket_name}"):
+            try:
+                client.bucket(bucket_name).blob(name).upload_from_string(
+                    image.yaml(), content_type="application/yaml", if_generation_match=0,
+                    timeout=provider.config.request_timeout, retry=None)
+            except gexc.PreconditionFailed:
+                pass  # already there
+    finally:
+        client.close()
+
+
+def accepts_documents(provider: GcpProvider) -> bool:
+    """Whether the endpoint override is infra's GCE emulator (``GET /_emulator/info``).
+
+    Only ever asked of an override endpoint (the real API is never called for this); the answer
+    is kept for the provider's life.
+    """
+    if not provider.endpoint:
+        return False
+    if provider._emulator is None:
+        import requests
+
+        try:
+            answer = requests.get(provider.endpoint.rstrip("/") + "/_emulator/info", timeout=5)
+            provider._emulator = answer.ok and bool(answer.json().get("boots"))
+        except (requests.RequestException, ValueError):
+            provider._emulator = False
+    return provider._emulator
+
+
 def _wait_global(provider: GcpProvider, op: compute_v1.Operation, action: str) -> compute_v1.Operation:
     deadline = time.monotonic() + provider.config.operation_deadline
     while op.status != compute_v1.Operation.Status.DONE:
@@ -167,6 +208,8 @@ def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Prog
                               hint="create it with: gcloud storage buckets create gs://NAME --location=REGION")
         name = object_name(image, artefact)
         _upload(provider, cfg.image_bucket, name, artefact, progress)
+        if not artefact.name.endswith(".yml"):  # the document beside the disk: what the image holds
+            _upload_document(provider, cfg.image_bucket, image)
         resource = compute_v1.Image(
             name=image.name,
             family=family(image),

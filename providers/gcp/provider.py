@@ -191,6 +191,7 @@ class GcpProvider:
         self.stack = stack
         self.endpoint = endpoint
         self.clients = _Clients(endpoint)
+        self._emulator: bool | None = None  # whether the endpoint is infra's emulator (asked once)
         self._retry = gretry.Retry(
             predicate=_retryable,
             initial=0.1,
@@ -365,6 +366,10 @@ class GcpProvider:
     def delete_image(self, record: ImageRecord) -> None:
         """Delete the image and its uploaded object; already gone is success."""
         gcp_images.delete(self, record, lambda op, action: gcp_images._wait_global(self, op, action))
+
+    def accepts_documents(self) -> bool:
+        """True against infra's GCE emulator (asked of an endpoint override only)."""
+        return gcp_images.accepts_documents(self)
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -633,9 +638,20 @@ class GcpProvider:
         """``gce_sd_configs``, one per zone of the stack, filtered on ``selector``'s labels.
 
         Prometheus then finds the members itself (their primary internal addresses, on
-        ``port``); its credentials come from the VM's service account.
+        ``port``); its credentials come from the VM's service account. Under an endpoint
+        override (``INFRA_GCP_ENDPOINT``, e.g. infra's GCE emulator) it is ``http_sd_configs``
+        pointing at the endpoint's ``/_emulator/sd/{project}`` with the same filter, since
+        ``gce_sd`` cannot be pointed at another endpoint.
         """
         filt = label_filter(selector)
+        if self.endpoint:
+            # gce_sd has no endpoint setting: under an override, the endpoint's HTTP discovery
+            # (infra's GCE emulator serves it) with the same label filter.
+            from urllib.parse import urlencode
+
+            query = urlencode({"filter": filt, "port": port})
+            return {"http_sd_configs": [{"url": f"{self.endpoint.rstrip('/')}/_emulator/sd/"
+                                                f"{self.config.project}?{query}", "refresh_interval": "5s"}]}
         return {
             "gce_sd_configs": [
                 {"project": self.config.project, "zone": zone, "port": port, "filter": filt}

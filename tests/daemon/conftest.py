@@ -75,13 +75,24 @@ stack = Stack(
     return path
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step (a rename), as an editor saving the file does.
+
+    A plain ``write_text`` truncates first: the daemon's watcher may read the empty or half-written
+    file and count a reload that no user edit made.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def set_size(path: Path, size: int) -> None:
     text = path.read_text()
     import re
 
     new = re.sub(r"size=\d+", f"size={size}", text, count=1)
     assert new != text
-    path.write_text(new)
+    replace_text(path, new)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from reconciler.lock import StackLock
-from tests.daemon.conftest import INFRA, Harness, is_event, is_pass, report, set_size
+from tests.daemon.conftest import INFRA, Harness, is_event, is_pass, replace_text, report, set_size
 
 
 def _members(h: Harness, stack_file: Path) -> dict[str, dict[str, object]]:
@@ -80,7 +80,7 @@ def test_stack_edits_are_picked_up_and_a_broken_edit_keeps_the_last_good_version
     good = stack.read_text()
     web0 = str(_members(harness, stack)["web-0"]["name"])
     try:
-        stack.write_text(good.replace("size=2", "size=5") + "\nthis is not python (\n")
+        replace_text(stack, good.replace("size=2", "size=5") + "\nthis is not python (\n")
         mark = len(d.events())
         _, bad = d.wait_for(is_event("reload", result="error"), after=mark, timeout=30, what="the broken edit logged")
         assert "syntax error" in bad["error"] and "last good version" in bad["msg"]
@@ -96,7 +96,7 @@ def test_stack_edits_are_picked_up_and_a_broken_edit_keeps_the_last_good_version
         assert d.metric("infra_stack_reloads_total", stack="edit", result="ok") == 1
         assert d.metric("infra_stack_reloads_total", stack="edit", result="error") == 1
     finally:
-        stack.write_text(good)
+        replace_text(stack, good)
     assert d.terminate() == 0
 
 

@@ -1,4 +1,4 @@
-"""The commands in the cloud stacks' docstrings, run as written (bash, the real CLI).
+"""The commands in the cloud stacks' docstrings and the README's try-it block, run as written.
 
 Each stack file's docstring has a block of commands for trying it against the in-repo stand-in of
 its cloud (the fake Compute and Cloud Storage APIs, the moto server). This test takes that block
@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def emulator_block(stack: Path) -> list[str]:
-    """The indented command block of the docstring that starts the cloud's stand-in."""
+    """The indented command block of the docstring that starts the emulator or the stand-in of its cloud."""
     doc = ast.get_docstring(ast.parse(stack.read_text())) or ""
     blocks: list[list[str]] = [[]]
     for line in doc.splitlines():
@@ -41,24 +41,47 @@ def emulator_block(stack: Path) -> list[str]:
             blocks[-1].append(line.strip())
         elif blocks[-1]:
             blocks.append([])
-    (block,) = [b for b in blocks if any("python -m tests." in cmd for cmd in b)]
+    (block,) = [b for b in blocks if any("python -m tests." in cmd or "infra emulator" in cmd for cmd in b)]
     return block
+
+
+def readme_block() -> list[str]:
+    """The command block of the README's "Try the cloud stacks on this machine"."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Try the cloud stacks on this machine"):]
+    body = section[section.index("```\n") + 4:]
+    return [line.split("  #")[0].strip() for line in body[:body.index("```")].splitlines() if line.strip()]
+
+
+def run_block(block: list[str], port: str, tmp_path: Path, *, linuxkit: bool) -> subprocess.CompletedProcess[str]:
+    script = "\n".join(["set -eu", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+                        *(re.sub(rf"\b{port}\b", str(free_port()), cmd) for cmd in block)])
+    (tmp_path / "stacks").symlink_to(ROOT / "stacks")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INFRA_GCP", "INFRA_AWS"))}
+    path = env["PATH"] if not linuxkit else f"{STANDIN.parent}{os.pathsep}{env['PATH']}"
+    env.update({"PATH": path, "PYTHONPATH": str(ROOT), "INFRA_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1",
+                "INFRA_AWS_HEALTH_TIMEOUT": "3"})
+    env.pop("INFRA_LINUXKIT", None)
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=420, check=False)
+    assert proc.returncode == 0, f"{script}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
+
+
+def test_the_readmes_try_it_commands_work_as_written(tmp_path: Path) -> None:
+    """README's "Try the cloud stacks on this machine", with no linuxkit installed."""
+    block = readme_block()
+    assert block[0].startswith("infra emulator gcp") and "etcdctl endpoint health --cluster" in " ".join(block)
+    proc = run_block(block, "8089", tmp_path, linuxkit=False)
+    assert proc.stdout.count("is healthy") == 3 or proc.stderr.count("is healthy") == 3
+    assert "2 images pushed" in proc.stdout and "image infra-etcd-" in proc.stdout
 
 
 @pytest.mark.parametrize(("stack", "port"), [("etcd-gcp.py", "8089"), ("etcd-aws.py", "5000")])
 def test_the_docstring_commands_work_as_written(stack: str, port: str, tmp_path: Path) -> None:
     block = emulator_block(ROOT / "stacks" / stack)
     assert any(cmd.startswith("infra apply") for cmd in block) and block[-1].startswith("infra destroy")
-    script = "\n".join(["set -eu", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
-                        *(re.sub(rf"\b{port}\b", str(free_port()), cmd) for cmd in block)])
-    (tmp_path / "stacks").symlink_to(ROOT / "stacks")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INFRA_GCP", "INFRA_AWS"))}
-    env.update({"PATH": f"{STANDIN.parent}{os.pathsep}{env['PATH']}", "PYTHONPATH": str(ROOT),
-                "INFRA_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1", "INFRA_AWS_HEALTH_TIMEOUT": "3"})
-    env.pop("INFRA_LINUXKIT", None)
-    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=420, check=False)
-    assert proc.returncode == 0, f"{script}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    proc = run_block(block, port, tmp_path, linuxkit=True)
     assert "2 images pushed" in proc.stdout  # apply built and pushed both groups' images
     assert re.search(r"etcd: infra-etcd-[0-9a-f]{12}\s+present", proc.stdout)  # infra image list
     assert "image infra-etcd-" in proc.stdout and "deleted" in proc.stdout  # destroy --images

@@ -1,6 +1,6 @@
-"""A fake of the Compute Engine v1 REST API (see :mod:`tests.gcp_fake.server` for what it
-reproduces and what not). ``python -m tests.gcp_fake --port 8089`` runs it by hand."""
+"""The tests' handle on the Compute and Cloud Storage fake: the GCE emulator's API without its
+machines (:mod:`providers.gcp.emulator.compute`), with its fault injection and admin API."""
 
-from tests.gcp_fake.server import ApiError, FakeCompute
+from providers.gcp.emulator.compute import ApiError, FakeCompute
 
 __all__ = ["ApiError", "FakeCompute"]

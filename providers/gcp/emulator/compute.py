@@ -1,8 +1,10 @@
-"""A fake of the Compute Engine v1 REST API, for tests and demos of ``providers/gcp``.
+"""The Compute Engine v1 REST API of the GCE emulator, and the tests' fake of it.
 
-Started on 127.0.0.1 by test fixtures (:class:`FakeCompute` is a context manager running a
-threaded HTTP server in the test process) or by hand with ``python -m tests.gcp_fake --port 8089``.
-The provider reaches it by setting ``INFRA_GCP_ENDPOINT=http://127.0.0.1:PORT``.
+``infra emulator gcp`` (:mod:`providers.gcp.emulator.main`) serves it on 127.0.0.1 with the
+emulator's machines attached (:mod:`providers.gcp.emulator.machines`: instances boot); test
+fixtures run it bare in the test process (:class:`FakeCompute` is a context manager running a
+threaded HTTP server), where instances are records and nothing runs. The provider reaches it by
+setting ``INFRA_GCP_ENDPOINT=http://127.0.0.1:PORT``.
 
 Reproduced, because the provider depends on it:
 
@@ -59,11 +61,15 @@ Admin API (no faults, not counted), for tests and demos:
   "labels", "status"}`` or ``{"instances": [...]}``) puts instances there without any operation,
   as another tool would; ``DELETE /_admin/instances/{project}/{zone}/{name}`` removes one at once
   (out of band); ``POST /_admin/instances/{project}/{zone}/{name}/status`` ``{"status": ...}``
+* ``GET /_emulator/info`` (what this server is: ``{"emulator": "gce", "boots": bool}``, which
+  infra's image push asks before it registers a LinuxKit YAML as an image);
+  ``GET /_emulator/sd/{project}?filter=...&port=N``: Prometheus HTTP service discovery of the
+  RUNNING instances matching the label filter (``gce_sd`` has no endpoint setting);
 * ``POST /_admin/images`` ``{"project", "name", "family"}``; ``GET /_admin/images``;
   ``POST /_admin/buckets`` ``{"name"}``; ``GET /_admin/storage/calls``; ``GET /_admin/health``
 
 Images (for the image pipeline): ``images.list`` (label filters, pagination), ``images.insert``
-from ``rawDisk.source`` (an object in the fake's Cloud Storage, :mod:`tests.gcp_fake.storage`,
+from ``rawDisk.source`` (an object in the fake's Cloud Storage, :mod:`providers.gcp.emulator.storage`,
 served on the same port; the image is PENDING until its *global* operation is DONE, then READY,
 and the operation fails when the object is missing or not a tar.gz holding ``disk.raw``),
 ``images.delete``, ``globalOperations.get``/``wait``, ``requestId`` replay for both; an instance
@@ -81,14 +87,14 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.gcp_fake.filters import FilterError, compile_filter
-from tests.gcp_fake.storage import FakeStorage
+from providers.gcp.emulator.filters import FilterError, compile_filter
+from providers.gcp.emulator.storage import FakeStorage
 
 JsonDict = dict[str, Any]
 
@@ -375,6 +381,9 @@ class FakeCompute:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.storage = FakeStorage()
+        #: Set by the emulator's machines: instances boot, and their console output comes from here.
+        self.boots = False
+        self.console: Callable[[FakeInstance], str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -677,6 +686,12 @@ class FakeCompute:
                     f"Quota 'INSTANCES' exceeded.  Limit: {float(self.quota_instances)} in region {region}.",
                 )
         fixed = str(((body.get("networkInterfaces") or [{}])[0]).get("networkIP") or "")
+        if self.boots and fixed and not fixed.startswith("127."):
+            raise invalid(
+                f"Invalid value for field 'resource.networkInterfaces[0].networkIP': '{fixed}'. The emulator "
+                "gives instances loopback addresses only (its subnetwork is 127.128.0.0/20): use a loopback "
+                "address_range, e.g. INFRA_GCP_ADDRESS_RANGE=127.128.15.0/28."
+            )
         if error is None and fixed:
             holder = next((i for i in self.instances.values() if i.project == project and i.address == fixed), None)
             if holder is not None:
@@ -840,6 +855,35 @@ class FakeCompute:
                 return op.to_json(now)
             self.cond.wait(timeout=min(op.done_at, deadline) - now + 0.001)
 
+    def emulator_api(self, path: str, query: Mapping[str, str]) -> Any:
+        """``/_emulator/info`` and ``/_emulator/sd/{project}`` (see the module docstring)."""
+        if path == "/_emulator/info":
+            return {"emulator": "gce", "boots": self.boots}
+        m = re.fullmatch(r"/_emulator/sd/([^/]+)", path)
+        if not m:
+            raise not_found(path)
+        port = int(query.get("port", "80"))
+        with self.lock:
+            self._tick()
+            found = self._filtered(m.group(1), self.zones, query.get("filter", ""))
+            now = time.monotonic()
+            return [
+                {"targets": [f"{i.address}:{port}"],
+                 "labels": {**{k.replace("-", "_"): v for k, v in i.labels.items()}, "__meta_gce_zone": i.zone,
+                            "__meta_gce_instance_name": i.name}}
+                for i in found if i.status(now) == "RUNNING"
+            ]
+
+    def serial_output(self, project: str, zone: str, name: str) -> JsonDict:
+        """``instances.getSerialPortOutput``: what the emulator's machine logged (empty when bare)."""
+        self._check_zone(project, zone)
+        inst = self.instances.get((project, zone, name))
+        if inst is None:
+            raise not_found(_instance_path(project, zone, name))
+        text = self.console(inst) if self.console is not None else ""
+        return {"kind": "compute#serialPortOutput", "contents": text, "start": "0", "next": str(len(text)),
+                "selfLink": f"{API}/{_instance_path(project, zone, name)}/serialPort"}
+
     def api_machine_type(self, project: str, zone: str, name: str) -> JsonDict:
         self._check_zone(project, zone)
         if name not in self.machine_types:
@@ -924,7 +968,8 @@ class FakeCompute:
             raise invalid(f"Invalid value for field 'resource.rawDisk.source': '{source}'. "
                           "Use https://storage.googleapis.com/BUCKET/OBJECT.")
         if (project, name) in self.images:
-            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists")
+            raise ApiError(409, "alreadyExists",
+                           f"The resource 'projects/{project}/global/images/{name}' already exists")
         target_id = next(self.ids)
         op = self._new_op(project, "", "insert", name, target_id, request_id, resource="images")
         error, disk_bytes = _raw_disk(self.storage.get(m.group(1), m.group(2)), source)
@@ -996,13 +1041,28 @@ def _image_json(image: JsonDict) -> JsonDict:
 
 
 def _raw_disk(obj: Any, source: str) -> tuple[str | None, int]:
-    """(why the object cannot be imported, or None; the size of its ``disk.raw``)."""
+    """(why the object cannot be imported, or None; the size of its ``disk.raw``).
+
+    The emulator's extension: a LinuxKit YAML document (``.yml``) is accepted as the image
+    itself, since the emulator boots from the document (what infra registers when no linuxkit
+    is installed). GCE itself accepts only the tarball.
+    """
     import gzip
     import io
     import tarfile
 
     if obj is None:
         return f"The resource '{source}' of type 'storage object' was not found.", 0
+    if obj.name.endswith(".yml"):
+        import yaml
+
+        try:
+            doc = yaml.safe_load(obj.data)
+        except yaml.YAMLError as exc:
+            return f"'{source}' is not a LinuxKit YAML document: {exc}", 0
+        if not isinstance(doc, dict) or "kernel" not in doc:
+            return f"'{source}' is not a LinuxKit YAML document (no kernel)", 0
+        return None, 1 << 30
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(obj.data)) as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
             first = next(iter(tar), None)
@@ -1026,6 +1086,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances"), "instances.list"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/aggregated/instances"), "instances.aggregatedList"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)"), "instances.get"),
+    ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/serialPort"),
+     "instances.getSerialPortOutput"),
     ("DELETE", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)"), "instances.delete"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)"), "zoneOperations.get"),
     ("POST", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)/wait"), "zoneOperations.wait"),
@@ -1061,7 +1123,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("PUT")
 
     def _storage(self, verb: str, path: str, query: Mapping[str, str]) -> bool:
-        """Answer a Cloud Storage request (tests.gcp_fake.storage); False when it is not one."""
+        """Answer a Cloud Storage request (providers.gcp.emulator.storage); False when it is not one."""
         if not path.startswith(("/storage/", "/upload/storage/", "/download/storage/")):
             return False
         length = int(self.headers.get("Content-Length") or 0)
@@ -1113,6 +1175,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
         except (ValueError, ApiError) as exc:
             self._send(400, invalid(f"Invalid JSON payload received. {exc}").body())
+            return
+        if parts.path.startswith("/_emulator/"):
+            try:
+                self._send(200, self.fake.emulator_api(parts.path, query))
+            except ApiError as exc:
+                self._send(exc.code, exc.body())
             return
         if parts.path.startswith("/_admin/"):
             try:
@@ -1188,6 +1256,8 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.api_aggregated(args[0], query)
         if method == "instances.get":
             return fake.api_get(*args)
+        if method == "instances.getSerialPortOutput":
+            return fake.serial_output(*args)
         if method == "instances.delete":
             return fake.api_delete(args[0], args[1], args[2], query)
         if method == "zoneOperations.get":

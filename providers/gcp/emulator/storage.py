@@ -1,6 +1,6 @@
-"""The subset of the Cloud Storage JSON API the ``gcp`` provider's image push uses (tests only).
+"""The subset of the Cloud Storage JSON API the ``gcp`` provider's image push uses .
 
-Served by :mod:`tests.gcp_fake.server` on the same port as the Compute fake: the provider's
+Served by :mod:`providers.gcp.emulator.compute` on the same port as the Compute fake: the provider's
 storage client reaches it through ``INFRA_GCS_ENDPOINT`` (default: ``INFRA_GCP_ENDPOINT``), with
 paths and parameters of the real API as google-cloud-storage sends them.
 
@@ -209,7 +209,8 @@ class FakeStorage:
         with self.lock:
             self.sessions[upload_id] = {"bucket": bucket, "name": name, "data": bytearray(), "query": dict(query),
                                         "content_type": meta.get("contentType") or "application/octet-stream"}
-        location = f"{self.base_url}/upload/storage/v1/b/{quote(bucket, safe='')}/o?uploadType=resumable&upload_id={upload_id}"
+        location = (f"{self.base_url}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
+                    f"?uploadType=resumable&upload_id={upload_id}")
         return 200, {"Location": location, "Content-Length": "0"}, b""
 
     def _resumable_chunk(self, upload_id: str, headers: Mapping[str, str], body: bytes) -> Answer:

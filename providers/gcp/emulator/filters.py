@@ -1,6 +1,6 @@
 """The subset of Compute Engine list-filter expressions the fake understands.
 
-Called by :mod:`tests.gcp_fake.server` for ``instances.list``/``aggregatedList`` ``filter=``.
+Called by :mod:`providers.gcp.emulator.compute` for ``instances.list``/``aggregatedList`` ``filter=``.
 Grammar (AND binds tighter than OR, as in the Compute API)::
 
     expr   := and ( "OR" and )*
