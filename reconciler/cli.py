@@ -663,11 +663,11 @@ def env(stack_file: str) -> None:
               help="Directory for the emulator's instances (default: <state root>/emulator/CLOUD).")
 @_debug_option
 def emulator(cloud: str, port: int, state_dir: str | None) -> None:
-    """Run an emulated cloud on this machine whose instances boot: gcp.
+    """Run an emulated cloud on this machine whose instances boot: gcp or aws.
 
     \b
     It prints the exports a client needs, then '# ready':
-      infra emulator gcp > gcp.env &
+      infra emulator gcp > gcp.env &     (or: infra emulator aws > aws.env &)
       . ./gcp.env; infra apply stacks/etcd-gcp.py --yes
     SIGTERM or Ctrl-C stops every instance it booted.
     """

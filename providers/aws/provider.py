@@ -173,6 +173,7 @@ class AwsProvider:
         self._verified: set[tuple[str, str]] = set()  # (kind, id) that validate found to exist
         self._session: boto3.session.Session | None = None
         self._ebs: Any = None
+        self._emulator: bool | None = None  # whether the endpoint override is infra's EC2 emulator
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> AwsProvider:
@@ -715,4 +716,24 @@ class AwsProvider:
         endpoint = endpoint_url()
         if endpoint:
             sd["endpoint"] = endpoint
+            if self.accepts_documents():
+                # infra's EC2 emulator takes any key; these are not credentials of anything.
+                sd["access_key"], sd["secret_key"] = "emulator", "emulator"
+                sd["refresh_interval"] = "5s"
         return {"ec2_sd_configs": [sd]}
+
+    def accepts_documents(self) -> bool:
+        """True against infra's EC2 emulator (``GET /_emulator/info``; asked of an override only)."""
+        endpoint = endpoint_url()
+        if not endpoint:
+            return False
+        if self._emulator is None:
+            import json as _json
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(endpoint.rstrip("/") + "/_emulator/info", timeout=5) as resp:
+                    self._emulator = bool(_json.loads(resp.read()).get("boots"))
+            except (OSError, ValueError):
+                self._emulator = False
+        return self._emulator

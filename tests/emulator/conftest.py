@@ -1,6 +1,6 @@
-"""Fixtures of the emulator tests: ``infra emulator gcp`` as a child process, and the CLI against it.
+"""Fixtures of the emulator tests: ``infra emulator gcp|aws`` as a child process, and the CLI against it.
 
-:class:`Emulator` starts the real ``infra emulator gcp`` (port 0, a private ``--state``), reads the
+:class:`Emulator` starts the real ``infra emulator CLOUD`` (port 0, a private ``--state``), reads the
 exports it prints up to ``# ready``, and runs ``infra`` with them, in a private
 ``INFRA_STATE_DIR``, with no ``linuxkit`` (the emulator boots the images' LinuxKit YAML). At
 teardown it destroys the stack, sends SIGTERM, checks the emulator exits 0 and that no process
@@ -42,6 +42,7 @@ class Emulator:
     root: Path
     proc: subprocess.Popen[str]
     exports: dict[str, str]
+    cloud: str = "gcp"
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -50,10 +51,11 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        return self.exports["INFRA_GCP_ENDPOINT"]
+        return self.exports.get("INFRA_GCP_ENDPOINT") or self.exports["AWS_ENDPOINT_URL"]
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_GCP", "INFRA_GCS", "INFRA_LINUXKIT"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("INFRA_GCP", "INFRA_GCS", "INFRA_LINUXKIT", "INFRA_AWS", "AWS_"))}
         env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "linuxkit" not in p)
         env.update(self.exports)
         env.update({"INFRA_STATE_DIR": str(self.state), "NO_COLOR": "1", "COLUMNS": "200"})
@@ -128,14 +130,13 @@ def wait_for(what: str, check: Any, timeout: float = 90.0, every: float = 0.5) -
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
 
 
-@pytest.fixture
-def gce(tmp_path: Path) -> Iterator[Emulator]:
+def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
     for binary in ("etcd", "etcdctl", "prometheus"):
         if shutil.which(binary) is None:
             pytest.fail(f"{binary} is missing: install Debian's etcd-server, etcd-client and prometheus", pytrace=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INFRA_GCP")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_GCP", "AWS_"))}
     env["INFRA_STATE_DIR"] = str(tmp_path / "emulator-root")
-    proc = subprocess.Popen([*infra_command(), "emulator", "gcp", "--port", "0", "--state",
+    proc = subprocess.Popen([*infra_command(), "emulator", cloud, "--port", "0", "--state",
                              str(tmp_path / "emulator-state")], stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"),  # noqa: SIM115
                             text=True, env=env, cwd=REPO)
     exports: dict[str, str] = {}
@@ -154,15 +155,24 @@ def gce(tmp_path: Path) -> Iterator[Emulator]:
     if not ready.wait(60):
         proc.kill()
         raise AssertionError("the emulator did not print '# ready' within 60 s:\n" + (tmp_path / "emulator.log").read_text())
-    emulator = Emulator(tmp_path, proc, exports)
+    emulator = Emulator(tmp_path, proc, exports, cloud)
     try:
         yield emulator
     finally:
-        for stack in ("stacks/etcd-gcp.py",):
-            emulator.infra("destroy", stack, "--yes", timeout=240)
+        emulator.infra("destroy", stack, "--yes", timeout=240)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         left = wait_for("no machine process left", lambda: not emulator.processes() or None, timeout=15) \
             if emulator.processes() else True
         assert code == 0, (tmp_path / "emulator.log").read_text()
         assert left
+
+
+@pytest.fixture
+def gce(tmp_path: Path) -> Iterator[Emulator]:
+    yield from start("gcp", tmp_path, "stacks/etcd-gcp.py")
+
+
+@pytest.fixture
+def ec2(tmp_path: Path) -> Iterator[Emulator]:
+    yield from start("aws", tmp_path, "stacks/etcd-aws.py")

@@ -1,0 +1,109 @@
+"""``infra emulator aws``: the EC2 emulator in the foreground.
+
+Called through the ``infra.emulators`` entry point by the CLI. It serves moto's EC2 and EBS APIs on
+127.0.0.1 (with :mod:`providers.aws.emulator.fidelity`'s fixes, without moto's default AMIs,
+refusing unknown AMIs and instance types), creates a VPC in ``127.79.0.0/16`` with a subnet per
+zone (``127.79.0.0/20`` in us-east-1a, ``127.79.16.0/20`` in us-east-1b) and a security group,
+boots instances (:mod:`providers.aws.emulator.machines`), prints the shell exports a client
+needs, one ``export NAME=value`` line each, then ``# ready``, and runs until SIGTERM or Ctrl-C,
+when it stops every instance it booted and exits 0. ``GET /_emulator/info`` says what it is
+(infra's image push asks before it registers a LinuxKit YAML as an image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REGION = "us-east-1"
+VPC = "127.79.0.0/16"
+SUBNETS = (("127.79.0.0/20", "us-east-1a"), ("127.79.16.0/20", "us-east-1b"))
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "emulator", "AWS_SECRET_ACCESS_KEY": "emulator"}
+
+
+def _wrap(app: Callable[..., Iterable[bytes]], console: Callable[[str], str]) -> Callable[..., Iterable[bytes]]:
+    """moto's WSGI app, plus ``/_emulator/info``."""
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/_emulator/info":
+            body = json.dumps({"emulator": "ec2", "boots": True}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+    return wsgi
+
+
+def run(port: int, state: Path) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a clean stop."""
+    os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
+                       "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true", "AWS_DEFAULT_REGION": REGION,
+                       **CREDENTIALS})
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        os.environ.pop(key, None)
+    from moto.ec2.responses.general import General
+    from moto.ec2.utils import Base64EncodedString  # type: ignore[attr-defined]
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from providers.aws.emulator import fidelity
+    from providers.aws.emulator.machines import Machines
+    from providers.aws.provider import new_session
+
+    fidelity.apply(setattr)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    machines_ref: list[Machines] = []
+
+    def console_output(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+        from moto.core.utils import utcnow
+
+        instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+        text = machines_ref[0].console(instance.id) if machines_ref else ""
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
+                             "Output": Base64EncodedString.from_raw_string(text)})
+
+    General.get_console_output = console_output  # type: ignore[method-assign]
+    app = _wrap(DomainDispatcherApplication(create_backend_app), lambda iid: "")
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="ec2-emulator", daemon=True)
+    thread.start()
+    session = new_session()
+    ec2 = session.client("ec2", region_name=REGION, endpoint_url=url)
+    ebs = session.client("ebs", region_name=REGION, endpoint_url=url)
+    vpc = ec2.create_vpc(CidrBlock=VPC)["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+               for cidr, zone in SUBNETS]
+    group = ec2.create_security_group(GroupName="infra-emulator", Description="etcd 2379/2380, 9090",
+                                      VpcId=vpc)["GroupId"]
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    machines = Machines(ec2, ebs, state, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    machines_ref.append(machines)
+    machines.start()
+    try:
+        exports = {"AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **CREDENTIALS,
+                   "AWS_EC2_METADATA_DISABLED": "true", "INFRA_AWS_SUBNETS": ",".join(subnets),
+                   "INFRA_AWS_SECURITY_GROUPS": group, "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
+        for key, value in exports.items():
+            print(f"export {key}={shlex.quote(value)}")
+        print("# ready", flush=True)
+        stop.wait()
+    finally:
+        machines.stop()
+        server.shutdown()
+    return 0
