@@ -18,13 +18,16 @@ filtered on the stack's tags, so no address is written into its configuration.
     infra apply stacks/etcd-aws.py --yes            # builds and pushes the AMIs first
     infra status stacks/etcd-aws.py
 
-Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. Against a moto
-server instead of real AWS (``tests/aws/moto_server.py``: moto with the test world's fidelity
-fixes, a VPC with two subnets and a security group; it prints the exports, then ``# ready``):
+Building needs the ``linuxkit`` CLI (and Docker) on PATH, or ``INFRA_LINUXKIT``. On this machine
+instead of AWS, against infra's EC2 emulator (moto's EC2 and EBS, whose instances boot as local
+processes on loopback addresses in 127.79.0.0/16; it creates a VPC with two subnets and a
+security group, prints the exports infra needs, then ``# ready``; without linuxkit it boots the
+images' LinuxKit YAML itself):
 
-    python -m tests.aws.moto_server --port 5000 > moto.env &
-    until grep -q '^# ready' moto.env; do sleep 0.2; done; . ./moto.env
+    infra emulator aws --port 5000 > aws.env &
+    until grep -q '^# ready' aws.env; do sleep 0.2; done; . ./aws.env
     infra apply stacks/etcd-aws.py --yes
+    eval "$(infra env stacks/etcd-aws.py)"; etcdctl endpoint health --cluster
     infra image list stacks/etcd-aws.py
     infra destroy stacks/etcd-aws.py --yes --images
 

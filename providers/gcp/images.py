@@ -139,15 +139,17 @@ def _upload(provider: GcpProvider, bucket_name: str, name: str, artefact: Path, 
         client.close()
 
 
-def _upload_document(provider: GcpProvider, bucket_name: str, image: ImageSpec) -> None:
+def _upload_document(provider: GcpProvider, bucket_name: str, image: ImageSpec, disk: str) -> None:
     """The image's LinuxKit YAML beside its disk (``<name>.yml``): what the image was built from,
-    for a person, and what an emulator boots."""
+    for a person, and what an emulator boots. Uploaded unless it is there already."""
     from google.api_core import exceptions as gexc
 
     client = _storage_client(provider)
-    name = f"{OBJECT_PREFIX}/{image.digest}/{image.name}.yml"
+    name = f"{disk.rsplit('/', 1)[0]}/{image.name}.yml"
     try:
         with errors.translate(f"upload {image.name}.yml to gs://{bucket_name}"):
+            if client.bucket(bucket_name).get_blob(name, timeout=provider.config.request_timeout) is not None:
+                return
             try:
                 client.bucket(bucket_name).blob(name).upload_from_string(
                     image.yaml(), content_type="application/yaml", if_generation_match=0,
@@ -209,7 +211,7 @@ def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Prog
         name = object_name(image, artefact)
         _upload(provider, cfg.image_bucket, name, artefact, progress)
         if not artefact.name.endswith(".yml"):  # the document beside the disk: what the image holds
-            _upload_document(provider, cfg.image_bucket, image)
+            _upload_document(provider, cfg.image_bucket, image, name)
         resource = compute_v1.Image(
             name=image.name,
             family=family(image),

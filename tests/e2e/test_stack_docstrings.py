@@ -3,8 +3,8 @@
 Each stack file's docstring has a block of commands for trying it against the in-repo stand-in of
 its cloud (the fake Compute and Cloud Storage APIs, the moto server). This test takes that block
 from the docstring and runs it with bash in a scratch directory, with one change: the fixed port
-becomes a free one. ``linuxkit`` is "installed" by putting the tests' stand-in first on PATH (no
-real one installs on these machines). The block must exit 0 and leave nothing of the stack
+becomes a free one. For the GCP stack ``linuxkit`` is "installed" by putting the tests' stand-in
+first on PATH (no real one installs on these machines); the AWS stack runs with none. The block must exit 0 and leave nothing of the stack
 behind (its last command is ``infra destroy ... --images``).
 """
 
@@ -45,16 +45,19 @@ def emulator_block(stack: Path) -> list[str]:
     return block
 
 
-def readme_block() -> list[str]:
-    """The command block of the README's "Try the cloud stacks on this machine"."""
+def readme_blocks() -> list[list[str]]:
+    """The command blocks of the README's "Try the cloud stacks on this machine" (GCP, then AWS)."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Try the cloud stacks on this machine"):]
-    body = section[section.index("```\n") + 4:]
-    return [line.split("  #")[0].strip() for line in body[:body.index("```")].splitlines() if line.strip()]
+    section = section[: section.index("\n## ", 4)]
+    blocks = section.split("```")[1::2]
+    return [[line.split("  #")[0].strip() for line in b.splitlines() if line.strip()] for b in blocks]
 
 
 def run_block(block: list[str], port: str, tmp_path: Path, *, linuxkit: bool) -> subprocess.CompletedProcess[str]:
-    script = "\n".join(["set -eu", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+    # On exit, stop what the block left running and wait for it: an emulator stops its instances
+    # before it exits, and the next test's members take the same addresses.
+    script = "\n".join(["set -eu", "trap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT",
                         *(re.sub(rf"\b{port}\b", str(free_port()), cmd) for cmd in block)])
     (tmp_path / "stacks").symlink_to(ROOT / "stacks")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INFRA_GCP", "INFRA_AWS"))}
@@ -68,20 +71,26 @@ def run_block(block: list[str], port: str, tmp_path: Path, *, linuxkit: bool) ->
     return proc
 
 
-def test_the_readmes_try_it_commands_work_as_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("index", "cloud", "port"), [(0, "gcp", "8089"), (1, "aws", "5000")])
+def test_the_readmes_try_it_commands_work_as_written(index: int, cloud: str, port: str, tmp_path: Path) -> None:
     """README's "Try the cloud stacks on this machine", with no linuxkit installed."""
-    block = readme_block()
-    assert block[0].startswith("infra emulator gcp") and "etcdctl endpoint health --cluster" in " ".join(block)
-    proc = run_block(block, "8089", tmp_path, linuxkit=False)
-    assert proc.stdout.count("is healthy") == 3 or proc.stderr.count("is healthy") == 3
+    block = readme_blocks()[index]
+    assert block[0].startswith(f"infra emulator {cloud}") and "etcdctl endpoint health --cluster" in " ".join(block)
+    proc = run_block(block, port, tmp_path, linuxkit=False)
+    assert (proc.stdout + proc.stderr).count("is healthy") == 3
     assert "2 images pushed" in proc.stdout and "image infra-etcd-" in proc.stdout
 
 
-@pytest.mark.parametrize(("stack", "port"), [("etcd-gcp.py", "8089"), ("etcd-aws.py", "5000")])
-def test_the_docstring_commands_work_as_written(stack: str, port: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stack", "port", "linuxkit"), [
+    ("etcd-gcp.py", "8089", True),  # images built (by the stand-in), pushed with their YAML beside
+    ("etcd-aws.py", "5000", False),  # no linuxkit: the emulator boots the YAML registered as the image
+])
+def test_the_docstring_commands_work_as_written(stack: str, port: str, linuxkit: bool, tmp_path: Path) -> None:
     block = emulator_block(ROOT / "stacks" / stack)
     assert any(cmd.startswith("infra apply") for cmd in block) and block[-1].startswith("infra destroy")
-    proc = run_block(block, port, tmp_path, linuxkit=True)
+    assert "etcdctl endpoint health --cluster" in " ".join(block)
+    proc = run_block(block, port, tmp_path, linuxkit=linuxkit)
+    assert (proc.stdout + proc.stderr).count("is healthy") == 3  # a working cluster, seen by etcdctl
     assert "2 images pushed" in proc.stdout  # apply built and pushed both groups' images
     assert re.search(r"etcd: infra-etcd-[0-9a-f]{12}\s+present", proc.stdout)  # infra image list
     assert "image infra-etcd-" in proc.stdout and "deleted" in proc.stdout  # destroy --images

@@ -75,3 +75,10 @@ def test_etcd_aws_on_the_emulator_bootstraps_heals_and_is_destroyed(ec2: Emulato
     ec2.ok("destroy", STACK, "--yes", "--images")
     assert live(ec2) == []
     wait_for("no machine left running", lambda: not ec2.processes() or None, timeout=30)
+
+
+def test_the_ec2_emulator_refuses_networks_outside_loopback(ec2: Emulator) -> None:
+    import botocore.exceptions
+
+    with pytest.raises(botocore.exceptions.ClientError, match="loopback addresses only"):
+        client(ec2).create_vpc(CidrBlock="10.0.0.0/16")  # type: ignore[attr-defined]

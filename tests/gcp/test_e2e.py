@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,11 +199,10 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     etcd_job = jobs["etcd"]
     assert etcd_job["scheme"] == "https" and "tls_config" in etcd_job  # etcd's metrics are behind mTLS
-    sds = etcd_job["gce_sd_configs"]
-    assert {sd["zone"] for sd in sds} == {"us-central1-a", "us-central1-b", "us-central1-c"}
-    for sd in sds:
-        assert sd["project"] == "my-project" and sd["port"] == 2379
-        assert sd["filter"] == '(labels.infra-group = "etcd") AND (labels.infra-stack = "etcd-gcp")'
+    # Under the endpoint override, the endpoint's HTTP discovery (gce_sd has no endpoint setting).
+    (sd,) = etcd_job["http_sd_configs"]
+    assert sd["url"].startswith(f"{fake.url}/_emulator/sd/my-project?")
+    assert "labels.infra-group" in urllib.parse.unquote_plus(sd["url"]) and "port=2379" in sd["url"]
     assert "10.128.15" not in config_text  # no address written into Prometheus's configuration
     assert calls(fake.url).get("instances.insert") is None  # planning changed nothing
 

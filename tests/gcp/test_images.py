@@ -90,7 +90,9 @@ def test_a_crash_between_upload_and_insert_is_recovered_without_a_second_upload(
     fake.queue_failure("images.insert", 503, "backendError", "The service is currently unavailable.")
     with pytest.raises(TransientError):
         provider.push_image(spec(), artefact, lambda d, t: None)
-    assert fake.storage.calls.get("storage.objects.insert") == 1 and not fake.images.get(("my-project", spec().name))
+    # uploaded: the disk and, beside it, the LinuxKit YAML it was built from; no image yet
+    assert sorted(n.rsplit("/", 1)[-1] for (_, n) in fake.storage.objects) == [artefact.name, f"{spec().name}.yml"]
+    assert not fake.images.get(("my-project", spec().name))
     reset(fake)
     record = provider.push_image(spec(), artefact, lambda d, t: None)
     assert record.ready

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -406,7 +407,11 @@ def test_fixed_addresses_come_from_the_group_range(fake: FakeCompute, provider: 
 
 
 def test_discovery_is_gce_sd_per_zone_filtered_on_labels(provider: GcpProvider) -> None:
-    sd = provider.discovery(group_selector("s", "etcd"), 2379)
+    endpoint, provider.endpoint = provider.endpoint, None  # as against the real API
+    try:
+        sd = provider.discovery(group_selector("s", "etcd"), 2379)
+    finally:
+        provider.endpoint = endpoint
     assert sd == {
         "gce_sd_configs": [
             {
@@ -418,3 +423,12 @@ def test_discovery_is_gce_sd_per_zone_filtered_on_labels(provider: GcpProvider) 
             for z in ZONES
         ]
     }
+
+
+def test_discovery_under_an_endpoint_override_is_the_endpoints_http_sd(provider: GcpProvider) -> None:
+    """gce_sd cannot be pointed at another endpoint: the override's HTTP discovery, same filter."""
+    (sd,) = provider.discovery(group_selector("s", "etcd"), 2379)["http_sd_configs"]  # type: ignore[index]
+    url = urllib.parse.urlsplit(sd["url"])
+    assert f"{url.scheme}://{url.netloc}" == provider.endpoint and url.path == f"/_emulator/sd/{PROJECT}"
+    query = urllib.parse.parse_qs(url.query)
+    assert query == {"filter": ['(labels.infra-group = "etcd") AND (labels.infra-stack = "s")'], "port": ["2379"]}

@@ -6,7 +6,8 @@ refusing unknown AMIs and instance types), creates a VPC in ``127.79.0.0/16`` wi
 zone (``127.79.0.0/20`` in us-east-1a, ``127.79.16.0/20`` in us-east-1b) and a security group,
 boots instances (:mod:`providers.aws.emulator.machines`), prints the shell exports a client
 needs, one ``export NAME=value`` line each, then ``# ready``, and runs until SIGTERM or Ctrl-C,
-when it stops every instance it booted and exits 0. ``GET /_emulator/info`` says what it is
+when it stops every instance it booted and exits 0. A VPC or subnet outside 127.0.0.0/8 is
+refused (:func:`loopback_only`). ``GET /_emulator/info`` says what it is
 (infra's image push asks before it registers a LinuxKit YAML as an image).
 """
 
@@ -42,6 +43,40 @@ def _wrap(app: Callable[..., Iterable[bytes]], console: Callable[[str], str]) ->
     return wsgi
 
 
+def loopback_only() -> None:
+    """Refuse VPCs and subnets outside 127.0.0.0/8: emulated instances get loopback addresses only.
+
+    (moto creates a default VPC in 172.31.0.0/16 when it starts a region; that one is left alone,
+    and any instance launched into it boots nothing: its address is not loopback.)
+    """
+    import ipaddress
+
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.subnets import SubnetBackend
+    from moto.ec2.models.vpcs import VPCBackend
+
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    create_vpc, create_subnet = VPCBackend.create_vpc, SubnetBackend.create_subnet
+
+    def check(cidr: str) -> None:
+        if not ipaddress.ip_network(cidr, strict=False).subnet_of(loopback):  # type: ignore[arg-type]
+            raise EC2ClientError("InvalidParameterValue", f"the EC2 emulator gives instances loopback addresses "
+                                 f"only: {cidr} is outside 127.0.0.0/8 (try 127.79.0.0/16)")
+
+    def vpc(self: Any, cidr_block: str, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("is_default"):
+            check(cidr_block)
+        return create_vpc(self, cidr_block, *args, **kwargs)
+
+    def subnet(self: Any, vpc_id: str, cidr_block: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.get_vpc(vpc_id).is_default:
+            check(cidr_block)
+        return create_subnet(self, vpc_id, cidr_block, *args, **kwargs)
+
+    VPCBackend.create_vpc = vpc  # type: ignore[method-assign]
+    SubnetBackend.create_subnet = subnet  # type: ignore[method-assign]
+
+
 def run(port: int, state: Path) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a clean stop."""
     os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
@@ -59,6 +94,7 @@ def run(port: int, state: Path) -> int:
     from providers.aws.provider import new_session
 
     fidelity.apply(setattr)
+    loopback_only()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     machines_ref: list[Machines] = []
 
