@@ -14,6 +14,10 @@ moto server, ``tests/aws/moto_server.py``). Each difference, and what EC2 does i
   the same fixed address. Fixed: the address of a terminated (or shutting-down) instance is
   released when it is asked for again.
 
+Checked and left as moto has it because it matches EC2: an instance launched with a fixed
+``PrivateIpAddress`` gets exactly that address (the etcd members' fixed addresses; the EC2
+emulator's heal test replaces a member at its address).
+
 Left as moto has it (nothing in infra depends on it): ``RegisterImage`` ignores
 ``BlockDeviceMappings`` and gives the AMI a mapping of its own (find an image's snapshot by its
 ``infra-image`` tag), and ``ClientToken`` is ignored by ``StartSnapshot``.

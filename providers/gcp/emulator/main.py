@@ -42,7 +42,7 @@ def run(port: int, state: Path) -> int:
     from providers.gcp.emulator.machines import Machines
 
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    compute = FakeCompute(port=port, op_delay=0.2, boot_delay=0.3, wait_max=60.0, address_prefix="127.128")
+    compute = FakeCompute(port=port, op_delay=0.05, boot_delay=0.1, wait_max=60.0, address_prefix="127.128")
     compute.storage.add_bucket(BUCKET, PROJECT)
     stop = threading.Event()
 
@@ -51,7 +51,7 @@ def run(port: int, state: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    machines = Machines(compute, state, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    machines = Machines(compute, state, interval=0.1, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
     with compute:
         machines.start()
         try:
