@@ -10,7 +10,8 @@ group boots the same image and an image is built once per content (:mod:`reconci
 
 Called by :mod:`reconciler.image` (the pipeline's image identity) and by the local provider,
 which writes the same document into each instance's directory (``metadata="cdrom"``, how
-``linuxkit run`` hands user-data to a local VM).
+``linuxkit run`` hands user-data to a local VM). The emulators read documents back
+(:func:`host_services`, :func:`userdata_files`) to boot them as host processes.
 
 Placeholders in service commands and environment are expanded to the paths they have *inside*
 a LinuxKit instance: ``{config}`` → ``/run/config`` and ``{data}`` → ``/var/lib/infra``. The
@@ -31,7 +32,7 @@ from typing import Any, Final
 
 import yaml
 
-from reconciler.model import Service
+from reconciler.model import ConfigFile, Service
 
 #: Pinned LinuxKit component images. These are *pins*, not discovered at run time: LinuxKit
 #: publishes its packages under content-hash tags, and an image built from this YAML is only
@@ -164,3 +165,54 @@ def render(services: Iterable[Service], *, metadata: str, title: str = "") -> st
         "# Rendered by infra; component images are pinned in reconciler/linuxkit.py.\n"
     )
     return dump(document(services, metadata=metadata), header=header)
+
+
+class DocumentError(ValueError):
+    """A LinuxKit document or user-data that cannot be booted as host processes."""
+
+
+def _host(text: str) -> str:
+    return text.replace(CONFIG_DIR, "{config}").replace(DATA_DIR, "{data}")
+
+
+def host_services(document: Mapping[str, Any]) -> tuple[Service, ...]:
+    """The services of a LinuxKit document as host commands: the inverse of :func:`document`.
+
+    ``/run/config`` and ``/var/lib/infra`` become the ``{config}`` and ``{data}`` placeholders a
+    provider expands to a machine's directories (the boot-time wrapper included, so it reads the
+    machine's ``infra/address``); commands run as written, from the host's PATH.
+    """
+    out = []
+    for svc in document.get("services") or []:
+        if not isinstance(svc, Mapping) or "name" not in svc or "image" not in svc:
+            raise DocumentError(f"a service of the document is not a LinuxKit image entry: {svc!r}")
+        env = {}
+        for item in svc.get("env") or []:
+            key, _, value = str(item).partition("=")
+            env[key] = _host(value)
+        out.append(Service(name=str(svc["name"]), image=str(svc["image"]),
+                           command=tuple(_host(str(a)) for a in svc.get("command") or ()), env=env))
+    return tuple(out)
+
+
+def userdata_files(userdata: Mapping[str, Any], prefix: str = "") -> tuple[ConfigFile, ...]:
+    """LinuxKit metadata JSON (``{"dir": {"entries": {"f": {"content", "perm"}}}}``) as files.
+
+    The inverse of :meth:`reconciler.model.MemberSpec.userdata`; files readable by their owner
+    only are secrets. Raises DocumentError on a malformed tree.
+    """
+    out: list[ConfigFile] = []
+    for name, entry in userdata.items():
+        if not isinstance(entry, Mapping):
+            raise DocumentError(f"user-data entry {prefix}{name!r} is not an object")
+        path = f"{prefix}{name}"
+        if "entries" in entry:
+            out.extend(userdata_files(entry["entries"], path + "/"))
+        elif "content" in entry:
+            try:
+                mode = int(str(entry.get("perm", "0644")), 8)
+            except ValueError:
+                raise DocumentError(f"user-data entry {path!r}: perm is not octal") from None
+            out.append(ConfigFile(path=path, content=str(entry["content"]), mode=mode, secret=not mode & 0o077,
+                                  in_spec=False))
+    return tuple(out)

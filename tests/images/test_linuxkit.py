@@ -124,3 +124,18 @@ def test_user_data_carries_the_members_identity() -> None:
 def test_unknown_metadata_source_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown LinuxKit metadata provider 'azure'"):
         linuxkit.render([PLAIN], metadata="azure")
+
+
+def test_an_emulator_reads_the_document_back_as_the_host_commands_it_was_made_from() -> None:
+    plain = Service(name="web", image="nginx:1.27", command=("nginx", "-c", "{config}/web/nginx.conf"),
+                    env={"ROOT": "{data}/www"})
+    (back,) = linuxkit.host_services(linuxkit.document([plain], metadata="gcp"))
+    assert back.command == plain.command and back.env == plain.env and back.image == plain.image
+    (etcd,) = linuxkit.host_services(linuxkit.document([ETCD], metadata="gcp"))
+    assert "{config}/infra/address" in etcd.command[2] and "/run/config" not in etcd.command[2]
+    files = linuxkit.userdata_files(member(1, "10.128.15.3").userdata())
+    by_path = {f.path: f for f in files}
+    assert by_path["infra/address"].content == "10.128.15.3" and by_path["etcd/server.key"].secret
+    assert not by_path["etcd/etcd.conf.yml"].secret
+    with pytest.raises(linuxkit.DocumentError, match="not an object"):
+        linuxkit.userdata_files({"etcd": "oops"})

@@ -31,51 +31,17 @@ from typing import Any
 
 import yaml
 
-from reconciler import registry
+from reconciler import linuxkit, registry
 from reconciler.image import LABEL_IMAGE
-from reconciler.model import ConfigFile, Instance, MemberSpec, Service
+from reconciler.model import ConfigFile, Instance, MemberSpec
 from reconciler.provider import Provider
 
 STACK = "ec2-emulator"
 CONSOLE_MAX = 64 * 1024
-_PATHS = (("/run/config", "{config}"), ("/var/lib/infra", "{data}"))
 
 
 class BootError(Exception):
-    """The instance cannot boot; its console says why."""
-
-
-def _host(text: str) -> str:
-    for inside, placeholder in _PATHS:
-        text = text.replace(inside, placeholder)
-    return text
-
-
-def services_of(document: Mapping[str, Any]) -> tuple[Service, ...]:
-    out = []
-    for svc in document.get("services") or []:
-        env = {}
-        for item in svc.get("env") or []:
-            key, _, value = str(item).partition("=")
-            env[key] = _host(value)
-        out.append(Service(name=str(svc["name"]), image=str(svc["image"]),
-                           command=tuple(_host(str(a)) for a in svc.get("command") or ()), env=env))
-    return tuple(out)
-
-
-def files_of(userdata: Mapping[str, Any], prefix: str = "") -> tuple[ConfigFile, ...]:
-    out: list[ConfigFile] = []
-    for name, entry in userdata.items():
-        if not isinstance(entry, Mapping):
-            raise BootError(f"user-data entry {prefix}{name!r} is not an object")
-        path = f"{prefix}{name}"
-        if "entries" in entry:
-            out.extend(files_of(entry["entries"], path + "/"))
-        elif "content" in entry:
-            mode = int(str(entry.get("perm", "0644")), 8)
-            out.append(ConfigFile(path=path, content=str(entry["content"]), mode=mode, secret=not mode & 0o077,
-                                  in_spec=False))
-    return tuple(out)
+    """The instance cannot boot (no LinuxKit document, bad user-data); its console says why."""
 
 
 class Machines:
@@ -132,7 +98,7 @@ class Machines:
                     continue
                 try:
                     self.booted[iid] = self._boot(raw)
-                except BootError as exc:
+                except (BootError, linuxkit.DocumentError) as exc:
                     self.failed[iid] = str(exc)
                     self.log(f"machines: {iid} boots nothing: {exc}")
                 except Exception as exc:
@@ -156,11 +122,11 @@ class Machines:
         except ValueError as exc:
             raise BootError(f"user-data is not JSON: {exc}") from None
         hostname = f"ip-{address.replace('.', '-')}"
-        files = (*files_of(userdata if isinstance(userdata, Mapping) else {}),
+        files = (*linuxkit.userdata_files(userdata if isinstance(userdata, Mapping) else {}),
                  ConfigFile(path="local_ipv4", content=address, in_spec=False),
                  ConfigFile(path="hostname", content=hostname, in_spec=False))
         spec = MemberSpec(stack=STACK, group="vm", member=f"vm-{iid.removeprefix('i-')}", role="ec2-instance",
-                          services=services_of(document), files=files, address=address)
+                          services=linuxkit.host_services(document), files=files, address=address)
         machine = self.local.create(spec)
         self.log(f"machines: booted {iid} at {address} ({len(spec.services)} services)")
         return machine

@@ -34,56 +34,20 @@ from typing import Any
 import yaml
 
 from providers.gcp.emulator.compute import FakeCompute, FakeInstance
-from reconciler import registry
-from reconciler.model import ConfigFile, Instance, MemberSpec, Service
+from reconciler import linuxkit, registry
+from reconciler.model import Instance, MemberSpec
 from reconciler.provider import Provider
 
 #: The stack the machines' process groups are recorded under in the emulator's own local root.
 STACK = "gce-emulator"
 CONSOLE_MAX = 64 * 1024
 STOPPED = {"TERMINATED", "STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED"}
-_PATHS = (("/run/config", "{config}"), ("/var/lib/infra", "{data}"))
 
 Key = tuple[str, str, str]
 
 
 class BootError(Exception):
     """The instance cannot boot (no LinuxKit document, bad user-data); its console says why."""
-
-
-def _host(text: str) -> str:
-    for inside, placeholder in _PATHS:
-        text = text.replace(inside, placeholder)
-    return text
-
-
-def services_of(document: Mapping[str, Any]) -> tuple[Service, ...]:
-    """The LinuxKit document's services as host commands (its paths mapped back to placeholders)."""
-    out = []
-    for svc in document.get("services") or []:
-        env = {}
-        for item in svc.get("env") or []:
-            key, _, value = str(item).partition("=")
-            env[key] = _host(value)
-        out.append(Service(name=str(svc["name"]), image=str(svc["image"]),
-                           command=tuple(_host(str(a)) for a in svc.get("command") or ()), env=env))
-    return tuple(out)
-
-
-def files_of(userdata: Mapping[str, Any], prefix: str = "") -> tuple[ConfigFile, ...]:
-    """LinuxKit metadata JSON (``{"dir": {"entries": {"f": {"content", "perm"}}}}``) as files."""
-    out: list[ConfigFile] = []
-    for name, entry in userdata.items():
-        if not isinstance(entry, Mapping):
-            raise BootError(f"user-data entry {prefix}{name!r} is not an object")
-        path = f"{prefix}{name}"
-        if "entries" in entry:
-            out.extend(files_of(entry["entries"], path + "/"))
-        elif "content" in entry:
-            mode = int(str(entry.get("perm", "0644")), 8)
-            out.append(ConfigFile(path=path, content=str(entry["content"]), mode=mode, secret=not mode & 0o077,
-                                  in_spec=False))
-    return tuple(out)
 
 
 class Machines:
@@ -146,7 +110,7 @@ class Machines:
                 try:
                     self.booted[key] = (iid, self._boot(inst))
                     self.failed.pop(key, None)
-                except BootError as exc:
+                except (BootError, linuxkit.DocumentError) as exc:
                     self.failed[key] = (iid, str(exc))
                     self.log(f"machines: {inst.name} boots nothing: {exc}")
                 except Exception as exc:
@@ -168,9 +132,9 @@ class Machines:
             userdata = yaml.safe_load(raw) if raw else {}
         except yaml.YAMLError as exc:
             raise BootError(f"user-data is not JSON: {exc}") from None
-        files = files_of(userdata if isinstance(userdata, Mapping) else {})
+        files = linuxkit.userdata_files(userdata if isinstance(userdata, Mapping) else {})
         spec = MemberSpec(stack=STACK, group="vm", member=f"vm-{inst.id}", role="gce-instance",
-                          services=services_of(document), files=files, address=inst.address)
+                          services=linuxkit.host_services(document), files=files, address=inst.address)
         machine = self.local.create(spec)
         self.log(f"machines: booted {inst.name} at {inst.address} ({len(spec.services)} services)")
         return machine
