@@ -90,13 +90,13 @@ def run(port: int, state: Path) -> int:
     from werkzeug.serving import make_server
 
     from providers.aws.emulator import fidelity
-    from providers.aws.emulator.machines import Machines
+    from providers.aws.emulator.machines import Ec2Machines
     from providers.aws.provider import new_session
 
     fidelity.apply(setattr)
     loopback_only()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    machines_ref: list[Machines] = []
+    machines_ref: list[Ec2Machines] = []
 
     def console_output(self: Any) -> Any:
         from moto.core.responses import ActionResult
@@ -128,7 +128,7 @@ def run(port: int, state: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    machines = Machines(ec2, ebs, state, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    machines = Ec2Machines(ec2, ebs, state, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
     machines_ref.append(machines)
     machines.start()
     try:

@@ -39,7 +39,7 @@ def exports(url: str) -> dict[str, str]:
 
 def run(port: int, state: Path) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a clean stop."""
-    from providers.gcp.emulator.machines import Machines
+    from providers.gcp.emulator.machines import GceMachines
 
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     compute = FakeCompute(port=port, op_delay=0.05, boot_delay=0.1, wait_max=60.0, address_prefix="127.128")
@@ -51,7 +51,7 @@ def run(port: int, state: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    machines = Machines(compute, state, interval=0.1, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    machines = GceMachines(compute, state, interval=0.1, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
     with compute:
         machines.start()
         try:
