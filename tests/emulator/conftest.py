@@ -90,6 +90,11 @@ class Emulator:
         return subprocess.run([binary, *args], env={"PATH": os.environ["PATH"], **env},
                               capture_output=True, text=True, timeout=60, check=False)
 
+    def healthy(self, stack: str, members: int = 3) -> bool:
+        """``etcdctl endpoint health --cluster`` (through ``infra env``) reports ``members`` healthy."""
+        out = self.etcdctl(stack, "endpoint", "health", "--cluster")
+        return out.returncode == 0 and (out.stdout + out.stderr).count("is healthy") == members  # 3.4: stderr
+
     def machines(self) -> list[dict[str, Any]]:
         """The records of the machines the emulator runs (its local process groups)."""
         out = []

@@ -23,11 +23,6 @@ STACK = "stacks/etcd-aws.py"
 ETCD = ["127.79.0.10", "127.79.0.11", "127.79.16.10"]
 
 
-def healthy(emu: Emulator) -> bool:
-    out = emu.etcdctl(STACK, "endpoint", "health", "--cluster")
-    return out.returncode == 0 and (out.stdout + out.stderr).count("is healthy") == 3  # etcdctl 3.4: stderr
-
-
 def client(emu: Emulator) -> object:
     return boto3.client("ec2", region_name="us-east-1", endpoint_url=emu.url, aws_access_key_id="x",
                         aws_secret_access_key="x")
@@ -45,7 +40,7 @@ def test_etcd_aws_on_the_emulator_bootstraps_heals_and_is_destroyed(ec2: Emulato
     applied = ec2.ok("apply", STACK, "--yes", INFRA_AWS_HEALTH_TIMEOUT="60")
     assert "no linuxkit: registering the LinuxKit YAML" in applied.stderr and "2 images pushed" in applied.stdout
     assert sorted(m["address"] for m in ec2.machines() if m["address"] in ETCD) == sorted(ETCD)
-    wait_for("3 healthy etcd members over mutual TLS", lambda: healthy(ec2))
+    wait_for("3 healthy etcd members over mutual TLS", lambda: ec2.healthy(STACK))
     assert ec2.infra("plan", STACK, "--detailed-exitcode").returncode == 0
 
     (prom,) = [m for m in ec2.machines() if m["address"] not in ETCD]
@@ -66,7 +61,7 @@ def test_etcd_aws_on_the_emulator_bootstraps_heals_and_is_destroyed(ec2: Emulato
     assert "==> etcd.log <==" in console  # the services' logs
     wait_for("the plan to see the dead member", lambda: ec2.infra("plan", STACK, "--detailed-exitcode").returncode == 2)
     ec2.ok("apply", STACK, "--yes", INFRA_AWS_HEALTH_TIMEOUT="60")
-    wait_for("3 healthy members after the heal", lambda: healthy(ec2))
+    wait_for("3 healthy members after the heal", lambda: ec2.healthy(STACK))
     replaced = next(i for i in live(ec2) if i["PrivateIpAddress"] == "127.79.16.10")
     assert replaced["InstanceId"] != iid  # a new instance at the member's fixed address
     got = ec2.etcdctl(STACK, "get", "/kept", "--print-value-only", "--endpoints=https://127.79.16.10:2379")

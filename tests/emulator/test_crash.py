@@ -16,7 +16,6 @@ import boto3
 import pytest
 
 from tests.emulator.conftest import REPO, Emulator, infra_command, wait_for
-from tests.emulator.test_gce import healthy as gce_healthy
 from tests.emulator.test_gce import instances as gce_instances
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +40,7 @@ def test_gce_a_killed_apply_leaves_no_duplicate_and_no_leak(gce: Emulator, after
     assert again.returncode == 0, again.stdout + again.stderr
     members = Counter(str(i["labels"]["infra-member"]) for i in gce_instances(gce))  # type: ignore[index]
     assert members == Counter({"etcd-0": 1, "etcd-1": 1, "etcd-2": 1, "prometheus-0": 1})
-    wait_for("3 healthy members", lambda: gce_healthy(gce))
+    wait_for("3 healthy members", lambda: gce.healthy("stacks/etcd-gcp.py"))
 
 
 @pytest.mark.parametrize("after", MOMENTS[:2])

@@ -22,11 +22,6 @@ STACK = "stacks/etcd-gcp.py"
 ETCD = ["127.128.15.2", "127.128.15.3", "127.128.15.4"]
 
 
-def healthy(gce: Emulator) -> bool:
-    out = gce.etcdctl(STACK, "endpoint", "health", "--cluster")
-    return out.returncode == 0 and (out.stdout + out.stderr).count("is healthy") == 3  # etcdctl 3.4: stderr
-
-
 def prometheus_up(gce: Emulator) -> dict[str, str]:
     (prom,) = [m for m in gce.machines() if "prometheus" in (m.get("services") and json.dumps(m["services"]))]
     with urllib.request.urlopen(f"http://{prom['address']}:9090/api/v1/targets", timeout=5) as resp:
@@ -52,7 +47,7 @@ def test_etcd_gcp_on_the_emulator_is_a_working_cluster_healed_by_infra(gce: Emul
     assert "2 images pushed" in applied.stdout
     assert sorted(m["address"] for m in gce.machines() if m["address"] in ETCD) == ETCD
 
-    wait_for("3 healthy etcd members over mutual TLS", lambda: healthy(gce))
+    wait_for("3 healthy etcd members over mutual TLS", lambda: gce.healthy(STACK))
     assert os.environ["INFRA_NETWORK_ALLOW"] and gce.exports["INFRA_NETWORK_ALLOW"] == "127.0.0.0/8"
     up = wait_for("Prometheus to scrape every etcd member", lambda: (lambda t: t if t and set(t.values()) == {"up"}
                                                                      and len(t) == 3 else None)(prometheus_up(gce)))
@@ -66,7 +61,7 @@ def test_etcd_gcp_on_the_emulator_is_a_working_cluster_healed_by_infra(gce: Emul
         gce.infra("plan", STACK, "--detailed-exitcode")))
     assert "etcd-1" in plan.stdout and "unhealthy" in plan.stdout
     gce.ok("apply", STACK, "--yes")
-    wait_for("3 healthy members after the heal", lambda: healthy(gce))
+    wait_for("3 healthy members after the heal", lambda: gce.healthy(STACK))
     got = gce.etcdctl(STACK, "get", "/kept", "--print-value-only", f"--endpoints=https://{ETCD[1]}:2379")
     assert got.stdout.strip() == "across-the-heal", got.stderr  # the replaced member has the data
 
@@ -100,4 +95,4 @@ def test_throttling_and_lost_answers_through_the_emulator_still_converge(gce: Em
         raise AssertionError("three applies under 30% faults did not converge")
     members = sorted(str(i["labels"]["infra-member"]) for i in instances(gce))  # type: ignore[index]
     assert members == ["etcd-0", "etcd-1", "etcd-2", "prometheus-0"]  # no duplicate, nothing leaked
-    wait_for("3 healthy etcd members", lambda: healthy(gce))
+    wait_for("3 healthy etcd members", lambda: gce.healthy(STACK))

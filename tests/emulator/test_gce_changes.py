@@ -40,11 +40,6 @@ def endpoints(gce: Emulator, stack: str) -> list[str]:
     return gce.shell_env(stack)["ETCDCTL_ENDPOINTS"].split(",")
 
 
-def healthy(gce: Emulator, stack: str, n: int) -> bool:
-    out = gce.etcdctl(stack, "endpoint", "health", "--cluster")
-    return out.returncode == 0 and (out.stdout + out.stderr).count("is healthy") == n
-
-
 def client(gce: Emulator, stack: str) -> EtcdClient:
     env = gce.shell_env(stack)
     return EtcdClient(Path(env["ETCDCTL_CACERT"]), Path(env["ETCDCTL_CERT"]), Path(env["ETCDCTL_KEY"]), timeout=3)
@@ -53,14 +48,14 @@ def client(gce: Emulator, stack: str) -> EtcdClient:
 def test_three_to_five_to_three_on_the_emulator(gce: Emulator) -> None:
     stack = stack_copy(gce)
     gce.ok("apply", stack, "--yes")
-    wait_for("3 healthy", lambda: healthy(gce, stack, 3))
+    wait_for("3 healthy", lambda: gce.healthy(stack, 3))
     grown = stack_copy(gce, size=5)
     gce.ok("apply", grown, "--yes")
-    wait_for("5 healthy", lambda: healthy(gce, grown, 5))
+    wait_for("5 healthy", lambda: gce.healthy(grown, 5))
     assert len(gce.etcdctl(grown, "member", "list").stdout.strip().splitlines()) == 5
     shrunk = stack_copy(gce, size=3)
     gce.ok("apply", shrunk, "--yes")
-    wait_for("3 healthy after the shrink", lambda: healthy(gce, shrunk, 3))
+    wait_for("3 healthy after the shrink", lambda: gce.healthy(shrunk, 3))
     assert len(gce.etcdctl(shrunk, "member", "list").stdout.strip().splitlines()) == 3
     assert sorted(m["address"] for m in gce.machines() if m["address"].startswith("127.128.15.")) == [
         "127.128.15.2", "127.128.15.3", "127.128.15.4"]
@@ -70,7 +65,7 @@ def test_three_to_five_to_three_on_the_emulator(gce: Emulator) -> None:
 def test_a_rolling_flag_change_under_writes_loses_nothing_on_the_emulator(gce: Emulator) -> None:
     stack = stack_copy(gce)
     gce.ok("apply", stack, "--yes")
-    wait_for("3 healthy", lambda: healthy(gce, stack, 3))
+    wait_for("3 healthy", lambda: gce.healthy(stack, 3))
     etcd = client(gce, stack)
     writer = Writer(etcd, endpoints(gce, stack))
     watch = QuorumWatch(etcd, endpoints(gce, stack))
@@ -101,7 +96,7 @@ def test_a_rolling_flag_change_under_writes_loses_nothing_on_the_emulator(gce: E
 def test_the_daemon_heals_a_killed_member_on_the_emulator(gce: Emulator) -> None:
     stack = stack_copy(gce)
     gce.ok("apply", stack, "--yes")
-    wait_for("3 healthy", lambda: healthy(gce, stack, 3))
+    wait_for("3 healthy", lambda: gce.healthy(stack, 3))
     daemon = subprocess.Popen([*infra_command(), "daemon", stack, "--interval", "2", "--metrics-addr", "none"],
                               env=gce.env(), cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=open(gce.root / "daemon.log", "w"))  # noqa: SIM115
@@ -112,7 +107,7 @@ def test_the_daemon_heals_a_killed_member_on_the_emulator(gce: Emulator) -> None
 
         def replaced() -> bool:
             machine = gce.machine_at("127.128.15.3")
-            return machine["id"] != victim["id"] and healthy(gce, stack, 3)
+            return machine["id"] != victim["id"] and gce.healthy(stack, 3)
 
         wait_for("the daemon to replace the killed member", replaced, timeout=120)
         print(f"daemon healed a killed member on the GCE emulator in {time.monotonic() - started:.1f}s")
