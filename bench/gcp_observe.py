@@ -67,7 +67,7 @@ def main() -> int:
 
         fake.reset_calls()
         t = time.perf_counter()
-        plan = engine.plan()
+        plan = engine.plan().plan
         planned = time.perf_counter() - t
         print(
             f"engine.plan (observe + validate + expand + diff): {len(plan.changes)} changes in {planned:.2f}s, "

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from reconciler.engine import Engine
+    from reconciler.model import Problem
     from reconciler.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,13 +62,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> Engine:
     from reconciler.engine import Engine
-    from reconciler.executor import RetryPolicy
     from reconciler.loader import load_stack
     from reconciler.paths import state_root
+    from reconciler.retry import RetryPolicy
 
     stack = load_stack(path)
-    sdir = state_root() / "stacks" / stack.name
-    for made in (sdir.parent, sdir):
+    root = state_root(create=False)
+    sdir = root / "stacks" / stack.name
+    for made in (root, sdir.parent, sdir):
         if not made.exists():
             _CREATED.append(made)
     err = _console(stderr=True)
@@ -87,13 +89,13 @@ def _discard_created() -> None:
     if _CHANGED:
         return
     for path in reversed(_CREATED):
-        if path.name == "stacks":  # shared by every stack: only if empty
+        if path.parent.name == "stacks":  # this stack's own directory
+            shutil.rmtree(path, ignore_errors=True)
+        else:  # the state root and its stacks/: shared by every stack, so only if empty
             try:
                 path.rmdir()
             except OSError:
                 pass
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -111,11 +113,16 @@ def _confirm(what: str, yes: bool) -> None:
 _STYLE = {"create": "green", "delete": "red", "replace": "yellow"}
 
 
-def render_plan(plan: Plan, console: Console, provider: str) -> None:
-    """The Terraform-like diff: ``+`` create, ``-`` delete, ``-/+`` replace, each with its reason."""
+def render_plan(plan: Plan, console: Console, provider: str,
+                describe: Callable[[Problem], str] | None = None) -> None:
+    """The Terraform-like diff: ``+`` create, ``-`` delete, ``-/+`` replace, each with its reason.
+
+    Warnings come first, each named by ``describe`` (the engine's ``FILE:LINE: FIELD: message``).
+    """
     from rich.markup import escape
 
-    lines = [f"[yellow]warning:[/] {escape(p.field)}: {escape(p.message)}" for p in plan.problems]
+    show = describe or (lambda p: f"{p.field}: {p.message}")
+    lines = [f"[yellow]warning:[/] {escape(show(p))}" for p in plan.problems]
     if plan.empty:
         lines.append(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its declaration "
                      f"({plan.observed} instances observed).")
@@ -252,6 +259,9 @@ class ConsoleReporter:
                 pct = 100 * done // max(total, 1)
                 self.console.print(f"  upload {image}: {done:,}/{total:,} bytes ({pct}%)", markup=False)
 
+    def provider_error(self, call: str, error: Any) -> None:
+        """Failed provider calls show up as failed changes (or the pass's error); nothing more here."""
+
     def end(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -292,7 +302,7 @@ def validate(stack_file: str) -> None:
     errors = [p for p in problems if p.is_error]
     for p in problems:
         label = "[red]error:[/]" if p.is_error else "[yellow]warning:[/]"
-        out.print(f"{label} {stack_file}: {p.field}: {p.message}")
+        out.print(f"{label} {engine.describe(p)}", markup=True)
     if errors:
         raise SystemExit(1)
     groups = engine.stack.groups
@@ -312,17 +322,17 @@ def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str 
     """Show what apply would change, and why."""
     engine = _open(stack_file)
     try:
-        the_plan = engine.plan(destroy=destroy)
-        preflight_error = _preflight(engine, the_plan)
+        planned = engine.plan(destroy=destroy)
     finally:
         engine.close()
+    the_plan, preflight_error = planned.plan, planned.refusal
     if out_file:
         with open(out_file, "w", encoding="utf-8") as fh:
             fh.write(the_plan.dumps())
     if as_json:
         click.echo(the_plan.dumps())
     else:
-        render_plan(the_plan, _console(), engine.stack.provider)
+        render_plan(the_plan, _console(), engine.stack.provider, engine.describe)
         if out_file:
             _console().print(f"\nSaved the plan to {out_file}; apply exactly it with: "
                              f"infra apply {stack_file} --plan {out_file}")
@@ -330,23 +340,6 @@ def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str 
         _fail(str(preflight_error))
     if detailed_exitcode and not the_plan.empty:
         raise SystemExit(2)
-
-
-def _preflight(engine: Engine, the_plan: Plan) -> Exception | None:
-    """Ask each quorum group with changes whether it could be changed now (read-only)."""
-    from reconciler.errors import QuorumLostError
-    from reconciler.role import UpdatePolicy
-
-    for gp in the_plan.groups:
-        if the_plan.destroy or gp.bootstrap or gp.policy != UpdatePolicy.QUORUM.value:
-            continue
-        try:
-            engine.roles[gp.group].preflight(engine.context(gp.group))
-        except QuorumLostError as exc:
-            return exc
-        except Exception:
-            continue  # transient at plan time: apply will retry it
-    return None
 
 
 @cli.command()
@@ -389,9 +382,10 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
     lock = StackLock(engine.state_dir, engine.stack.name)
     try:
         with lock:
-            the_plan = engine.plan(destroy=destroy)
+            planned = engine.plan(destroy=destroy)
+            the_plan = planned.plan
             if saved is not None:
-                engine.check_saved(the_plan, *saved)
+                engine.check_saved(planned, *saved)
             doomed = _images_to_delete(engine) if with_images else []
             if the_plan.empty:
                 if destroy and not doomed:
@@ -399,11 +393,11 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                 elif destroy:
                     _delete_images(engine, doomed, yes, out)
                 else:
-                    render_plan(the_plan, out, engine.stack.provider)
+                    render_plan(the_plan, out, engine.stack.provider, engine.describe)
                 return_code = 0
             else:
-                render_plan(the_plan, out, engine.stack.provider)
-                refused = _preflight(engine, the_plan)
+                render_plan(the_plan, out, engine.stack.provider, engine.describe)
+                refused = planned.refusal
                 if refused is not None:  # e.g. etcd lost its quorum: refuse before asking anything
                     _fail(str(refused))
                 if doomed:
@@ -413,7 +407,7 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                     _confirm("destroy these instances" if destroy else "apply these changes", yes)
                 out.print()
                 _changing()
-                result = engine.apply(the_plan, reporter=ConsoleReporter(_console(stderr=True)))
+                result = engine.apply(planned, reporter=ConsoleReporter(_console(stderr=True)))
                 if result.ok:
                     n = result.applied
                     pushed = (f"{len(the_plan.images)} image{'s' * (len(the_plan.images) != 1)} pushed, "

@@ -6,9 +6,15 @@ no second code path (controller-runtime's level-triggered contract: every pass r
 world from the provider, the only source of truth).
 
 An :class:`Engine` is wired from a :class:`~reconciler.stack.Stack` by :meth:`Engine.open`, which
-finds the provider and the roles through entry points (:mod:`reconciler.registry`) and validates
-their settings; :meth:`Engine.reconcile` returns a :class:`PassResult` that says when to come
-back (``requeue_after``), like a controller-runtime ``Result``.
+finds the roles through entry points (:mod:`reconciler.registry`), checks the groups against
+them (settings, a size the role cannot run) *before* the provider is opened, then opens the
+provider with its settings.
+
+The pass is a value, with no state kept in the engine between its steps: :meth:`Engine.plan`
+returns a :class:`PlannedPass` (what was observed, each member's health, the problems, the plan,
+and a quorum group's refusal), :meth:`Engine.apply` takes it, and :meth:`Engine.reconcile` (plan,
+then apply) returns a :class:`PassResult` with the outcome, the counts a daemon reports, and
+when to come back (``requeue_after``), like a controller-runtime ``Result``.
 """
 
 from __future__ import annotations
@@ -23,36 +29,80 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler import pipeline, registry
-from reconciler.errors import ConfigError, InfraError, StalePlanError
-from reconciler.executor import ApplyResult, Executor, NullReporter, Reporter, RetryPolicy
+from reconciler import fieldpath, pipeline, registry
+from reconciler.errors import ConfigError, InfraError, QuorumLostError, StalePlanError
+from reconciler.executor import ApplyResult, Executor, NullReporter, Reporter
 from reconciler.image import ImageSpec, pinned, with_image
-from reconciler.loader import validation_message
 from reconciler.model import Health, Instance, MemberSpec, Problem, stack_selector
 from reconciler.paths import stack_dir, state_root
 from reconciler.plan import Plan
 from reconciler.planner import GroupDesire, member_sort_key
 from reconciler.planner import plan as make_plan
 from reconciler.provider import Provider, image_store
-from reconciler.role import MetricsTarget, Role, RoleContext
+from reconciler.retry import RetryPolicy
+from reconciler.role import AnyContext, AnyRole, MetricsTarget, RoleContext, UpdatePolicy
 from reconciler.stack import Stack
 
 Observed = dict[str, list[Instance]]
 
 
+@dataclass(frozen=True)
+class PlannedPass:
+    """A planned pass: everything :meth:`Engine.apply` needs, made by :meth:`Engine.plan`.
+
+    ``refusal`` is set when a quorum group with changes refused them at plan time (its
+    ``preflight`` raised QuorumLostError): applying would change nothing, so the CLI stops before
+    asking and the daemon reports it.
+    """
+
+    plan: Plan
+    observed: Observed
+    health: Mapping[str, Health] = field(default_factory=dict)
+    refusal: InfraError | None = None
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return self.plan.problems
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to change and nothing to push."""
+        return self.plan.empty
+
+    def counts(self) -> dict[str, int]:
+        """Instances observed per group."""
+        return {group: len(insts) for group, insts in self.observed.items()}
+
+
 @dataclass
 class PassResult:
-    """What one reconcile pass did, and when the next should run (None: at the usual interval)."""
+    """What one reconcile pass did, and when the next should run (None: at the usual interval).
+
+    ``observed`` counts the instances of each group the pass observed (empty when it could not
+    observe); ``outcome`` is one word for logs and metrics.
+    """
 
     plan: Plan
     applied: ApplyResult | None
     error: InfraError | None = None
     requeue_after: float | None = None
     seconds: float = 0.0
+    observed: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None and (self.applied is None or self.applied.ok)
+
+    @property
+    def outcome(self) -> str:
+        """``quorum_lost``, ``error``, ``interrupted`` (stopped mid-way), ``applied`` or ``ok``."""
+        if isinstance(self.error, QuorumLostError):
+            return "quorum_lost"
+        if self.error is not None:
+            return "error"
+        if self.applied is not None and self.applied.skipped:
+            return "interrupted"
+        return "applied" if not self.plan.empty else "ok"
 
 
 @dataclass
@@ -75,12 +125,28 @@ class GroupStatus:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _parallel_health(checks: list[tuple[Role, RoleContext, Instance]], *, workers: int) -> dict[str, Health]:
-    """Run each ``role.health(ctx, inst)`` on ``workers`` threads; verdicts by instance id.
+#: Threads that run the roles' health checks that do I/O, shared by every engine of the process
+#: (a daemon's stacks included), created on first use: a pass starts no thread of its own.
+HEALTH_THREADS = 32
+_health_pool: ThreadPoolExecutor | None = None
+_health_pool_lock = threading.Lock()
 
-    Each worker takes the next check until none is left (one task per check cost a thread
-    hand-off per instance, which dominated a no-op plan). If checks raise, the exception of the
-    first failing check in ``checks`` order is raised, as ``ThreadPoolExecutor.map`` would.
+
+def _pool() -> ThreadPoolExecutor:
+    global _health_pool
+    with _health_pool_lock:
+        if _health_pool is None:
+            _health_pool = ThreadPoolExecutor(max_workers=HEALTH_THREADS, thread_name_prefix="infra-health")
+        return _health_pool
+
+
+def _parallel_health(checks: list[tuple[AnyRole, AnyContext, Instance]]) -> dict[str, Health]:
+    """Run each ``role.health(ctx, inst)`` on the shared health threads; verdicts by instance id.
+
+    Up to ``HEALTH_THREADS`` tasks each take the next check until none is left (one task per
+    check cost a thread hand-off per instance, which dominated a no-op plan). If checks raise,
+    the exception of the first failing check in ``checks`` order is raised, as
+    ``ThreadPoolExecutor.map`` would.
     """
     results: list[Health | None] = [None] * len(checks)
     errors: dict[int, BaseException] = {}
@@ -99,9 +165,9 @@ def _parallel_health(checks: list[tuple[Role, RoleContext, Instance]], *, worker
             except BaseException as exc:  # re-raised in the caller's thread below
                 errors[i] = exc
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(work) for _ in range(workers)]:
-            future.result()
+    pool = _pool()
+    for future in [pool.submit(work) for _ in range(min(HEALTH_THREADS, len(checks)))]:
+        future.result()
     if errors:
         raise errors[min(errors)]
     verdicts: dict[str, Health] = {}
@@ -127,7 +193,7 @@ class Engine:
         self,
         stack: Stack,
         provider: Provider,
-        roles: Mapping[str, Role],
+        roles: Mapping[str, AnyRole],
         configs: Mapping[str, Any],
         *,
         state_dir: Path,
@@ -136,6 +202,7 @@ class Engine:
         concurrency: int = 50,
         retry: RetryPolicy | None = None,
         image_root: Path | None = None,
+        declared: tuple[Problem, ...] = (),
     ) -> None:
         self.stack = stack
         self.provider = provider
@@ -148,7 +215,8 @@ class Engine:
         self.retry = retry or RetryPolicy()
         #: where built images are cached (``<state root>/images``, shared by every stack)
         self.image_root = image_root or state_dir
-        self._observed: Observed = {}
+        #: what the roles found in the declaration alone (Role.check): warnings, by now
+        self.declared = declared
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -163,43 +231,62 @@ class Engine:
         concurrency: int = 50,
         retry: RetryPolicy | None = None,
     ) -> Engine:
-        """Find the provider and roles, validate their settings, connect. Changes nothing."""
-        where = f"{source}: " if source else ""
-        roles: dict[str, Role] = {}
+        """Find the roles, check the groups, then open the provider. Changes nothing.
+
+        Every error in the declaration that needs no provider (a role's settings, a size the role
+        cannot run) is found before the provider is opened, so no directory or lock exists yet.
+        """
+        roles: dict[str, AnyRole] = {}
         configs: dict[str, Any] = {}
+        declared: list[Problem] = []
         for i, group in enumerate(stack.groups):
-            role = registry.role(group.role, where=f"{where}groups[{i}].role ({group.name})")
+            prefix = f"groups[{i}]"
+            role = registry.role(group.role, where=fieldpath.where(stack, source, f"{prefix}.role"))
             try:
-                configs[group.name] = role.config_model.model_validate(group.config)
+                configs[group.name] = role.parse(group.config)
             except ValidationError as exc:
-                raise ConfigError(
-                    f"{where}group {group.name!r} (role {group.role}): "
-                    + validation_message(exc, prefix=f"groups[{i}].config")
-                ) from None
+                lines = fieldpath.validation_lines(exc, known=role.config_model.model_fields)
+                raise ConfigError("; ".join(
+                    fieldpath.where(stack, source, fieldpath.join(f"{prefix}.config", line.split(": ", 1)[0]))
+                    + ": " + line.split(": ", 1)[1] for line in lines)) from None
+            declared.extend(p.model_copy(update={"field": fieldpath.join(prefix, p.field)})
+                            for p in role.check(group, configs[group.name]))
             roles[group.name] = role
+        errors = [p for p in declared if p.is_error]
+        if errors:
+            raise ConfigError("; ".join(f"{fieldpath.where(stack, source, p.field)}: {p.message}" for p in errors))
         root = root or state_root()
         sdir = stack_dir(stack.name, root)
-        provider_cls = registry.provider_class(stack.provider, where=f"{where}provider")
+        provider_cls = registry.provider_class(stack.provider, where=fieldpath.where(stack, source, "provider"))
         try:
             provider = provider_cls.open(stack.provider_config, stack=stack.name, state_dir=sdir)
         except ConfigError as exc:
-            raise ConfigError(f"{where}{exc.message}", hint=exc.hint) from None
+            if exc.field:
+                message = exc.message.removeprefix(f"{exc.field}: ")
+                raise ConfigError(f"{fieldpath.where(stack, source, exc.field)}: {message}", hint=exc.hint,
+                                  field=exc.field) from None
+            raise ConfigError(f"{fieldpath.where(stack, source, '')}: {exc.message}", hint=exc.hint) from None
         return cls(
             stack, provider, roles, configs, state_dir=sdir, source=source, log=log,
-            concurrency=concurrency, retry=retry, image_root=root,
+            concurrency=concurrency, retry=retry, image_root=root, declared=tuple(declared),
         )
+
+    def describe(self, problem: Problem) -> str:
+        """``FILE:LINE: FIELD: message`` for a problem of this stack (:mod:`reconciler.fieldpath`)."""
+        return f"{fieldpath.where(self.stack, self.source, problem.field)}: {problem.message}"
 
     def close(self) -> None:
         self.provider.close()
 
-    def context(self, group: str, observed: Observed | None = None, *, destroying: bool = False) -> RoleContext:
+    def context(self, group: str, observed: Observed, *, destroying: bool = False) -> AnyContext:
+        """The context of ``group``'s role hooks over ``observed`` (which the executor keeps current)."""
         return RoleContext(
             stack=self.stack,
             group=self.stack.group(group),
             config=self.configs[group],
             provider=self.provider,
             state_dir=self.state_dir,
-            observed=observed if observed is not None else self._observed,
+            observed=observed,
             destroying=destroying,
             log=self.log,
             metrics_of=self._metrics_of,
@@ -208,20 +295,24 @@ class Engine:
     def _metrics_of(self, group: str) -> list[MetricsTarget]:
         if group not in self.roles:
             return []
-        return self.roles[group].metrics(self.context(group))
+        return self.roles[group].metrics(self.context(group, {}))
 
     # -- the pass, step by step ------------------------------------------------------------------
 
-    def observe(self) -> Observed:
+    def observe(self, reporter: Reporter | None = None) -> Observed:
         """One provider listing for the whole stack, split by group (members sorted)."""
-        instances = self.provider.list(stack_selector(self.stack.name))
+        try:
+            instances = self.provider.list(stack_selector(self.stack.name))
+        except InfraError as exc:
+            if reporter is not None:
+                reporter.provider_error("list", exc)
+            raise
         observed: Observed = {}
         for inst in instances:
             if inst.owned_by(self.stack.name):
                 observed.setdefault(inst.group or "", []).append(inst)
         for insts in observed.values():
             insts.sort(key=lambda i: (member_sort_key(i.member or ""), i.id))
-        self._observed = observed
         return observed
 
     def desired(self, observed: Observed) -> list[GroupDesire]:
@@ -234,11 +325,11 @@ class Engine:
     def health(self, observed: Observed) -> dict[str, Health]:
         """Each alive instance's health by its role; checks that do I/O run in parallel."""
         verdicts: dict[str, Health] = {}
-        slow: list[tuple[Role, RoleContext, Instance]] = []
+        slow: list[tuple[AnyRole, AnyContext, Instance]] = []
         for group in self.stack.groups:
             role = self.roles[group.name]
             ctx = self.context(group.name, observed)
-            inline = type(role).health is Role.health
+            inline = not role.probes(ctx)
             for inst in observed.get(group.name, []):
                 if not inst.alive:
                     continue
@@ -247,20 +338,21 @@ class Engine:
                 else:
                     slow.append((role, ctx, inst))
         if slow:
-            verdicts.update(_parallel_health(slow, workers=min(32, len(slow))))
+            verdicts.update(_parallel_health(slow))
         return verdicts
 
     def validate(self) -> list[Problem]:
         """Every problem the roles, the image pipeline and the provider can see before anything changes."""
-        return self._validate(self._observed).problems
+        return self._validate({}).problems
 
-    def _validate(self, observed: Observed, *, provider_checks: bool = True) -> _Checked:
+    def _validate(self, observed: Observed, *, provider_checks: bool = True,
+                  reporter: Reporter | None = None) -> _Checked:
         """The problems, each group's members as expanded to find them, and the pipeline images.
 
         Expanding is the costliest step of a plan after the provider call (a MemberSpec per
         member), so :meth:`plan` diffs against these members instead of expanding again.
         """
-        problems: list[Problem] = []
+        problems: list[Problem] = list(self.declared)
         expanded: dict[str, list[MemberSpec]] = {}
         index: dict[str, int] = {}
         for i, group in enumerate(self.stack.groups):
@@ -268,7 +360,7 @@ class Engine:
             ctx = self.context(group.name, observed)
             for p in self.roles[group.name].validate(ctx):
                 problems.append(p if p.field.startswith("groups") else
-                                p.model_copy(update={"field": f"groups[{i}].{p.field}".rstrip(".")}))
+                                p.model_copy(update={"field": fieldpath.join(f"groups[{i}]", p.field)}))
             if not any(p.is_error for p in problems) and group.size:
                 expanded[group.name] = self.roles[group.name].expand(ctx)
         if any(p.is_error for p in problems):
@@ -280,7 +372,12 @@ class Engine:
             states = pipeline.survey(store, images.values(), self.image_root)
             problems.extend(pipeline.problems(store, states, lambda g: f"groups[{index[g]}].image"))
         if provider_checks and not any(p.is_error for p in problems):
-            problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
+            try:
+                problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
+            except InfraError as exc:
+                if reporter is not None:
+                    reporter.provider_error("validate", exc)
+                raise
         return _Checked(problems, expanded, states)
 
     def _resolve_images(self, expanded: dict[str, list[MemberSpec]]) -> dict[str, ImageSpec]:
@@ -299,7 +396,8 @@ class Engine:
             try:
                 spec = ImageSpec.of(group, members, fmt=store.image_format, metadata=store.image_metadata)
             except ValueError as exc:
-                raise ConfigError(f"{self.source + ': ' if self.source else ''}{exc}") from None
+                field = f"groups[{[g.name for g in self.stack.groups].index(group)}]"
+                raise ConfigError(f"{fieldpath.where(self.stack, self.source, field)}: {exc}") from None
             images[group] = spec
             expanded[group] = with_image(members, spec)
         return images
@@ -318,36 +416,55 @@ class Engine:
         if not images or store is None:
             return
         report = reporter or NullReporter()
-        pipeline.push(store, images, self.image_root, attempts=self.retry.attempts, base=self.retry.base,
-                      cap=self.retry.cap, log=report.note, upload=report.upload)
+        pipeline.push(store, images, self.image_root, policy=self.retry, log=report.note, upload=report.upload)
 
-    def plan(self, *, destroy: bool = False) -> Plan:
-        """Observe and diff. Raises ConfigError when validation finds an error.
+    def plan(self, *, destroy: bool = False, reporter: Reporter | None = None) -> PlannedPass:
+        """Observe, check, diff, and ask each quorum group with changes whether it could change now.
 
-        The plan lists the pipeline images the provider lacks (pushed first by :meth:`apply`).
+        Raises ConfigError when validation finds an error. The plan lists the pipeline images the
+        provider lacks (pushed first by :meth:`apply`). Read-only.
         """
-        observed = self.observe()
+        observed = self.observe(reporter)
         instances = [i for v in observed.values() for i in v]
         if destroy:
             groups = [GroupDesire(g.name, self.roles[g.name].policy, []) for g in self.stack.groups]
-            return make_plan(self.stack.name, groups, instances, destroy=True)
-        checked = self._validate(observed)
+            return PlannedPass(make_plan(self.stack.name, groups, instances, destroy=True), observed)
+        checked = self._validate(observed, reporter=reporter)
         problems, expanded = checked.problems, checked.expanded
         errors = [p for p in problems if p.is_error]
         if errors:
-            where = f"{self.source}: " if self.source else ""
-            raise ConfigError(where + "; ".join(f"{p.field}: {p.message}" for p in errors))
+            raise ConfigError("; ".join(self.describe(p) for p in errors))
         desired = [GroupDesire(g.name, self.roles[g.name].policy, expanded.get(g.name, []))
                    for g in self.stack.groups]
-        result = make_plan(self.stack.name, desired, instances, self.health(observed))
-        return Plan(
+        health = self.health(observed)
+        result = make_plan(self.stack.name, desired, instances, health)
+        the_plan = Plan(
             stack=result.stack, groups=result.groups, problems=tuple(problems),
             observed=result.observed, destroy=result.destroy,
             images=tuple(s.spec for s in checked.images if not s.present),
         )
+        return PlannedPass(the_plan, observed, health, self._refusal(the_plan, observed))
 
-    def check_saved(self, plan: Plan, saved_stack: str, saved_destroy: bool, saved_keys: list[Any]) -> None:
+    def _refusal(self, the_plan: Plan, observed: Observed) -> InfraError | None:
+        """A quorum group's refusal of its pending changes (its preflight, read-only), if any.
+
+        Only a lost quorum refuses here; anything else a preflight raises (an election under way)
+        is left to the executor, which waits and retries it.
+        """
+        for gp in the_plan.groups:
+            if the_plan.destroy or gp.bootstrap or gp.policy != UpdatePolicy.QUORUM.value:
+                continue
+            try:
+                self.roles[gp.group].preflight(self.context(gp.group, observed))
+            except QuorumLostError as exc:
+                return exc
+            except InfraError:
+                continue
+        return None
+
+    def check_saved(self, planned: PlannedPass, saved_stack: str, saved_destroy: bool, saved_keys: list[Any]) -> None:
         """Refuse a saved plan that no longer matches what a fresh plan would do."""
+        plan = planned.plan
         if saved_stack != self.stack.name:
             raise StalePlanError(f"the saved plan is for stack {saved_stack!r}, not {self.stack.name!r}")
         if saved_destroy != plan.destroy:
@@ -361,15 +478,16 @@ class Engine:
             )
 
     def apply(
-        self, plan: Plan, *, reporter: Reporter | None = None, stop: threading.Event | None = None
+        self, planned: PlannedPass, *, reporter: Reporter | None = None, stop: threading.Event | None = None
     ) -> ApplyResult:
-        """Execute ``plan`` (made by :meth:`plan` on this engine). Caller holds the stack lock.
+        """Execute a pass planned by :meth:`plan` on this engine. Caller holds the stack lock.
 
         The images the plan pushes go first; when one cannot be pushed, InfraError is raised and
-        no member is changed.
+        no member is changed. The planned pass is not modified.
         """
+        plan = planned.plan
         self.push_images(list(plan.images), reporter)
-        observed = {k: list(v) for k, v in self._observed.items()}
+        observed = {k: list(v) for k, v in planned.observed.items()}
         contexts = {
             g.name: (self.roles[g.name], self.context(g.name, observed, destroying=plan.destroy))
             for g in self.stack.groups
@@ -378,31 +496,36 @@ class Engine:
             self.provider, contexts, concurrency=self.concurrency, retry=self.retry,
             reporter=reporter, stop=stop,
         )
-        result = executor.execute(plan)
-        self._observed = observed
-        return result
+        return executor.execute(plan)
 
     def reconcile(
         self, *, reporter: Reporter | None = None, stop: threading.Event | None = None, dry_run: bool = False
     ) -> PassResult:
         """One level-triggered pass: plan, then apply unless ``dry_run``. Never raises InfraError."""
         start = time.monotonic()
+
+        def result(plan: Plan, applied: ApplyResult | None = None, error: InfraError | None = None,
+                   requeue: float | None = None, counts: dict[str, int] | None = None) -> PassResult:
+            return PassResult(plan, applied, error=error, requeue_after=requeue, seconds=time.monotonic() - start,
+                              observed=counts or {})
+
         try:
-            plan = self.plan()
+            planned = self.plan(reporter=reporter)
         except InfraError as exc:
-            return PassResult(Plan(self.stack.name), None, error=exc,
-                              requeue_after=None, seconds=time.monotonic() - start)
-        if dry_run or plan.empty:
-            return PassResult(plan, None, seconds=time.monotonic() - start)
+            return result(Plan(self.stack.name), error=exc)
+        counts = {g.name: len(planned.observed.get(g.name, [])) for g in self.stack.groups}
+        if planned.refusal is not None:
+            return result(planned.plan, error=planned.refusal, counts=counts)
+        if dry_run or planned.plan.empty:
+            return result(planned.plan, counts=counts)
         try:
-            applied = self.apply(plan, reporter=reporter, stop=stop)
+            applied = self.apply(planned, reporter=reporter, stop=stop)
         except InfraError as exc:  # an image could not be pushed: nothing was changed
-            return PassResult(plan, None, error=exc, requeue_after=None, seconds=time.monotonic() - start)
+            return result(planned.plan, error=exc, counts=counts)
         error: InfraError | None = applied.quorum_lost
         if error is None and applied.failed:
             error = applied.failed[0][1]
-        requeue = 0.0 if applied.ok else None
-        return PassResult(plan, applied, error=error, requeue_after=requeue, seconds=time.monotonic() - start)
+        return result(planned.plan, applied, error, 0.0 if applied.ok else None, counts)
 
     # -- read-only views -------------------------------------------------------------------------
 
@@ -430,8 +553,8 @@ class Engine:
         return out
 
     def env(self) -> dict[str, str]:
-        self.observe()
+        observed = self.observe()
         env: dict[str, str] = {}
         for group in self.stack.groups:
-            env.update(self.roles[group.name].env(self.context(group.name)))
+            env.update(self.roles[group.name].env(self.context(group.name, observed)))
         return env

@@ -40,7 +40,16 @@ class InfraError(Exception):
 
 
 class ConfigError(InfraError):
-    """The stack file, a flag or a saved plan is invalid. Nothing was changed."""
+    """The stack file, a flag or a saved plan is invalid. Nothing was changed.
+
+    ``field`` names the declaration's field it is about (``provider_config.zones``), when it is
+    about one, so the engine can point at the stack-file line (:mod:`reconciler.fieldpath`); the
+    message then does not repeat it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
 
 
 class LockHeldError(InfraError):

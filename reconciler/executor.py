@@ -7,9 +7,9 @@ every daemon pass). Groups run in plan order. Inside a group:
 * **quorum** — one change at a time, ``preflight`` before each, health gate after each; a
   group created from nothing (``bootstrap``) creates all members together, then gates on each.
 
-Every provider call and role hook is retried while it raises a *retryable* error
-(:func:`reconciler.errors.is_retryable`), with exponential backoff and full jitter (tenacity),
-for at most ``attempts`` tries and ``change_timeout`` seconds per change. Anything else fails
+Every provider call and role hook is retried under the one retry policy
+(:mod:`reconciler.retry`: retryable errors only, backoff with jitter, at least the server's
+``retry_after``), for at most ``attempts`` tries and ``change_timeout`` seconds per change. Anything else fails
 the change: a cattle group carries on with its other changes, a quorum group stops at once
 (changing a quorum group after a failure could cost the quorum). What the provider returns is
 checked against what was planned; a mismatch is reported as a provider bug.
@@ -28,19 +28,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
-
-from reconciler.errors import InfraError, PermanentError, QuorumLostError, is_retryable
+from reconciler import retry
+from reconciler.errors import InfraError, PermanentError, QuorumLostError
 from reconciler.model import Instance, MemberSpec
 from reconciler.plan import Action, Change, GroupPlan, Order, Plan
 from reconciler.provider import Provider
-from reconciler.role import Role, RoleContext, UpdatePolicy
+from reconciler.retry import RetryPolicy
+from reconciler.role import AnyContext, AnyRole, UpdatePolicy
 
 T = TypeVar("T")
 
@@ -63,6 +57,9 @@ class Reporter(Protocol):
     def upload(self, image: str, done: int, total: int) -> None:
         """Bytes of an image pushed so far (the image pipeline, before any change)."""
 
+    def provider_error(self, call: str, error: InfraError) -> None:
+        """A provider call (``list``, ``validate``, ``create``, ``delete``) raised, retried or not."""
+
     def end(self) -> None: ...
 
 
@@ -79,15 +76,9 @@ class NullReporter:
 
     def upload(self, image: str, done: int, total: int) -> None: ...
 
+    def provider_error(self, call: str, error: InfraError) -> None: ...
+
     def end(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    base: float = 0.2  # seconds; backoff is random in [0, base * 2**n], capped
-    cap: float = 10.0
-    change_timeout: float = 600.0
 
 
 @dataclass
@@ -115,7 +106,7 @@ class Executor:
     def __init__(
         self,
         provider: Provider,
-        contexts: Mapping[str, tuple[Role, RoleContext]],
+        contexts: Mapping[str, tuple[AnyRole, AnyContext]],
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         retry: RetryPolicy | None = None,
@@ -129,49 +120,28 @@ class Executor:
         self.reporter: Reporter = reporter or NullReporter()
         self.stop = stop or threading.Event()
         self._observed_lock = threading.Lock()
-        # (id of a RoleContext, group) → (that group's observed list, the ids in it); see _ids.
+        # (id of a AnyContext, group) → (that group's observed list, the ids in it); see _ids.
         self._id_sets: dict[tuple[int, str], tuple[list[Instance], set[str]]] = {}
 
     # -- retries -------------------------------------------------------------------------------
 
-    def _call(self, what: Callable[[], T], deadline: float) -> T:
-        """``what()``, retried with backoff while it raises a retryable error (module docstring).
-
-        The first attempt runs bare: building a tenacity ``Retrying`` per call cost more than
-        the memory provider's create itself. Only a retryable failure builds one, whose first
-        "attempt" re-raises that failure, so attempts, waits and the deadline are exactly those
-        of a ``Retrying`` wrapped around the first call.
-        """
-        try:
-            return what()
-        except Exception as exc:
-            if not is_retryable(exc):
-                raise
-            first: BaseException | None = exc
-
-        def attempt() -> T:
-            nonlocal first
-            if first is not None:
-                failure, first = first, None
-                raise failure
-            return what()
-
-        remaining = max(0.001, deadline - time.monotonic())
-        retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
-            wait=wait_random_exponential(multiplier=self.retry.base, max=self.retry.cap),
-            stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(remaining),
-            reraise=True,
-        )
-        return retrying(attempt)
+    def _call(self, what: Callable[[], T], deadline: float, call: str | None = None) -> T:
+        """``what()`` under the retry policy (:mod:`reconciler.retry`); a provider ``call``'s
+        failed attempts are reported to the reporter."""
+        on_error = None
+        if call is not None:
+            def on_error(exc: BaseException, call: str = call) -> None:
+                if isinstance(exc, InfraError):
+                    self.reporter.provider_error(call, exc)
+        return retry.call(what, self.retry, deadline=deadline, on_error=on_error)
 
     # -- the observed view roles see -------------------------------------------------------------
 
-    def _ctx(self, group: str) -> tuple[Role | None, RoleContext | None]:
+    def _ctx(self, group: str) -> tuple[AnyRole | None, AnyContext | None]:
         pair = self.contexts.get(group)
         return (pair[0], pair[1]) if pair else (None, None)
 
-    def _ids(self, ctx: RoleContext, group: str) -> tuple[list[Instance], set[str]]:
+    def _ids(self, ctx: AnyContext, group: str) -> tuple[list[Instance], set[str]]:
         """The group's observed list and the set of its ids (rebuilt if the list was replaced).
 
         Caller holds ``_observed_lock``. Keeps adding an instance O(1) in Python work instead
@@ -184,7 +154,7 @@ class Executor:
             cached = (current, {i.id for i in current})
         return cached
 
-    def _observe_add(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
+    def _observe_add(self, ctx: AnyContext | None, group: str, inst: Instance) -> None:
         if ctx is None:
             return
         with self._observed_lock:
@@ -197,7 +167,7 @@ class Executor:
             ctx.observed[group] = updated
             self._id_sets[(id(ctx), group)] = (updated, ids)
 
-    def _observe_remove(self, ctx: RoleContext | None, group: str, inst: Instance) -> None:
+    def _observe_remove(self, ctx: AnyContext | None, group: str, inst: Instance) -> None:
         if ctx is None:
             return
         with self._observed_lock:
@@ -225,7 +195,7 @@ class Executor:
                     hint="a role may add runtime files (in_spec=False) only",
                 )
             member = hooked
-        inst = self._call(lambda: self.provider.create(member), deadline)
+        inst = self._call(lambda: self.provider.create(member), deadline, "create")
         self._check_created(member, inst)
         self._observe_add(ctx, change.group, inst)
         if gate and role is not None and ctx is not None:
@@ -233,7 +203,7 @@ class Executor:
         return inst
 
     def _after_create(
-        self, role: Role, ctx: RoleContext, member: MemberSpec, inst: Instance, deadline: float
+        self, role: AnyRole, ctx: AnyContext, member: MemberSpec, inst: Instance, deadline: float
     ) -> None:
         self._call(lambda: role.after_create(ctx, member, inst), deadline)
 
@@ -250,7 +220,7 @@ class Executor:
         assert inst is not None
         if role is not None and ctx is not None and not ctx.destroying:
             self._call(lambda: role.before_delete(ctx, inst), deadline)
-        self._call(lambda: self.provider.delete(inst), deadline)
+        self._call(lambda: self.provider.delete(inst), deadline, "delete")
         self._observe_remove(ctx, change.group, inst)
 
     def _run(self, change: Change, *, gate: bool = True) -> None:

@@ -3,7 +3,9 @@
 Called by every CLI command and by the daemon (on start and whenever the file changes). Every
 way a stack file can be wrong — missing, a syntax error, an exception, no stack, two stacks, a
 value that fails validation — becomes one :class:`~reconciler.errors.ConfigError` whose message
-names the file, the line where it can be found, and the field, with no traceback (the CLI shows
+names the file, the line where it can be found, and the field (``stacks/x.py:12:
+Etcd.heartbeat_interval: no setting 'heartbeat_interval'; did you mean
+'heartbeat_interval_ms'?``, :mod:`reconciler.fieldpath`), with no traceback (the CLI shows
 one only with ``--debug``). Loading changes nothing outside the Python process.
 """
 
@@ -14,34 +16,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import ConfigError
-from reconciler.stack import Stack
-
-
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    """``('groups', 0, 'size')`` → ``groups[0].size``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def validation_message(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``field: what is wrong (got VALUE)``."""
-    lines = []
-    for err in exc.errors():
-        loc = format_loc(tuple(err["loc"]))
-        where = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        lines.append(f"{where}: {msg}{shown}")
-    return "; ".join(lines)
+from reconciler.fieldpath import validation_lines
+from reconciler.stack import LOADING, Stack
 
 
 def _line_in(tb: Any, path: str) -> int | None:
@@ -73,12 +52,17 @@ def load_stack(path: str | Path) -> Stack:
     namespace: dict[str, Any] = {"__name__": f"infra_stack_{file.stem.replace('-', '_')}", "__file__": filename}
     parent = str(file.resolve().parent)
     sys.path.insert(0, parent)
+    token = LOADING.set(filename)
     try:
         exec(code, namespace)
     except ValidationError as exc:
         line = _line_in(exc.__traceback__, filename)
         where = f"{shown}:{line}" if line else shown
-        raise ConfigError(f"{where}: invalid {exc.title}: {validation_message(exc)}") from exc
+        model = namespace.get(exc.title)
+        known = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else ()
+        problems = [f"{exc.title}.{text}" if not text.startswith("(") else f"{exc.title}: {text}"
+                    for text in validation_lines(exc, known=known)]
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from exc
     except SystemExit as exc:
         raise ConfigError(f"{shown}: the stack file called exit({exc.code})") from None
     except Exception as exc:
@@ -86,6 +70,7 @@ def load_stack(path: str | Path) -> Stack:
         where = f"{shown}:{line}" if line else shown
         raise ConfigError(f"{where}: the stack file raised {type(exc).__name__}: {exc}") from exc
     finally:
+        LOADING.reset(token)
         try:
             sys.path.remove(parent)
         except ValueError:

@@ -12,15 +12,16 @@ import os
 from pathlib import Path
 
 
-def state_root() -> Path:
-    """The state root directory (created 0700 on first use)."""
+def state_root(*, create: bool = True) -> Path:
+    """The state root directory (created 0700 on first use, unless ``create`` is False)."""
     explicit = os.environ.get("INFRA_STATE_DIR")
     if explicit:
         root = Path(explicit)
     else:
         xdg = os.environ.get("XDG_STATE_HOME")
         root = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "infra"
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if create:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return root
 
 

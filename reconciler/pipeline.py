@@ -6,24 +6,23 @@ cached, upload and register what the provider lacks, before any member change, s
 never created from an image that does not exist). ``infra image build|push|list`` use the same
 functions.
 
-A push is retried while the provider raises a retryable error, with the executor's backoff
-(:class:`~reconciler.executor.RetryPolicy`); the provider's ``push_image`` is idempotent by
+A push is retried while the provider raises a retryable error, under the one retry policy
+(:mod:`reconciler.retry`); the provider's ``push_image`` is idempotent by
 digest, so a retry (or the next apply after a crash) never uploads or registers twice.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
-
-from reconciler import imagebuild
-from reconciler.errors import is_retryable
+from reconciler import imagebuild, retry
 from reconciler.image import ImageRecord, ImageSpec
 from reconciler.model import Problem
 from reconciler.provider import ImageStore, accepts_documents
+from reconciler.retry import RetryPolicy
 
 #: ``upload(image name, bytes done, bytes total)``
 Upload = Callable[[str, int, int], None]
@@ -73,9 +72,7 @@ def push(
     images: Iterable[ImageSpec],
     state_root: Path,
     *,
-    attempts: int = 8,
-    base: float = 0.2,
-    cap: float = 10.0,
+    policy: RetryPolicy | None = None,
     deadline: float = 1800.0,
     log: Callable[[str], None] = lambda m: None,
     upload: Upload = lambda name, done, total: None,
@@ -99,13 +96,7 @@ def push(
         def attempt(spec: ImageSpec = spec, artefact: Path = artefact) -> ImageRecord:
             return store.push_image(spec, artefact, lambda d, t: upload(spec.name, d, t))
 
-        retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
-            wait=wait_random_exponential(multiplier=base, max=cap),
-            stop=stop_after_attempt(attempts) | stop_after_delay(deadline),
-            reraise=True,
-        )
-        record = retrying(attempt)
+        record = retry.call(attempt, policy or RetryPolicy(), deadline=time.monotonic() + deadline)
         log(f"image {spec.name} is ready ({record.id})")
         done[spec.digest] = record
         records.append(record)

@@ -15,7 +15,7 @@ from typing import cast
 
 from reconciler.errors import ConfigError
 from reconciler.provider import ProviderClass
-from reconciler.role import Role
+from reconciler.role import AnyRole, Role
 
 PROVIDER_GROUP = "infra.providers"
 ROLE_GROUP = "infra.plugins"
@@ -66,7 +66,7 @@ def emulator(name: str) -> Callable[[int, Path], int]:
     return cast(Callable[[int, Path], int], _load(EMULATOR_GROUP, "emulator", name, "emulator"))
 
 
-def role(name: str, where: str = "role") -> Role:
+def role(name: str, where: str = "role") -> AnyRole:
     cls = _load(ROLE_GROUP, "role", name, where)
     if not (isinstance(cls, type) and issubclass(cls, Role)):
         raise ConfigError(f"{where}: plugin {name!r} is not a reconciler.role.Role subclass")

@@ -9,8 +9,11 @@ Contract, hook by hook (every hook may raise only :mod:`reconciler.errors` types
 
 ``validate(ctx)``       problems with the group's settings; changes nothing. Warnings are shown.
 ``expand(ctx)``         the group's desired members, with stable logical ids (``etcd-0``...).
+``check(group, cfg)``   problems visible in the declaration alone (a size the role cannot run);
+                        called before any provider is opened or any directory is made.
 ``health(ctx, inst)``   HEALTHY, UNHEALTHY (the planner replaces it) or UNKNOWN (left alone).
                         Called only for instances the provider reports alive; must be quick.
+                        ``probes(ctx)`` says whether it does I/O (then checks run in parallel).
 ``preflight(ctx)``      before each change of a quorum group (once per group for cattle): raise
                         QuorumLostError to refuse every change, RoleTransientError to wait.
 ``before_create``       e.g. ``etcd member add``; returns the member to create, possibly with
@@ -37,9 +40,9 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
 
 from reconciler.model import Health, Instance, MemberSpec, Problem
 from reconciler.provider import Provider
@@ -68,18 +71,38 @@ class MetricsTarget:
 
 
 class RoleConfig(BaseModel):
-    """Base for a role's settings model: frozen, unknown fields rejected."""
+    """Base for a role's settings model: frozen, unknown fields rejected.
+
+    ``renamed`` maps a setting's former name to its current one: ``Group(config={old: v})`` keeps
+    working (a typed group class, which inherits the model, only takes the current names).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, data: Any) -> Any:
+        if not cls.renamed or not isinstance(data, dict) or issubclass(cls, Group):
+            return data
+        data = dict(data)
+        for old, new in cls.renamed.items():
+            if old in data and new not in data:
+                data[new] = data.pop(old)
+        return data
+
+
+#: A role's settings model.
+C = TypeVar("C", bound=RoleConfig)
 
 
 @dataclass
-class RoleContext:
+class RoleContext(Generic[C]):
     """What a role may look at during one pass. ``observed`` is kept current by the executor."""
 
     stack: Stack
     group: Group
-    config: Any  # the role's own RoleConfig subclass instance
+    config: C  # the group's settings, parsed by the role's settings model
     provider: Provider
     state_dir: Path  # the stack's private directory (0700); secrets go here, mode 0600
     observed: dict[str, list[Instance]] = field(default_factory=dict)  # by group name
@@ -113,45 +136,66 @@ class RoleContext:
         return netguard.is_allowed(address)
 
 
-class Role:
-    """Base class with the default behaviour of every hook; plugins override what they need."""
+class Role(Generic[C]):
+    """Base class with the default behaviour of every hook; plugins override what they need.
+
+    Generic over the role's settings model: ``class EtcdRole(Role[EtcdConfig])`` with
+    ``config_model = EtcdConfig`` gets ``ctx.config`` typed as ``EtcdConfig`` in every hook.
+    """
 
     name: ClassVar[str] = ""
     policy: ClassVar[UpdatePolicy] = UpdatePolicy.CATTLE
-    config_model: ClassVar[type[RoleConfig]] = RoleConfig
+    config_model: type[C]
 
-    def validate(self, ctx: RoleContext) -> list[Problem]:
+    def parse(self, raw: Mapping[str, Any]) -> C:
+        """The group's settings (``Group.config``) parsed by the role's model; ValidationError if bad."""
+        return self.config_model.model_validate(dict(raw))
+
+    def check(self, group: Group, config: C) -> list[Problem]:
+        """Problems visible in the declaration alone (a size the role cannot run, say).
+
+        Called by :meth:`reconciler.engine.Engine.open` before any provider is opened or any
+        directory or lock is made; needs no context. Fields are relative to the group (``size``).
+        """
         return []
 
-    def expand(self, ctx: RoleContext) -> list[MemberSpec]:
+    def validate(self, ctx: RoleContext[C]) -> list[Problem]:
+        return []
+
+    def expand(self, ctx: RoleContext[C]) -> list[MemberSpec]:
         raise NotImplementedError
 
-    def health(self, ctx: RoleContext, instance: Instance) -> Health:
+    def health(self, ctx: RoleContext[C], instance: Instance) -> Health:
         return Health.HEALTHY if instance.alive else Health.UNHEALTHY
 
-    def preflight(self, ctx: RoleContext) -> None:
+    def probes(self, ctx: RoleContext[C]) -> bool:
+        """Whether :meth:`health` does I/O for this group (the engine then runs the checks on its
+        shared health threads); True whenever a role overrides ``health``, unless it says otherwise."""
+        return type(self).health is not Role.health
+
+    def preflight(self, ctx: RoleContext[C]) -> None:
         return None
 
-    def before_create(self, ctx: RoleContext, member: MemberSpec) -> MemberSpec:
+    def before_create(self, ctx: RoleContext[C], member: MemberSpec) -> MemberSpec:
         return member
 
-    def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
+    def after_create(self, ctx: RoleContext[C], member: MemberSpec, instance: Instance) -> None:
         return None
 
-    def before_delete(self, ctx: RoleContext, instance: Instance) -> None:
+    def before_delete(self, ctx: RoleContext[C], instance: Instance) -> None:
         return None
 
-    def status(self, ctx: RoleContext) -> Mapping[str, JsonValue]:
+    def status(self, ctx: RoleContext[C]) -> Mapping[str, JsonValue]:
         return {}
 
-    def env(self, ctx: RoleContext) -> dict[str, str]:
+    def env(self, ctx: RoleContext[C]) -> dict[str, str]:
         return {}
 
-    def metrics(self, ctx: RoleContext) -> list[MetricsTarget]:
+    def metrics(self, ctx: RoleContext[C]) -> list[MetricsTarget]:
         """Where this group's members serve Prometheus metrics (none by default)."""
         return []
 
-    def member_base(self, ctx: RoleContext, index: int, *, member: str | None = None) -> MemberSpec:
+    def member_base(self, ctx: RoleContext[C], index: int, *, member: str | None = None) -> MemberSpec:
         """A member with the identity fields filled in; roles add services and files."""
         group = ctx.group
         return MemberSpec(
@@ -164,3 +208,9 @@ class Role:
             provider_config=ctx.stack.group_provider_config(group),
             placement=index,
         )
+
+
+#: A role and its context as the engine holds them: one per group, each with its own settings
+#: model, so the engine sees them through the base type.
+AnyRole = Role[Any]
+AnyContext = RoleContext[Any]

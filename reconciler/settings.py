@@ -2,7 +2,8 @@
 
 Providers call :func:`parse_settings` in ``open`` (``provider_config``) and roles for their group
 ``config``, so every bad setting becomes the same :class:`~reconciler.errors.ConfigError`:
-``<where>.<field>: <what is wrong>``, naming the first problem pydantic found.
+``<where>.<field>: <what is wrong>``, naming the first problem pydantic found, with the field
+also in ``ConfigError.field`` (so the engine can add the stack-file line).
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import ConfigError
+from reconciler.fieldpath import format_loc, join
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def first_problem(exc: ValidationError) -> tuple[str, str]:
-    """``(field path, message)`` of the first problem: ``("zones.0", "'x' is not a zone")``."""
+    """``(field path, message)`` of the first problem: ``("zones[0]", "'x' is not a zone")``."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return loc, str(err["msg"]).removeprefix("Value error, ")
+    return format_loc(err["loc"]), str(err["msg"]).removeprefix("Value error, ")
 
 
 def parse_settings(model: type[M], raw: Mapping[str, Any] | None, *, where: str = "provider_config") -> M:
@@ -30,4 +31,5 @@ def parse_settings(model: type[M], raw: Mapping[str, Any] | None, *, where: str 
         return model.model_validate(dict(raw or {}))
     except ValidationError as exc:
         loc, msg = first_problem(exc)
-        raise ConfigError(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}") from None
+        field = join(where, loc)
+        raise ConfigError(f"{field}: {msg}", field=field) from None

@@ -45,7 +45,9 @@ cluster (bootstrap needs no etcd API) and refuses membership changes it cannot m
 
 import os
 
-from reconciler import Group, Stack
+from plugins.etcd import Etcd
+from plugins.prometheus import Prometheus
+from reconciler import Stack
 
 REGION = os.environ.get("INFRA_AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 SUBNETS = [s for s in os.environ.get("INFRA_AWS_SUBNETS", "subnet-00000000000000001").split(",") if s]
@@ -53,6 +55,16 @@ SECURITY_GROUPS = [s for s in os.environ.get("INFRA_AWS_SECURITY_GROUPS", "").sp
 PROMETHEUS_PROFILE = os.environ.get("INFRA_AWS_PROMETHEUS_PROFILE") or None
 # EC2 instances take a minute or two to boot before etcd answers.
 HEALTH_TIMEOUT = float(os.environ.get("INFRA_AWS_HEALTH_TIMEOUT", "300"))
+
+etcd = Etcd(
+    name="etcd",
+    size=3,
+    # No image=: the members boot the AMI built from this group's LinuxKit document.
+    machine_type="t3.small",
+    version="3.4.23",
+    health_timeout=HEALTH_TIMEOUT,
+    provider_config={"address_offset": 10},
+)
 
 stack = Stack(
     name="etcd-aws",
@@ -65,21 +77,12 @@ stack = Stack(
         "tags": {"project": "etcd-aws"},
     },
     groups=(
-        Group(
-            name="etcd",
-            size=3,
-            role="etcd",
-            # No image=: the members boot the AMI built from this group's LinuxKit document.
-            machine_type="t3.small",
-            config={"version": "3.4.23", "health_timeout": HEALTH_TIMEOUT},
-            provider_config={"address_offset": 10},
-        ),
-        Group(
+        etcd,
+        Prometheus(
             name="prometheus",
             size=1,
-            role="prometheus",
             machine_type="t3.small",
-            config={"watch": ["etcd"]},
+            watch=[etcd],
             # Prometheus's EC2 service discovery reads the instance list with the instance's role.
             provider_config={"iam_instance_profile": PROMETHEUS_PROFILE} if PROMETHEUS_PROFILE else {},
         ),

@@ -37,12 +37,23 @@ health and change its membership.
 
 import os
 
-from reconciler import Group, Stack
+from plugins.etcd import Etcd
+from plugins.prometheus import Prometheus
+from reconciler import Stack
 
 PROJECT = os.environ.get("INFRA_GCP_PROJECT", "my-project")
 IMAGE_BUCKET = os.environ.get("INFRA_GCP_IMAGE_BUCKET", f"{PROJECT}-infra-images")
 ADDRESS_RANGE = os.environ.get("INFRA_GCP_ADDRESS_RANGE", "10.128.15.0/28")
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
+
+etcd = Etcd(
+    name="etcd",
+    size=3,
+    # No image=: the members boot the image built from this group's LinuxKit document.
+    machine_type="e2-small",
+    version="3.4.23",
+    provider_config={"address_range": ADDRESS_RANGE},
+)
 
 stack = Stack(
     name="etcd-gcp",
@@ -56,21 +67,12 @@ stack = Stack(
         "tags": ["infra-etcd-gcp"],
     },
     groups=(
-        Group(
-            name="etcd",
-            size=3,
-            role="etcd",
-            # No image=: the members boot the image built from this group's LinuxKit document.
-            machine_type="e2-small",
-            config={"version": "3.4.23"},
-            provider_config={"address_range": ADDRESS_RANGE},
-        ),
-        Group(
+        etcd,
+        Prometheus(
             name="prometheus",
             size=1,
-            role="prometheus",
             machine_type="e2-small",
-            config={"watch": ["etcd"]},
+            watch=[etcd],
             # Prometheus's GCE service discovery reads the instance list with the VM's identity.
             provider_config={
                 "service_account": "default",

@@ -11,30 +11,23 @@ and peer 2380; Prometheus listens on 9090 of its own address and finds the membe
 Edit ``size`` (odd: 1, 3, 5, 7) and apply again to grow or shrink the cluster one member at a time.
 """
 
-from reconciler import Group, Stack
+from plugins.etcd import Etcd
+from plugins.prometheus import Prometheus
+from reconciler import Stack
+
+etcd = Etcd(
+    name="etcd",
+    size=3,
+    version="3.4.23",
+    # Loopback round trips are microseconds: a short heartbeat and election timeout make
+    # bootstrap and leader failover quick.
+    heartbeat_interval_ms=50,
+    election_timeout_ms=500,
+    flags={"snapshot-count": 10000},
+)
 
 stack = Stack(
     name="etcd-local",
     provider="local",
-    groups=(
-        Group(
-            name="etcd",
-            size=3,
-            role="etcd",
-            config={
-                "version": "3.4.23",
-                # Loopback round trips are microseconds: a short heartbeat and election timeout
-                # make bootstrap and leader failover quick.
-                "heartbeat_interval_ms": 50,
-                "election_timeout_ms": 500,
-                "flags": {"snapshot-count": 10000},
-            },
-        ),
-        Group(
-            name="prometheus",
-            size=1,
-            role="prometheus",
-            config={"watch": ["etcd"]},
-        ),
-    ),
+    groups=(etcd, Prometheus(name="prometheus", size=1, watch=[etcd])),
 )

@@ -5,23 +5,20 @@
     infra status stacks/hello-local.py
 """
 
-from reconciler import Group, Stack
+from plugins.command import Command
+from reconciler import Stack
 
 stack = Stack(
     name="hello",
     provider="local",
     groups=[
-        Group(
+        Command(
             name="web",
             size=3,
-            role="command",
-            config={
-                "command": ["python3", "-m", "http.server", "8080", "--bind", "{address}",
-                            "--directory", "{config}/web"],
-                "port": 8080,
-                "health": "http",
-                "files": {"index.html": "<h1>hello from infra</h1>\n"},
-            },
+            command=["python3", "-m", "http.server", "8080", "--bind", "{address}", "--directory", "{config}/web"],
+            port=8080,
+            health="http",
+            files={"index.html": "<h1>hello from infra</h1>\n"},
         ),
     ],
 )

@@ -22,6 +22,7 @@ from pydantic import Field
 from reconciler.errors import HealthTimeoutError
 from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
 from reconciler.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
+from reconciler.stack import Group
 
 
 class CommandConfig(RoleConfig):
@@ -33,20 +34,29 @@ class CommandConfig(RoleConfig):
     http_path: str = "/"
     env: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="config files: relative path → content")
-    image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")
+    renamed = {"image": "container_image"}  # the setting's name before typed groups
+    container_image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")
     metrics_path: str | None = Field(None, description="path of Prometheus metrics on port, if any")
     ready_timeout: float = Field(30.0, gt=0)
 
 
-class CommandRole(Role):
+class Command(Group, CommandConfig):
+    """A ``command`` group with typed settings: ``Command(name="web", size=3, command=[...], port=8080)``."""
+
+    settings_model = CommandConfig
+    role_name = "command"
+    role: str = "command"
+
+
+class CommandRole(Role[CommandConfig]):
     """Runs ``config.command`` on each member. See the module docstring."""
 
     name: ClassVar[str] = "command"
     policy: ClassVar[UpdatePolicy] = UpdatePolicy.CATTLE
-    config_model: ClassVar[type[RoleConfig]] = CommandConfig
+    config_model = CommandConfig
 
-    def validate(self, ctx: RoleContext) -> list[Problem]:
-        cfg: CommandConfig = ctx.config
+    def validate(self, ctx: RoleContext[CommandConfig]) -> list[Problem]:
+        cfg = ctx.config
         problems = []
         for path in cfg.files:
             if path.startswith("/") or ".." in path.split("/"):
@@ -54,11 +64,11 @@ class CommandRole(Role):
                                         message="file paths must be relative, without '..'"))
         return problems
 
-    def expand(self, ctx: RoleContext) -> list[MemberSpec]:
-        cfg: CommandConfig = ctx.config
+    def expand(self, ctx: RoleContext[CommandConfig]) -> list[MemberSpec]:
+        cfg = ctx.config
         service = Service(
             name=ctx.group.name,
-            image=cfg.image,
+            image=cfg.container_image,
             command=tuple(cfg.command),
             env=dict(cfg.env),
             ports=(cfg.port,) if cfg.port else (),
@@ -88,8 +98,11 @@ class CommandRole(Role):
         except OSError:
             return Health.UNKNOWN
 
-    def health(self, ctx: RoleContext, instance: Instance) -> Health:
-        cfg: CommandConfig = ctx.config
+    def probes(self, ctx: RoleContext[CommandConfig]) -> bool:
+        return ctx.config.health != "none" and ctx.config.port is not None
+
+    def health(self, ctx: RoleContext[CommandConfig], instance: Instance) -> Health:
+        cfg = ctx.config
         if not instance.alive:
             return Health.UNHEALTHY
         if cfg.health == "none" or cfg.port is None or not instance.address:
@@ -98,8 +111,8 @@ class CommandRole(Role):
             return Health.UNKNOWN
         return self._probe(cfg, instance.address, timeout=1.0)
 
-    def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
-        cfg: CommandConfig = ctx.config
+    def after_create(self, ctx: RoleContext[CommandConfig], member: MemberSpec, instance: Instance) -> None:
+        cfg = ctx.config
         if cfg.health == "none" or cfg.port is None or not instance.address:
             return
         if not ctx.reachable(instance.address):
@@ -115,8 +128,8 @@ class CommandRole(Role):
             hint="look at the member's log: infra status shows where it is",
         )
 
-    def metrics(self, ctx: RoleContext) -> list[MetricsTarget]:
-        cfg: CommandConfig = ctx.config
+    def metrics(self, ctx: RoleContext[CommandConfig]) -> list[MetricsTarget]:
+        cfg = ctx.config
         if cfg.port and cfg.metrics_path:
             return [MetricsTarget(port=cfg.port, path=cfg.metrics_path)]
         return []

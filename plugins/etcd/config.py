@@ -94,7 +94,8 @@ class EtcdConfig(RoleConfig):
     """Settings of an etcd group. See the module docstring."""
 
     version: str = Field(DEFAULT_VERSION, description="etcd version the members run (3.4.x)")
-    image: str | None = Field(None, description=f"container image; default {IMAGE_REPOSITORY}:v<version>")
+    renamed = {"image": "container_image"}  # the setting's name before typed groups
+    container_image: str | None = Field(None, description=f"container image; default {IMAGE_REPOSITORY}:v<version>")
     flags: dict[str, FlagValue] = Field(
         default_factory=dict,
         description="extra etcd settings by their flag name without dashes "
@@ -151,4 +152,4 @@ class EtcdConfig(RoleConfig):
 
     @property
     def effective_image(self) -> str:
-        return self.image or f"{IMAGE_REPOSITORY}:v{self.version}"
+        return self.container_image or f"{IMAGE_REPOSITORY}:v{self.version}"

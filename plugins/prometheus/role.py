@@ -32,7 +32,6 @@ from reconciler.errors import ConfigError, HealthTimeoutError
 from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, group_selector
 from reconciler.pki import StackCA
 from reconciler.role import MetricsTarget, Role, RoleContext, UpdatePolicy
-from reconciler.settings import parse_settings
 
 #: Directory of the role's files below the member's config directory (LinuxKit ``/run/config``).
 CONFIG_DIR = "prometheus"
@@ -42,14 +41,7 @@ READY_TIMEOUT = 60.0
 _POLL = 0.2
 
 
-def _config(ctx: RoleContext) -> PrometheusConfig:
-    """The group's settings, parsed (the engine normally has done so already)."""
-    if isinstance(ctx.config, PrometheusConfig):
-        return ctx.config
-    return parse_settings(PrometheusConfig, ctx.config, where=f"group {ctx.group.name!r}: config")
-
-
-class PrometheusRole(Role):
+class PrometheusRole(Role[PrometheusConfig]):
     """A Prometheus server scraping the groups it watches, found by service discovery."""
 
     name = "prometheus"
@@ -58,13 +50,13 @@ class PrometheusRole(Role):
 
     # -- before anything changes -------------------------------------------------------------
 
-    def validate(self, ctx: RoleContext) -> list[Problem]:
+    def validate(self, ctx: RoleContext[PrometheusConfig]) -> list[Problem]:
         """Every watched group must exist in the stack and not be this group; changes nothing.
 
         Problems name the bad entry (``groups[1].config.watch[0]``). A watched group whose role
         serves no metrics is a warning: there is nothing to scrape there.
         """
-        cfg = _config(ctx)
+        cfg = ctx.config
         names = [g.name for g in ctx.stack.groups]
         here = f"groups[{names.index(ctx.group.name)}].config" if ctx.group.name in names else "config"
         problems: list[Problem] = []
@@ -104,13 +96,13 @@ class PrometheusRole(Role):
 
     # -- desired members ---------------------------------------------------------------------
 
-    def jobs(self, ctx: RoleContext) -> list[Job]:
+    def jobs(self, ctx: RoleContext[PrometheusConfig]) -> list[Job]:
         """The scrape jobs: this group itself first, then each watched group's endpoints.
 
         Raises ConfigError when a watched group is not in the stack. A group whose role serves no
         metrics, or an endpoint the provider offers no discovery for, gets no job (and a log line).
         """
-        cfg = _config(ctx)
+        cfg = ctx.config
         stack = ctx.stack.name
         names = {g.name for g in ctx.stack.groups}
         wanted: list[tuple[str, list[MetricsTarget]]] = [(ctx.group.name, [MetricsTarget(port=cfg.port)])]
@@ -137,9 +129,9 @@ class PrometheusRole(Role):
                 jobs.append(Job(name=job_name, group=group, target=target, discovery=sd))
         return jobs
 
-    def files(self, ctx: RoleContext) -> tuple[ConfigFile, ...]:
+    def files(self, ctx: RoleContext[PrometheusConfig]) -> tuple[ConfigFile, ...]:
         """``prometheus.yml`` and, when a job needs mutual TLS, the CA and the client certificate."""
-        cfg = _config(ctx)
+        cfg = ctx.config
         jobs = self.jobs(ctx)
         text = render(jobs, stack=ctx.stack.name, interval=cfg.scrape_interval, timeout=cfg.effective_scrape_timeout())
         files = [ConfigFile(path=CONFIG_FILE, content=text)]
@@ -153,12 +145,12 @@ class PrometheusRole(Role):
             ]
         return tuple(files)
 
-    def service(self, ctx: RoleContext) -> Service:
+    def service(self, ctx: RoleContext[PrometheusConfig]) -> Service:
         """The ``prometheus`` service: the LinuxKit image and the host command standing in for it."""
-        cfg = _config(ctx)
+        cfg = ctx.config
         return Service(
             name="prometheus",
-            image=cfg.image,
+            image=cfg.container_image,
             command=(
                 cfg.binary,
                 f"--config.file={{config}}/{CONFIG_FILE}",
@@ -169,7 +161,7 @@ class PrometheusRole(Role):
             ports=(cfg.port,),
         )
 
-    def expand(self, ctx: RoleContext) -> list[MemberSpec]:
+    def expand(self, ctx: RoleContext[PrometheusConfig]) -> list[MemberSpec]:
         """``size`` identical members ``<group>-<n>``. Raises ConfigError on a bad ``watch``."""
         service = self.service(ctx)
         files = self.files(ctx)
@@ -180,7 +172,7 @@ class PrometheusRole(Role):
 
     # -- health ------------------------------------------------------------------------------
 
-    def health(self, ctx: RoleContext, instance: Instance) -> Health:
+    def health(self, ctx: RoleContext[PrometheusConfig], instance: Instance) -> Health:
         """``/-/ready`` answering 200 is HEALTHY. Nothing answering (refused, timeout) or 503
         (still replaying its write-ahead log) is UNKNOWN: the member is left alone. Any other
         answer means something that is not a working Prometheus holds the port: UNHEALTHY.
@@ -189,13 +181,13 @@ class PrometheusRole(Role):
             return Health.UNKNOWN
         assert instance.address is not None
         try:
-            return Health.HEALTHY if api.ready(instance.address, _config(ctx).port) else Health.UNKNOWN
+            return Health.HEALTHY if api.ready(instance.address, ctx.config.port) else Health.UNKNOWN
         except api.PrometheusUnreachable:
             return Health.UNKNOWN
         except api.PrometheusBadAnswer:
             return Health.UNHEALTHY
 
-    def after_create(self, ctx: RoleContext, member: MemberSpec, instance: Instance) -> None:
+    def after_create(self, ctx: RoleContext[PrometheusConfig], member: MemberSpec, instance: Instance) -> None:
         """Wait until the new member answers ``/-/ready``; HealthTimeoutError after 60 s.
 
         A member ``infra`` may not reach from here (see ``RoleContext.reachable``) is not waited
@@ -207,7 +199,7 @@ class PrometheusRole(Role):
             ctx.log(f"prometheus member {member.member} at {instance.address} is outside INFRA_NETWORK_ALLOW: "
                     "readiness not checked from here")
             return
-        port = _config(ctx).port
+        port = ctx.config.port
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer yet"
         while True:
@@ -226,7 +218,7 @@ class PrometheusRole(Role):
 
     # -- what infra status and other roles see -----------------------------------------------
 
-    def status(self, ctx: RoleContext) -> Mapping[str, JsonValue]:
+    def status(self, ctx: RoleContext[PrometheusConfig]) -> Mapping[str, JsonValue]:
         """Each target's health as Prometheus reports it (``/api/v1/targets``), per member.
 
         ``{"targets": [{"prometheus": "prometheus-0", "job": "etcd", "member": "etcd-0",
@@ -234,7 +226,7 @@ class PrometheusRole(Role):
         "unknown": 0}, "errors": [...]}``. A member that cannot be asked is listed in
         ``errors``; this never raises for an unreachable Prometheus.
         """
-        port = _config(ctx).port
+        port = ctx.config.port
         rows: list[JsonValue] = []
         errors: list[JsonValue] = []
         summary: dict[str, int] = {"up": 0, "down": 0, "unknown": 0}
@@ -258,6 +250,6 @@ class PrometheusRole(Role):
             out["errors"] = errors
         return out
 
-    def metrics(self, ctx: RoleContext) -> list[MetricsTarget]:
+    def metrics(self, ctx: RoleContext[PrometheusConfig]) -> list[MetricsTarget]:
         """Prometheus serves its own metrics on its web port."""
-        return [MetricsTarget(port=_config(ctx).port)]
+        return [MetricsTarget(port=ctx.config.port)]

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from reconciler.role import RoleConfig
+from reconciler.stack import GroupRef
 
 #: A Prometheus duration (``5s``, ``1m30s``, ``15d``): units from years down to milliseconds,
 #: largest first, each at most once, the same grammar Prometheus's ``model.ParseDuration`` takes.
@@ -58,15 +59,16 @@ class PrometheusConfig(RoleConfig):
     the members, so no address is ever written here or in the rendered configuration.
     """
 
-    watch: tuple[str, ...] = Field(
-        default=(), description="names of the stack's groups whose members Prometheus scrapes"
+    watch: tuple[GroupRef, ...] = Field(
+        default=(), description="the stack's groups whose members Prometheus scrapes (groups or their names)"
     )
     scrape_interval: Duration = "5s"
     scrape_timeout: Duration | None = Field(
         None, description="per-scrape deadline; defaults to the scrape interval (at most 10s)"
     )
     retention: Duration = Field("15d", description="how long samples are kept (--storage.tsdb.retention.time)")
-    image: str = Field("prom/prometheus:v2.42.0", description="the container image LinuxKit runs")
+    renamed = {"image": "container_image"}  # the setting's name before typed groups
+    container_image: str = Field("prom/prometheus:v2.42.0", description="the container image LinuxKit runs")
     port: Annotated[int, Field(ge=1, le=65_535)] = 9090
     binary: str = Field("prometheus", description="the host command the local provider runs")
 

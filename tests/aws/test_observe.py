@@ -46,7 +46,7 @@ def test_planning_2000_instances_makes_at_most_3_describe_calls(
     members = engine.desired({})[0].members
     moto_world.populate(world, members, tag=lambda s: {**s.labels, "Name": s.name})
     calls = moto_world.CallCounter(provider.client)
-    plan = engine.plan()
-    assert plan.empty, plan.counts()  # all 2000 observed: nothing to create
-    assert len(engine.context("web").instances) == 2000
+    planned = engine.plan()
+    assert planned.empty, planned.plan.counts()  # all 2000 observed: nothing to create
+    assert len(engine.context("web", planned.observed).instances) == 2000
     assert 2 <= calls.counts["DescribeInstances"] <= 3, calls.counts

@@ -177,7 +177,7 @@ def test_a_terminated_incarnation_does_not_block_its_replacement(provider: AwsPr
 def test_lost_responses_through_the_engine_converge_without_duplicates(
     provider: AwsProvider, ec2: Any, world: World, tmp_path: Path
 ) -> None:
-    from reconciler.executor import RetryPolicy
+    from reconciler.retry import RetryPolicy
 
     lost = moto_world.lose_response(provider.client, "RunInstances", times=2)
     engine = make_engine(web_stack(world, 3), provider, tmp_path, retry=RetryPolicy(base=0.01, cap=0.05))

@@ -179,13 +179,13 @@ class ProviderConformance:
 
         bigger = engine(3)
         plan = bigger.plan()
-        assert [(c.action.value, c.member) for c in plan.changes] == [("create", "web-2")]
+        assert [(c.action.value, c.member) for c in plan.plan.changes] == [("create", "web-2")]
         assert bigger.apply(plan).ok
         self.settle(provider)
         assert bigger.plan().empty
 
         gone = bigger.plan(destroy=True)
-        assert len(gone.changes) == 3
+        assert len(gone.plan.changes) == 3
         assert bigger.apply(gone).ok
         self.settle(provider)
         assert provider.list(stack_selector(stack)) == []

@@ -107,16 +107,20 @@ def test_default_image_follows_the_version() -> None:
     assert EtcdConfig(version="v3.4.27").effective_image == "quay.io/coreos/etcd:v3.4.27"
 
 
-def test_validate_size_limits(tmp_path: Path) -> None:
+def test_check_size_limits() -> None:
     role = EtcdRole()
-    too_big = role.validate(make_ctx(tmp_path, size=9))
-    assert [p.severity for p in too_big] == ["error"]
+
+    def check(size: int) -> list[Problem]:
+        return role.check(Group(name="etcd", size=size, role="etcd"), EtcdConfig())
+
+    too_big = check(9)
+    assert [(p.field, p.severity) for p in too_big] == [("size", "error")]
     assert "at most 7" in too_big[0].message and "replicated" in too_big[0].message
-    even = role.validate(make_ctx(tmp_path, size=4))
+    even = check(4)
     assert [p.severity for p in even] == ["warning"]
     assert "4 tolerate 1, like 3" in even[0].message
     for ok in (0, 1, 3, 5, 7):
-        assert role.validate(make_ctx(tmp_path, size=ok)) == []
+        assert check(ok) == []
 
 
 def test_validate_on_local_checks_the_host_etcd(tmp_path: Path) -> None:

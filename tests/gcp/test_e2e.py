@@ -185,7 +185,7 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
     engine = Engine.open(stack, root=tmp_path)
     try:
         assert [p for p in engine.validate() if p.is_error] == []
-        plan = engine.plan()
+        plan = engine.plan().plan
         creates = sorted((c.group, c.member) for c in plan.changes)
         assert creates == [("etcd", "etcd-0"), ("etcd", "etcd-1"), ("etcd", "etcd-2"), ("prometheus", "prometheus-0")]
         assert sorted(i.group for i in plan.images) == ["etcd", "prometheus"]  # pushed before any create

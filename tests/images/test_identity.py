@@ -47,7 +47,7 @@ def engine(s: Stack, root: Path) -> Engine:
 def plan(s: Stack, root: Path) -> Plan:
     e = engine(s, root)
     try:
-        return e.plan()
+        return e.plan().plan
     finally:
         e.close()
 
@@ -89,7 +89,7 @@ def test_every_image_relevant_change_gives_a_new_image_and_a_rolling_plan(
     if kernel:
         monkeypatch.setattr(linuxkit, "KERNEL_IMAGE", kernel)
     after = plan(stack(**change), root)
-    old, new = images_of(before), images_of(after)
+    old, new = images_of(before.plan), images_of(after)
     assert set(new) == rolled and all(new[g] != old[g] for g in rolled)
     assert {c.group for c in after.changes} == rolled
     assert {(c.action.value, c.reason.value) for c in after.changes} == {("replace", "spec changed")}

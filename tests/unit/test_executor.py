@@ -18,8 +18,8 @@ from plugins.command import CommandConfig, CommandRole
 from providers.memory import MemoryProvider, world
 from reconciler.engine import Engine
 from reconciler.errors import PermanentError, QuorumLostError, RoleTransientError, TransientError
-from reconciler.executor import RetryPolicy
 from reconciler.model import Instance, InstanceStatus, MemberSpec, stack_selector
+from reconciler.retry import RetryPolicy
 from reconciler.role import Role, RoleConfig, RoleContext, UpdatePolicy
 from reconciler.stack import Group, Stack
 
@@ -173,7 +173,7 @@ def test_quorum_bootstrap_creates_together_then_gates_each(tmp_path: Path) -> No
     provider, role = memory(), Recorder()
     engine = quorum_engine(provider, role, 3, tmp_path)
     plan = engine.plan()
-    assert plan.groups[0].bootstrap
+    assert plan.plan.groups[0].bootstrap
     assert engine.apply(plan).ok
     adds = [c for c in role.calls if c.startswith("add")]
     assert all(c.endswith("bootstrap=True") for c in adds) and len(adds) == 3

@@ -1,0 +1,224 @@
+"""The ``infra daemon`` process: its stacks, one scheduler, a few pass threads, signals and HTTP.
+
+Built by :mod:`reconciler.daemon.command`. :meth:`Daemon.run` loads every stack (a bad one
+fails the start, exit 1, before anything runs), serves ``/metrics`` and ``/healthz``
+(:mod:`reconciler.metrics`; loopback by default) and schedules the stacks' turns
+(:class:`~reconciler.daemon.worker.StackLoop`): the scheduler wakes every ``WATCH_POLL``
+seconds, looks at each stack file and hands each stack whose pass is due to a pool of at most
+``PASS_THREADS`` threads, one turn per stack at a time. An idle daemon therefore costs one
+``stat`` per stack per half second and no thread per stack, whatever their number.
+
+SIGTERM or SIGINT sets every pass's stop event — changes in flight finish, none starts — then
+each stack releases its lock and the process exits 0. If changes are still in flight after
+``--grace`` seconds it exits 1 (a second signal exits 1 at once).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from reconciler.daemon.log import Log
+from reconciler.daemon.worker import Settings, StackLoop, open_engine
+
+if TYPE_CHECKING:
+    from reconciler.engine import Engine
+    from reconciler.leader import EtcdTarget, Leader
+    from reconciler.metrics import HealthReport, MetricsServer
+
+#: How often the scheduler looks at the stack files and the clock.
+WATCH_POLL = 0.5
+#: Passes that run at once, whatever the number of stacks.
+PASS_THREADS = 4
+#: The scheduler has not turned for this long: it is stuck (it wakes every WATCH_POLL).
+IDLE_STUCK = 30.0
+
+
+def parse_addr(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` of ``--metrics-addr`` (``none``: no server). ConfigError when malformed."""
+    from reconciler.errors import ConfigError
+
+    if value.lower() in ("none", "off", ""):
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--metrics-addr {value!r}: expected HOST:PORT (e.g. 127.0.0.1:9464) or 'none'")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Daemon:
+    """Everything one ``infra daemon`` process runs. ``run()`` returns the exit code."""
+
+    def __init__(self, paths: Sequence[str], *, settings: Settings, log: Log, lock: str,
+                 lock_ttl: int, etcd: EtcdTarget | None, metrics_addr: tuple[str, int] | None,
+                 grace: float) -> None:
+        from reconciler.metrics import DaemonMetrics
+
+        self.paths = list(paths)
+        self.settings = settings
+        self.log = log
+        self.lock = lock
+        self.lock_ttl = lock_ttl
+        self.etcd = etcd
+        self.metrics_addr = metrics_addr
+        self.grace = grace
+        self.metrics = DaemonMetrics()
+        self.shutdown = threading.Event()
+        self.stacks: list[StackLoop] = []
+        self._signalled_at: float | None = None
+        self.started = time.monotonic()
+        self.beat = self.started
+        self._running: dict[str, Future[None]] = {}
+
+    def _leader(self, engine: Engine) -> Leader:
+        from reconciler.leader import EtcdLeader, FileLeader
+
+        local = FileLeader(engine.state_dir, engine.stack.name)
+        if self.etcd is None:
+            return local
+        return EtcdLeader(self.etcd, engine.stack.name, ttl=self.lock_ttl, local=local,
+                          log=lambda level, msg: self.log(level, "lock", msg, stack=engine.stack.name))
+
+    def build(self) -> None:
+        """Load every stack and wire its engine; ConfigError (exit 1) before anything runs."""
+        from reconciler.errors import ConfigError
+        from reconciler.loader import load_stack
+
+        seen: dict[str, str] = {}
+        for path in self.paths:
+            stack = load_stack(path)
+            if stack.name in seen:
+                raise ConfigError(f"{path}: stack {stack.name!r} is already managed from {seen[stack.name]}")
+            seen[stack.name] = path
+            engine = open_engine(stack, path, log=self.log, concurrency=self.settings.concurrency,
+                                 timeout=self.settings.timeout)
+            self.metrics.init_stack(stack.name, [g.name for g in stack.groups])
+            self.stacks.append(StackLoop(path, stack, engine, self._leader(engine), settings=self.settings,
+                                         log=self.log, metrics=self.metrics, shutdown=self.shutdown))
+
+    def health(self) -> HealthReport:
+        from reconciler.metrics import HealthReport
+
+        now = time.monotonic()
+        stacks: dict[str, Any] = {}
+        ok = True
+        idle = now - self.beat
+        for s in self.stacks:
+            healthy, info = s.health(now)
+            if healthy and s.busy_since is None and idle > IDLE_STUCK:
+                healthy, info["problem"] = False, f"the loop has not turned for {idle:.0f}s"
+            ok = ok and healthy
+            stacks[s.stack_name] = info
+        if self.shutdown.is_set():
+            return HealthReport(False, {"stopping": True, "stacks": stacks})
+        return HealthReport(ok, {"uptime": round(now - self.started, 1), "stacks": stacks})
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._signalled_at is not None:
+            self.log("error", "stop", f"second {name}: exiting now, changes in flight may be cut short",
+                     signal=name)
+            os._exit(1)
+        self._signalled_at = time.monotonic()
+        self.log("info", "stop", f"{name}: finishing changes in flight (grace {self.grace:g}s), then exiting",
+                 signal=name, grace=self.grace)
+        self.shutdown.set()
+        for s in self.stacks:
+            s.stop_writes()
+
+    def _schedule(self, pool: ThreadPoolExecutor) -> None:
+        """One look at every stack: reload changed files, start the passes that are due."""
+        self.beat = now = time.monotonic()
+        for s in self.stacks:
+            if s.stack_name in self._running:
+                continue
+            s.watch()
+            if s.due(now) and not self.shutdown.is_set():
+                self._running[s.stack_name] = future = pool.submit(s.turn)
+                future.add_done_callback(self._done(s.stack_name))
+
+    def _done(self, name: str) -> Callable[[Future[None]], None]:
+        def forget(future: Future[None]) -> None:
+            self._running.pop(name, None)
+        return forget
+
+    def run(self) -> int:
+        from reconciler.errors import ConfigError
+        from reconciler.metrics import MetricsServer
+
+        self.build()
+        server: MetricsServer | None = None
+        if self.metrics_addr is not None:
+            host, port = self.metrics_addr
+            try:
+                server = MetricsServer(host, port, self.metrics, self.health)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-addr {host}:{port}: cannot listen: {exc.strerror or exc}") from None
+            if not _is_loopback(host):
+                self.log("warning", "metrics", f"metrics and /healthz are served beyond loopback on {host}:{port}")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        if server is not None:
+            server.start()
+        self.log("info", "start", f"infra daemon started: {len(self.stacks)} stack(s), every "
+                 f"{self.settings.interval:g}s, {self.lock} lock"
+                 + (f", metrics on http://{server.address}/metrics" if server else ""),
+                 pid=os.getpid(), stacks=[s.stack_name for s in self.stacks], interval=self.settings.interval,
+                 lock=self.lock, metrics=server.address if server else None)
+        pool = ThreadPoolExecutor(max_workers=min(PASS_THREADS, max(1, len(self.stacks))),
+                                  thread_name_prefix="infra-pass")
+        try:
+            while not self.shutdown.is_set():
+                self._schedule(pool)
+                if all(s.crashed for s in self.stacks):
+                    self.log("error", "stop", "every stack loop has stopped; exiting")
+                    return 1
+                self.shutdown.wait(WATCH_POLL)
+            return self._stop(pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if server is not None:
+                server.stop()
+
+    def _stop(self, pool: ThreadPoolExecutor) -> int:
+        """After a signal: let passes in flight finish within the grace time, release every lock."""
+        deadline = (self._signalled_at or time.monotonic()) + self.grace
+        for future in list(self._running.values()):
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                pass  # a crashed turn is reported by its stack
+        late = [name for name, f in self._running.items() if not f.done()]
+        if late:
+            self.log("error", "stop", f"grace time of {self.grace:g}s is over with changes still in flight "
+                     f"for {', '.join(late)}; exiting anyway", stacks=late)
+            for s in self.stacks:
+                try:
+                    s.leader.release()
+                except Exception:
+                    pass
+            sys.stderr.flush()
+            os._exit(1)
+        for s in self.stacks:
+            s.finish()
+        crashed = [s.stack_name for s in self.stacks if s.crashed]
+        self.log("info", "stop", "infra daemon stopped cleanly", seconds=round(
+            time.monotonic() - (self._signalled_at or time.monotonic()), 3))
+        return 1 if crashed else 0

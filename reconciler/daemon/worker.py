@@ -1,0 +1,376 @@
+"""One stack under the daemon: its file, its engine, its leadership, and what each pass did.
+
+A :class:`StackLoop` owns no thread. The scheduler (:mod:`reconciler.daemon.process`) asks it,
+every half second, whether its stack file changed (:meth:`StackLoop.watch`) and whether a pass
+is due (:meth:`StackLoop.due`), and runs :meth:`StackLoop.turn` on one of a few shared pass
+threads — so a daemon's threads do not grow with its stacks. A turn:
+
+* takes (or keeps) the stack's leadership (:mod:`reconciler.leader`); a follower comes back
+  every ``min(interval, 2 s)``;
+* runs :meth:`reconciler.engine.Engine.reconcile` — the very pass ``infra apply`` runs — with a
+  reporter that logs every change and counts it in the metrics, failed provider calls included;
+* turns the :class:`~reconciler.engine.PassResult` into the next due time: the interval, at once
+  after a pass that changed something (``requeue_after`` 0), or an exponential backoff per stack
+  after an error (1 s, 2 s, 4 s … up to ``--backoff-max``; a lost quorum is such an error,
+  reported on every pass and never "fixed" by deleting anything).
+
+A stack file that changes is reloaded; a version that fails to load, or renames the stack, is
+logged and the last good version keeps being reconciled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from reconciler.daemon.log import Log
+
+if TYPE_CHECKING:
+    from reconciler.engine import Engine, PassResult
+    from reconciler.errors import InfraError
+    from reconciler.leader import Leader
+    from reconciler.metrics import DaemonMetrics
+    from reconciler.plan import Change, Plan
+    from reconciler.stack import Stack
+
+#: First error backoff; doubled per failed pass up to --backoff-max.
+BACKOFF_BASE = 1.0
+
+
+class Settings(NamedTuple):
+    interval: float
+    backoff_max: float
+    concurrency: int
+    timeout: float
+    stuck_after: float
+
+
+def open_engine(stack: Stack, path: str, *, log: Log, concurrency: int, timeout: float) -> Engine:
+    """Wire ``stack`` exactly as the CLI does."""
+    from reconciler.engine import Engine
+    from reconciler.retry import RetryPolicy
+
+    name = stack.name
+    return Engine.open(stack, source=path, log=lambda m: log("info", "note", m, stack=name),
+                       concurrency=concurrency, retry=RetryPolicy(change_timeout=timeout))
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class _Reporter:
+    """The executor's progress, as log events and metrics (a :class:`~reconciler.executor.Reporter`)."""
+
+    def __init__(self, loop: StackLoop) -> None:
+        self.w = loop
+
+    def begin(self, plan: Plan) -> None:
+        self.w.progress()
+
+    def started(self, change: Change) -> None:
+        self.w.progress()
+        self.w.log("info", "change.start", f"{change.action.value} {change.group}/{change.member} "
+                   f"({change.reason.value}{': ' + change.detail if change.detail else ''})",
+                   **_change_fields(self.w.stack_name, change))
+
+    def finished(self, change: Change, seconds: float) -> None:
+        self.w.progress()
+        done = {"create": "created", "delete": "deleted", "replace": "replaced"}[change.action.value]
+        self.w.log("info", "change", f"{done} {change.group}/{change.member} in {seconds:.1f}s "
+                   f"({change.reason.value})", result="applied", seconds=round(seconds, 3),
+                   **_change_fields(self.w.stack_name, change))
+        self.w.metrics.changes_applied.labels(self.w.stack_name, change.group, change.action.value,
+                                              change.reason.value).inc()
+
+    def failed(self, change: Change, error: InfraError) -> None:
+        self.w.progress()
+        self.w.log("error", "change", f"{change.action.value} {change.group}/{change.member} failed: {error}",
+                   result="failed", error=str(error), error_type=type(error).__name__,
+                   **_change_fields(self.w.stack_name, change))
+        self.w.metrics.changes_failed.labels(self.w.stack_name, change.group, change.action.value,
+                                             change.reason.value).inc()
+
+    def provider_error(self, call: str, error: InfraError) -> None:
+        self.w.metrics.provider_errors.labels(self.w.stack_name, call, type(error).__name__).inc()
+
+    def note(self, message: str) -> None:
+        self.w.log("info", "note", message, stack=self.w.stack_name)
+
+    def upload(self, image: str, done: int, total: int) -> None:
+        if done == total:
+            self.w.log("info", "image", f"uploaded image {image} ({total:,} bytes)", stack=self.w.stack_name)
+
+    def end(self) -> None:
+        self.w.progress()
+
+
+def _change_fields(stack: str, change: Change) -> dict[str, Any]:
+    return {
+        "stack": stack, "group": change.group, "member": change.member, "action": change.action.value,
+        "reason": change.reason.value, "detail": change.detail,
+        "instance": (change.before.name if change.before is not None else None),
+        "new_instance": (change.after.name if change.after is not None else None),
+    }
+
+
+class StackLoop:
+    """Reconciles one stack, one turn at a time: see the module docstring."""
+
+    def __init__(self, path: str, stack: Stack, engine: Engine, leader: Leader, *, settings: Settings,
+                 log: Log, metrics: DaemonMetrics, shutdown: threading.Event) -> None:
+        self.path = path
+        self.file = Path(path)
+        self.stack = stack
+        self.stack_name = stack.name
+        self.engine = engine
+        self.leader = leader
+        self.settings = settings
+        self.log = log
+        self.metrics = metrics
+        self.shutdown = shutdown
+        self.failures = 0
+        self.next_due = 0.0
+        self.busy_since: float | None = None
+        self.last_progress = time.monotonic()
+        self.passes = 0
+        self.crashed: str | None = None
+        self.finished = False
+        self._stop_evt: threading.Event | None = None
+        self._was_leader = False
+        self._last_holder = ""
+        self._sig = _signature(self.file)
+        self._digest = _digest(self.file)
+        self._bad_digest: str | None = None
+        self._groups = {g.name for g in stack.groups}
+        leader.on_lost = self._lost
+
+    # -- called from other threads ---------------------------------------------------------------
+
+    def stop_writes(self) -> None:
+        """Ask the pass in flight (if any) to start no new change."""
+        evt = self._stop_evt
+        if evt is not None:
+            evt.set()
+
+    def _lost(self, why: str) -> None:
+        self.stop_writes()
+        self.metrics.leader.labels(self.stack_name).set(0)
+
+    def progress(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def health(self, now: float) -> tuple[bool, dict[str, Any]]:
+        info: dict[str, Any] = {"alive": self.crashed is None, "passes": self.passes,
+                                "leader": self.leader.leading(), "failures": self.failures}
+        if self.crashed is not None:
+            info["problem"] = f"the loop has stopped: {self.crashed}"
+            return False, info
+        if self.busy_since is not None:
+            quiet = now - self.last_progress
+            info["pass_running_for"] = round(now - self.busy_since, 1)
+            if quiet > self.settings.stuck_after:
+                info["problem"] = f"no progress in the running pass for {quiet:.0f}s"
+                return False, info
+        return True, info
+
+    # -- asked by the scheduler ------------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        return self.crashed is None and self.busy_since is None and now >= self.next_due
+
+    def watch(self) -> None:
+        """Reload the stack file when its content changed (its ``stat`` first, then its hash)."""
+        if self.crashed is not None or self.busy_since is not None:
+            return
+        sig = _signature(self.file)
+        if sig == self._sig:
+            return
+        self._sig = sig
+        digest = _digest(self.file)
+        if digest is None or digest not in (self._digest, self._bad_digest):
+            self._reload()
+
+    def turn(self) -> None:
+        """One turn: leadership, then a pass. Called on a pass thread; never two at once."""
+        self.busy_since = time.monotonic()
+        self.progress()
+        try:
+            self._tick()
+        except BaseException as exc:  # a bug: say so loudly; /healthz turns 503
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            self.log("error", "crash", f"the loop of stack {self.stack_name} crashed: {self.crashed}",
+                     stack=self.stack_name)
+            self.finish()
+            raise
+        finally:
+            self.busy_since = None
+
+    def finish(self) -> None:
+        """Release the lock and close the engine (once)."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.leader.release()
+        finally:
+            self.metrics.leader.labels(self.stack_name).set(0)
+            self.engine.close()
+            if self._was_leader:
+                self.log("info", "lock", f"released the lock of stack {self.stack_name}", stack=self.stack_name,
+                         lock=self.leader.kind)
+
+    # -- inside -----------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        from reconciler.errors import ConfigError, InfraError
+        from reconciler.loader import load_stack
+
+        self.progress()
+        digest = _digest(self.file)
+        try:
+            stack = load_stack(self.path)
+            if stack.name != self.stack_name:
+                raise ConfigError(
+                    f"{self.path}: the stack is now named {stack.name!r}, not {self.stack_name!r}; a daemon does not "
+                    "follow a rename", hint="restart the daemon to manage the renamed stack")
+            engine = open_engine(stack, self.path, log=self.log, concurrency=self.settings.concurrency,
+                                 timeout=self.settings.timeout)
+        except Exception as exc:  # InfraError, or a plugin's bug while opening: keep the last good version
+            if not isinstance(exc, InfraError):
+                exc = ConfigError(f"{self.path}: unexpected {type(exc).__name__} while loading: {exc}")
+            self._bad_digest = digest
+            self.metrics.reloads.labels(self.stack_name, "error").inc()
+            self.log("error", "reload", f"{self.path} changed but cannot be used; still reconciling the last good "
+                     f"version: {exc}", stack=self.stack_name, result="error", error=str(exc), file=self.path)
+            return
+        old, self.engine, self.stack = self.engine, engine, stack
+        self._digest, self._bad_digest = digest, None
+        old.close()
+        self.metrics.reloads.labels(self.stack_name, "ok").inc()
+        sizes = {g.name: g.size for g in stack.groups}
+        self.log("info", "reload", f"{self.path} changed; reconciling the new version now",
+                 stack=self.stack_name, result="ok", file=self.path, sizes=sizes)
+        for gone in self._groups - set(sizes):
+            try:
+                self.metrics.observed.remove(self.stack_name, gone)
+            except KeyError:
+                pass
+        self._groups = set(sizes)
+        self.failures = 0
+        self.next_due = 0.0
+
+    def _standby_delay(self) -> float:
+        return min(self.settings.interval, 2.0)
+
+    def _tick(self) -> None:
+        leading = self.leader.acquire()
+        self.metrics.leader.labels(self.stack_name).set(1 if leading else 0)
+        if not leading:
+            holder = self.leader.holder()
+            if self._was_leader or holder != self._last_holder:
+                self.log("warning" if self._was_leader else "info", "standby",
+                         f"not leading stack {self.stack_name}; held by {holder}; retrying every "
+                         f"{self._standby_delay():g}s", stack=self.stack_name, holder=holder, lock=self.leader.kind)
+            self._was_leader = False
+            self._last_holder = holder
+            self.next_due = time.monotonic() + self._standby_delay()
+            return
+        if not self._was_leader:
+            self.log("info", "lock", f"leading stack {self.stack_name} ({self.leader.kind} lock)",
+                     stack=self.stack_name, lock=self.leader.kind, leader=True)
+            self._was_leader = True
+            self._last_holder = ""
+        stop = threading.Event()
+        self._stop_evt = stop
+        if self.shutdown.is_set() or not self.leader.leading():
+            self._stop_evt = None
+            self.next_due = time.monotonic() + self._standby_delay()
+            return
+        try:
+            result = self._pass(stop)
+        finally:
+            self._stop_evt = None
+        self._account(result)
+
+    def _pass(self, stop: threading.Event) -> PassResult:
+        from reconciler.engine import PassResult
+        from reconciler.errors import PermanentError
+        from reconciler.plan import Plan
+
+        start = time.monotonic()
+        try:
+            return self.engine.reconcile(reporter=_Reporter(self), stop=stop)
+        except Exception as exc:  # a plugin bug outside the executor's guard: an error pass
+            err = PermanentError(f"unexpected {type(exc).__name__} during the pass: {exc}")
+            return PassResult(Plan(self.stack_name), None, error=err, seconds=time.monotonic() - start)
+
+    def _account(self, result: PassResult) -> None:
+        self.passes += 1
+        plan, applied, err, outcome = result.plan, result.applied, result.error, result.outcome
+        m = self.metrics
+        m.passes.labels(self.stack_name, outcome).inc()
+        m.pass_seconds.labels(self.stack_name).observe(result.seconds)
+        m.planned.labels(self.stack_name).set(len(plan.changes))
+        m.last_pass.labels(self.stack_name).set(time.time())
+        if not plan.empty:
+            m.drift.labels(self.stack_name).inc()
+        if result.observed:
+            m.set_observed(self.stack_name, result.observed)
+
+        now = time.monotonic()
+        if err is not None:
+            self.failures += 1
+            delay = min(self.settings.backoff_max, BACKOFF_BASE * 2 ** (self.failures - 1))
+        elif outcome == "interrupted":
+            delay = 0.0 if not self.shutdown.is_set() else self.settings.interval
+        else:
+            self.failures = 0
+            delay = self.settings.interval if result.requeue_after is None else max(0.0, result.requeue_after)
+        m.backoff.labels(self.stack_name).set(delay if err is not None else 0.0)
+        self.next_due = now + delay
+
+        n = plan.counts()
+        fields: dict[str, Any] = {
+            "stack": self.stack_name, "result": outcome, "seconds": round(result.seconds, 3),
+            "observed": plan.observed, "planned": len(plan.changes),
+            "create": n["create"], "replace": n["replace"], "delete": n["delete"],
+            "applied": len(applied.applied) if applied else 0,
+            "failed": len(applied.failed) if applied else 0,
+            "skipped": len(applied.skipped) if applied else 0,
+            "next_in": round(delay, 3),
+        }
+        if err is not None:
+            fields["error"] = str(err)
+            fields["error_type"] = type(err).__name__
+            fields["failures"] = self.failures
+        if outcome == "quorum_lost":
+            msg = f"pass: QUORUM LOST, nothing changed, nothing deleted: {err}"
+        elif err is not None:
+            msg = f"pass failed in {result.seconds:.2f}s; next in {delay:g}s (backoff): {err}"
+        elif outcome == "interrupted":
+            why = "stopping" if self.shutdown.is_set() else "leadership lost"
+            msg = f"pass interrupted ({why}): in-flight changes finished, {fields['skipped']} not started"
+        elif outcome == "applied":
+            msg = f"pass applied {fields['applied']} change(s) in {result.seconds:.2f}s"
+        else:
+            msg = f"pass: no changes ({plan.observed} instances observed) in {result.seconds:.2f}s"
+        level = "error" if err is not None else ("warning" if outcome == "interrupted" else "info")
+        self.log(level, "pass", msg, **fields)
+        for p in plan.problems:
+            if not p.is_error:
+                self.log("warning", "problem", self.engine.describe(p), stack=self.stack_name)

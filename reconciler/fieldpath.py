@@ -1,0 +1,104 @@
+"""One way to name a field of a declaration, and the stack-file line that declared it.
+
+Every error about a declaration — a stack or group that fails validation, a provider's or a
+role's settings, a problem found by ``validate`` — is shown as::
+
+    stacks/etcd-local.py:31: groups[0].size: 9 members is too many: ...
+
+``FILE:LINE`` is where the object holding the field was built (:attr:`reconciler.stack.Group.
+declared_at`, known when the stack came from a stack file); ``FIELD`` is the path from the stack
+(``groups[1].watch[0]``, ``provider_config.zones``). A typed group (``Prometheus(watch=...)``)
+takes its role's settings as keywords, so its paths leave out the ``config`` a generic
+``Group(config={...})`` has. Errors found while an object is being built (pydantic's) name the
+class instead: ``stacks/x.py:12: Etcd.heartbeat_interval: unknown setting``.
+
+Called by the loader, the engine, the CLI and the daemon; :class:`~reconciler.errors.
+ConfigError` carries the field it is about (``field``) so a provider's ``open`` need not know
+the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from reconciler.stack import Stack
+
+_GROUP = re.compile(r"^groups\[(\d+)\](.*)$")
+
+
+def format_loc(loc: Iterable[int | str]) -> str:
+    """``('groups', 0, 'size')`` → ``groups[0].size``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def join(prefix: str, field: str) -> str:
+    """``join("groups[0]", "config.watch")`` → ``groups[0].config.watch``; indexes attach directly."""
+    if not prefix:
+        return field
+    if not field:
+        return prefix
+    return prefix + field if field.startswith("[") else f"{prefix}.{field}"
+
+
+def shown(stack: Stack, field: str) -> str:
+    """``field`` as the user wrote it: a typed group's ``config.`` left out."""
+    m = _GROUP.match(field)
+    if m is None:
+        return field
+    index, rest = int(m.group(1)), m.group(2)
+    if index < len(stack.groups) and stack.groups[index].typed and rest.startswith(".config"):
+        rest = rest[len(".config"):]
+    return f"groups[{index}]{rest}"
+
+
+def line_of(stack: Stack, field: str) -> int | None:
+    """The stack-file line that declared ``field`` (its group's line, else the stack's)."""
+    m = _GROUP.match(field)
+    if m is not None and int(m.group(1)) < len(stack.groups):
+        at = stack.groups[int(m.group(1))].declared_at
+        if at is not None:
+            return at[1]
+    at = stack.declared_at
+    return at[1] if at is not None else None
+
+
+def where(stack: Stack, source: str, field: str) -> str:
+    """``FILE:LINE: FIELD`` (or ``FILE: FIELD`` when no line is known, ``FIELD`` with no file)."""
+    line = line_of(stack, field)
+    path = f"{source}:{line}" if source and line else source
+    name = shown(stack, field) if field else ""
+    if path and name:
+        return f"{path}: {name}"
+    return path or name or "(stack)"
+
+
+def validation_lines(exc: ValidationError, prefix: str = "", known: Iterable[str] = ()) -> list[str]:
+    """One ``FIELD: what is wrong (got VALUE)`` per pydantic error; an unknown setting gets the
+    closest of ``known`` (the model's fields) as a suggestion."""
+    known = tuple(known)
+    lines = []
+    for err in exc.errors():
+        loc = format_loc(err["loc"])
+        field = join(prefix, loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        value = err.get("input")
+        got = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            name = str(err["loc"][-1])
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            msg = f"no setting {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            got = ""
+        lines.append(f"{field or '(top level)'}: {msg}{got}")
+    return lines
