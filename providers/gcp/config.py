@@ -89,7 +89,7 @@ class GcpConfig(BaseModel):
     disk_size_gb: int = Field(10, ge=10, le=65536)
     disk_type: str = "pd-balanced"
     operation_deadline: float = Field(300.0, gt=0, description="seconds to wait for a zone operation")
-    retry_deadline: float = Field(60.0, ge=0, description="seconds spent retrying throttled or failed idempotent calls")
+    retry_deadline: float = Field(60.0, ge=0, description="seconds a listing retries a throttled or failed page")
     request_timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
 
     @field_validator("address_range")

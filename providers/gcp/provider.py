@@ -20,7 +20,11 @@ How the protocol maps onto Compute Engine:
   (several zones) with a label filter and ``maxResults=500``: ceil(N/500) calls for N instances;
 * the member's files travel in the ``user-data`` metadata key as the JSON LinuxKit's metadata
   package reads on GCP;
-* members are spread over the configured zones round-robin by ``MemberSpec.placement``.
+* members are spread over the configured zones round-robin by ``MemberSpec.placement``;
+* inserts, deletes and their operation waits are tried once per call: a throttled (429, with its
+  ``Retry-After``) or failed answer is a TransientError that the executor retries under the one
+  retry policy (:mod:`reconciler.retry`), so attempts are never multiplied by a second retry loop
+  here. Only a listing's pages, which nothing above retries, are retried inside ``list``.
 
 Instance ids are ``<zone>/<name>``: what Compute needs to address an instance.
 """
@@ -220,9 +224,15 @@ class GcpProvider:
     # -- helpers -----------------------------------------------------------------------------
 
     def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One Compute call, retried on throttling and 5xx, mapped to infra errors on failure."""
+        """One Compute call, tried once and mapped to infra errors on failure.
+
+        Not retried here: a throttled or failed insert or delete is a TransientError (with the
+        server's ``Retry-After``) that the executor retries under the one retry policy
+        (:mod:`reconciler.retry`), idempotently (requestId, then 409 adoption). Only the pages of
+        a listing, which nothing above retries, are retried inside the call (:meth:`list`).
+        """
         with errors.translate(action):
-            return fn(*args, retry=self._retry, timeout=self.config.request_timeout, **kwargs)
+            return fn(*args, retry=None, timeout=self.config.request_timeout, **kwargs)
 
     def member_config(self, spec: MemberSpec) -> GcpConfig:
         """The member's settings: the group's provider_config laid over the stack's."""
@@ -251,7 +261,6 @@ class GcpProvider:
         the next ``list`` decides), or the mapped error of a failed operation.
         """
         deadline = time.monotonic() + self.config.operation_deadline
-        delay = 0.1
         while op.status != _DONE:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -270,11 +279,7 @@ class GcpProvider:
                 )
             except requests.exceptions.Timeout:
                 continue  # the deadline check above ends the loop
-            except Exception as exc:
-                if _retryable(exc):
-                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                    delay = min(delay * 2, 4.0)
-                    continue
+            except Exception as exc:  # a throttled wait is transient: the retried call replays its requestId
                 raise errors.map_api_error(exc, action=f"{action}: wait for {op.name}") from exc
         return op
 
@@ -505,7 +510,7 @@ class GcpProvider:
                     project=self.config.project,
                     zone=zone,
                     instance=name,
-                    request_id=str(uuid.uuid4()),  # the same on every retry of this call
+                    request_id=str(uuid.uuid4()),  # fresh per attempt: a replay must not skip a new instance
                 ),
             )
         except NotFoundError:

@@ -31,9 +31,9 @@ def nothing_created(infra: Infra) -> bool:
 @pytest.mark.parametrize(
     ("body", "needles"),
     [
-        ("stack = Stack(name='x', groups=[Group(name='web', size=-1)])\n", ["bad.py:2", "invalid Group", "size", "greater than or equal to 0"]),
+        ("stack = Stack(name='x', groups=[Group(name='web', size=-1)])\n", ["bad.py:2: Group.size: ", "greater than or equal to 0"]),
         ("stack = Stack(name='Bad_Name')\n", ["bad.py:2", "name", "lowercase"]),
-        ("stack = Stack(name='x', groups=[Group(name='web', size=1, sise=3)])\n", ["bad.py:2", "sise", "Extra"]),
+        ("stack = Stack(name='x', groups=[Group(name='web', size=1, sise=3)])\n", ["bad.py:2: Group.sise: no setting 'sise'; did you mean 'size'?"]),
         ("stack = Stack(name='x'\n", ["bad.py:2", "syntax error"]),
         ("import nosuchmodule\n", ["bad.py:2", "ModuleNotFoundError", "nosuchmodule"]),
         ("raise RuntimeError('boom')\n", ["bad.py:2", "RuntimeError", "boom"]),
@@ -44,11 +44,11 @@ def nothing_created(infra: Infra) -> bool:
         ("stack = Stack(name='x', provider='nocloud', groups=[])\n", ["bad.py", "unknown provider 'nocloud'",
                                                                      "local", "memory"]),
         ("stack = Stack(name='x', groups=[Group(name='w', size=1, role='norole')])\n",
-         ["bad.py", "groups[0].role", "unknown role 'norole'", "command"]),
+         ["bad.py:2: groups[0].role", "unknown role 'norole'", "command"]),
         ("stack = Stack(name='x', groups=[Group(name='w', size=1, config={'port': 80})])\n",
-         ["bad.py", "groups[0].config.command", "Field required"]),
+         ["bad.py:2: groups[0].config.command: Field required"]),
         ("stack = Stack(name='x', provider_config={'nope': 1}, groups=[])\n",
-         ["bad.py", "provider_config.nope"]),
+         ["bad.py:2: provider_config.nope: "]),
     ],
     ids=["negative-size", "bad-name", "unknown-field", "syntax", "import", "raises", "no-stack", "two-stacks",
          "duplicate-group", "unknown-provider", "unknown-role", "role-config", "provider-config"],
@@ -61,6 +61,7 @@ def test_bad_stack_files(infra: Infra, tmp_path: Path, body: str, needles: list[
         if command == "plan":
             assert_clean_error(infra.run(command, str(path), "--detailed-exitcode"), *needles)
     assert nothing_created(infra)
+    assert list(infra.state.iterdir()) == []  # not even a lock file or a directory
 
 
 def test_missing_file_and_debug_traceback(infra: Infra, tmp_path: Path) -> None:

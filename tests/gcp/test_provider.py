@@ -432,3 +432,25 @@ def test_discovery_under_an_endpoint_override_is_the_endpoints_http_sd(provider:
     assert f"{url.scheme}://{url.netloc}" == provider.endpoint and url.path == f"/_emulator/sd/{PROJECT}"
     query = urllib.parse.parse_qs(url.query)
     assert query == {"filter": ['(labels.infra-group = "etcd") AND (labels.infra-stack = "s")'], "port": ["2379"]}
+
+
+def test_a_throttled_insert_is_tried_once_and_retried_by_the_executor_after_retry_after(
+    fake: FakeCompute, provider: GcpProvider
+) -> None:
+    from reconciler import retry
+
+    admin(fake.url, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
+                                             "reason": "rateLimitExceeded", "retry_after": 0.4})
+    spec = member("throttle")
+    with pytest.raises(TransientError) as err:
+        provider.create(spec)
+    assert err.value.retry_after == 0.4
+    assert calls(fake.url)["instances.insert"] == 1  # no second retry loop inside the provider
+
+    admin(fake.url, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
+                                             "reason": "rateLimitExceeded", "retry_after": 0.4})
+    policy = retry.RetryPolicy(attempts=5, base=0.001, cap=0.01)
+    start = time.monotonic()
+    created = retry.call(lambda: provider.create(spec), policy)
+    assert time.monotonic() - start >= 0.4  # the server's Retry-After, not the 1 ms backoff
+    assert created.name == spec.name and calls(fake.url)["instances.insert"] == 3  # 1 + 1 throttled + 1

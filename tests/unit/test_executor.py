@@ -233,8 +233,49 @@ def test_reconcile_returns_a_result_that_says_when_to_come_back(tmp_path: Path) 
     engine = cattle_engine(provider, 3, tmp_path)
     first = engine.reconcile()
     assert first.ok and first.applied is not None and len(first.applied.applied) == 3
+    # it changed something: come back at once to confirm the world is as planned
+    assert first.requeue_after == 0.0 and first.outcome == "applied"
+    assert first.observed == {"web": 0}  # what the pass saw before it changed anything
     again = engine.reconcile()
     assert again.ok and again.plan.empty and again.applied is None
+    # nothing to do: the caller's usual interval, and the counts a daemon reports
+    assert again.requeue_after is None and again.outcome == "ok" and again.observed == {"web": 3}
+
+
+def test_a_failed_pass_says_so_and_leaves_the_backoff_to_the_caller(tmp_path: Path) -> None:
+    provider = memory(error_rate=1.0)  # every call fails: the listing too, so nothing is known
+    engine = cattle_engine(provider, 3, tmp_path)
+    failed = engine.reconcile()
+    assert not failed.ok and isinstance(failed.error, TransientError) and failed.outcome == "error"
+    assert failed.requeue_after is None and failed.applied is None and failed.observed == {}
+    assert world(provider.config.world).instances == {}  # and nothing was created
+
+
+def test_the_planned_pass_is_a_value_apply_needs_nothing_else(tmp_path: Path) -> None:
+    provider = memory()
+    planner = cattle_engine(provider, 3, tmp_path)
+    planned = planner.plan()
+    assert [c.member for c in planned.plan.changes] == ["web-0", "web-1", "web-2"]
+    assert planned.counts() == {} and planned.refusal is None
+    planner.plan()  # planning again changes nothing in the first value
+    # another engine of the same stack applies it: no state is carried from plan() to apply()
+    result = cattle_engine(provider, 3, tmp_path).apply(planned)
+    assert result.ok and len(result.applied) == 3
+    assert planned.observed == {}  # apply worked on its own copy of the observation
+    assert not hasattr(planner, "_observed")
+
+
+def test_a_quorum_group_that_lost_its_quorum_is_refused_at_plan_time(tmp_path: Path) -> None:
+    provider, role = memory(), Recorder()
+    engine = quorum_engine(provider, role, 3, tmp_path)
+    assert engine.apply(engine.plan()).ok
+    provider.world.set_status(provider.list(stack_selector("t"))[0].id, InstanceStatus.DEAD)
+    role.quorum_lost = True
+    planned = engine.plan()
+    assert isinstance(planned.refusal, QuorumLostError) and len(planned.plan.changes) == 1
+    outcome = engine.reconcile()
+    assert outcome.outcome == "quorum_lost" and outcome.applied is None
+    assert len(provider.list(stack_selector("t"))) == 3  # nothing deleted
 
 
 @pytest.fixture(autouse=True)
@@ -243,7 +284,8 @@ def _no_thread_leaks() -> Any:
     yield
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
-        extra = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("infra-")]
+        extra = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("infra-")
+                 and not t.name.startswith("infra-health")]  # the engine's shared, bounded health threads
         if not extra:
             return
         time.sleep(0.05)

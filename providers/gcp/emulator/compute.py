@@ -55,8 +55,9 @@ Admin API (no faults, not counted), for tests and demos:
   ``seed``, ``op_delay``, ``boot_delay``, ``wait_max``, ``quota_instances``, ``stockout_zones``,
   ``latency`` (seconds added to every API answer)
 * ``POST /_admin/fail`` ``{"method": "instances.insert", "code": 403, "reason": "quotaExceeded",
-  "message": "...", "after": false}`` queues one specific failure for the next call of that
-  method (``after``: answer with it once the call took effect, a lost response)
+  "message": "...", "after": false, "retry_after": null}`` queues one specific failure for the
+  next call of that method (``after``: answer with it once the call took effect, a lost
+  response; ``retry_after``: seconds sent in a ``Retry-After`` header)
 * ``GET /_admin/instances``; ``POST /_admin/instances`` (one ``{"project", "zone", "name",
   "labels", "status"}`` or ``{"instances": [...]}``) puts instances there without any operation,
   as another tool would; ``DELETE /_admin/instances/{project}/{zone}/{name}`` removes one at once
@@ -145,6 +146,7 @@ class ApiError(Exception):
         self.message = message
         self.domain = domain
         self.after = False  # for queued failures: answer with it after the call took effect
+        self.retry_after: float | None = None  # for queued failures: the Retry-After header sent
 
     def body(self) -> JsonDict:
         return {
@@ -459,11 +461,14 @@ class FakeCompute:
         with self.lock:
             self.calls.clear()
 
-    def queue_failure(self, method: str, code: int, reason: str, message: str, *, after: bool = False) -> None:
-        """Answer the next call of ``method`` with this error; ``after``: once the call took effect."""
+    def queue_failure(self, method: str, code: int, reason: str, message: str, *, after: bool = False,
+                      retry_after: float | None = None) -> None:
+        """Answer the next call of ``method`` with this error; ``after``: once the call took effect;
+        ``retry_after``: with that ``Retry-After`` header (seconds)."""
         with self.lock:
             err = ApiError(code, reason, message)
             err.after = after
+            err.retry_after = retry_after
             self.failures.setdefault(method, []).append(err)
 
     def add_image(self, project: str, name: str, family: str | None = None,
@@ -1209,7 +1214,8 @@ class _Handler(BaseHTTPRequestHandler):
             if queued:
                 err = queued.pop(0)
                 if not err.after:
-                    self._send(err.code, err.body())
+                    extra = {"Retry-After": f"{err.retry_after:g}"} if err.retry_after is not None else None
+                    self._send(err.code, err.body(), extra)
                     return
                 fault, after = err.code, True
             elif fake.fault_rate and fake.rng.random() < fake.fault_rate:
@@ -1299,6 +1305,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body["reason"],
                 body.get("message", "injected"),
                 after=bool(body.get("after", False)),
+                retry_after=float(body["retry_after"]) if body.get("retry_after") is not None else None,
             )
             return {"ok": True}
         if path == "/_admin/images" and verb == "POST":
