@@ -46,11 +46,10 @@ anything that looks like an access key id and cut short; they never carry reques
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from botocore import exceptions as bexc
 
+from reconciler.errormap import ErrorTable
 from reconciler.errors import (
     ConfigError,
     InfraError,
@@ -270,13 +269,7 @@ def from_exception(exc: BaseException, action: str) -> InfraError | None:
     return None
 
 
-@contextmanager
-def translate(action: str) -> Iterator[None]:
-    """Run an EC2 call, turning botocore's exceptions into infra's (``raise ... from exc``)."""
-    try:
-        yield
-    except Exception as exc:
-        mapped = from_exception(exc, action)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+#: The aws provider's one error table (:mod:`reconciler.errormap`): botocore's exceptions become
+#: infra's (``raise ... from exc``); anything else is left alone.
+TABLE = ErrorTable("aws", from_exception)
+translate = TABLE.translate

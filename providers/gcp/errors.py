@@ -41,14 +41,13 @@ the API's own explanation; they never carry credentials or request bodies (user-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
+from reconciler.errormap import ErrorTable
 from reconciler.errors import (
     InfraError,
     NotFoundError,
@@ -197,15 +196,10 @@ def map_api_error(exc: BaseException, *, action: str) -> InfraError:
     return PermanentError(f"{where}: unexpected {type(exc).__name__}: {_detail(str(exc))}")
 
 
-@contextmanager
-def translate(action: str) -> Iterator[None]:
-    """Run a Compute call; re-raise anything it raises as an infra error, chained."""
-    try:
-        yield
-    except InfraError:
-        raise
-    except Exception as exc:
-        raise map_api_error(exc, action=action) from exc
+#: The gcp provider's one error table (:mod:`reconciler.errormap`): every Compute and Storage
+#: exception becomes an infra error.
+TABLE = ErrorTable("gcp", lambda exc, action: map_api_error(exc, action=action))
+translate = TABLE.translate
 
 
 def operation_error(op: Any, *, action: str) -> InfraError | None:

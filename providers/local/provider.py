@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +42,7 @@ from providers.local.discovery import Discovery
 from providers.local.procs import ProcRef, adopt, alive, reap_children, ref_of, terminate
 from providers.local.store import Claims, InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
 from reconciler import linuxkit
+from reconciler.errormap import ErrorTable
 from reconciler.errors import ConfigError, InfraError, PermanentError, TransientError
 from reconciler.model import (
     Instance,
@@ -76,19 +77,20 @@ _PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", 
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EBUSY})
 
 
-@contextlib.contextmanager
-def _os_errors(action: str) -> Iterator[None]:
-    """The one place OS failures become provider errors (resource shortage → transient)."""
-    try:
-        yield
-    except InfraError:
-        raise
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        message = f"local: {action} failed: {exc.strerror or exc}{where}"
-        if exc.errno in _TRANSIENT_ERRNOS:
-            raise TransientError(message) from exc
-        raise PermanentError(message) from exc
+def _map_os_error(exc: BaseException, action: str) -> InfraError | None:
+    """OS failures as provider errors (resource shortage → transient); anything else is a bug."""
+    if not isinstance(exc, OSError):
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    message = f"local: {action} failed: {exc.strerror or exc}{where}"
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return TransientError(message)
+    return PermanentError(message)
+
+
+#: The local provider's one error table (:mod:`reconciler.errormap`).
+TABLE = ErrorTable("local", _map_os_error)
+_os_errors = TABLE.translate
 
 
 def _describe_exit(entry: Mapping[str, Any]) -> str:

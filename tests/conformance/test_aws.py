@@ -16,7 +16,7 @@ from moto import mock_aws
 from providers.aws import AwsProvider
 from reconciler.provider import Provider
 from tests.aws import moto_world
-from tests.conformance.base import ProviderConformance
+from reconciler.testing import ProviderConformance
 
 
 class TestAwsProvider(ProviderConformance):

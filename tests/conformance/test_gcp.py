@@ -15,7 +15,7 @@ import pytest
 
 from providers.gcp import GcpProvider
 from reconciler.provider import Provider
-from tests.conformance.base import ProviderConformance
+from reconciler.testing import ProviderConformance
 from tests.gcp.support import IMAGE, MACHINE_TYPE, add_foreign, open_provider
 from tests.gcp_fake import FakeCompute
 

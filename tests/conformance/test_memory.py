@@ -10,7 +10,7 @@ import pytest
 
 from providers.memory import MemoryProvider, world
 from reconciler.provider import Provider
-from tests.conformance.base import ProviderConformance
+from reconciler.testing import ProviderConformance
 
 
 class TestMemoryProvider(ProviderConformance):

@@ -1,5 +1,8 @@
 """The provider conformance suite: every provider's test module subclasses :class:`ProviderConformance`.
 
+Importable by a third-party provider package's tests (``from reconciler.testing import
+ProviderConformance``); infra's own providers run it from ``tests/conformance/``.
+
 Shaped after Terraform's acceptance harness: each test creates through the provider, checks what
 ``list`` observes, and the ``cleanup`` fixture (a sweeper) deletes whatever a failed test left
 with the test stack's labels, so one failure does not cascade.
