@@ -15,8 +15,8 @@ from moto import mock_aws
 
 from providers.aws import AwsProvider
 from reconciler.provider import Provider
-from tests.aws import moto_world
 from reconciler.testing import ProviderConformance
+from tests.aws import moto_world
 
 
 class TestAwsProvider(ProviderConformance):

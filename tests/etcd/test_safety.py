@@ -105,7 +105,7 @@ def test_fewer_than_a_majority_answering_is_a_lost_quorum_never_a_wait(
 def test_a_removal_never_leaves_less_than_a_healthy_majority(
     cluster: tuple[Survey, MemberList, list[Shape]], pick: int, size: int,
 ) -> None:
-    survey, members, shapes_ = cluster
+    survey, members, _ = cluster
     alive = [i for i in survey.instances if i.alive]
     if not alive:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -48,7 +49,7 @@ def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
 def test_the_wait_is_at_least_the_servers_retry_after() -> None:
     times, attempt = flaky([TransientError("429", retry_after=0.3), TransientError("429", retry_after=0.2)])
     assert call(attempt, FAST) == "ok"  # type: ignore[arg-type]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.3 and gaps[1] >= 0.2  # the backoff alone would wait about a millisecond
 
 
@@ -61,6 +62,6 @@ def test_the_deadline_stops_retrying_even_with_attempts_left() -> None:
 
 def test_every_failed_attempt_is_reported() -> None:
     seen: list[str] = []
-    times, attempt = flaky([TransientError("a"), TransientError("b")])
+    _times, attempt = flaky([TransientError("a"), TransientError("b")])
     call(attempt, FAST, on_error=lambda exc: seen.append(str(exc)))  # type: ignore[arg-type]
     assert seen == ["a", "b"]
