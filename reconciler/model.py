@@ -302,6 +302,13 @@ class Health(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
+class UpdatePolicy(str, enum.Enum):
+    """How the planner and executor may change a group."""
+
+    CATTLE = "cattle"  # any order, in parallel, create-before-delete when names differ
+    QUORUM = "quorum"  # one change at a time, health gate between, remove before add
+
+
 class Problem(_Frozen):
     """Something wrong found by ``validate`` before anything changes."""
 

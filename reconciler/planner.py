@@ -29,9 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from reconciler.model import Health, Instance, InstanceStatus, MemberSpec
+from reconciler.model import Health, Instance, InstanceStatus, MemberSpec, UpdatePolicy
 from reconciler.plan import Action, Change, GroupPlan, Order, Plan, Reason
-from reconciler.role import UpdatePolicy
 
 _NUM = re.compile(r"(\d+)")
 

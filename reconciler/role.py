@@ -36,7 +36,6 @@ going away, there is no quorum to protect.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +43,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
 
-from reconciler.model import Health, Instance, MemberSpec, Problem
+from reconciler.model import Health, Instance, MemberSpec, Problem, UpdatePolicy
 from reconciler.provider import Provider
 from reconciler.stack import Group, Stack
-
-
-class UpdatePolicy(str, enum.Enum):
-    """How the planner and executor may change a group."""
-
-    CATTLE = "cattle"  # any order, in parallel, create-before-delete when names differ
-    QUORUM = "quorum"  # one change at a time, health gate between, remove before add
 
 
 @dataclass(frozen=True)
@@ -209,6 +201,8 @@ class Role(Generic[C]):
             placement=index,
         )
 
+
+__all__ = ["AnyContext", "AnyRole", "MetricsTarget", "Role", "RoleConfig", "RoleContext", "UpdatePolicy"]
 
 #: A role and its context as the engine holds them: one per group, each with its own settings
 #: model, so the engine sees them through the base type.

@@ -29,6 +29,21 @@ import pytest
 from reconciler.errors import PermanentError
 from reconciler.model import Instance, MemberSpec, Service, group_selector, stack_selector
 from reconciler.provider import Provider
+from reconciler.role import Role, RoleConfig, RoleContext
+
+
+class _ServicesRole(Role[RoleConfig]):
+    """The suite's own role: each member runs the suite's ``services``; cattle, alive is healthy."""
+
+    name = "conformance"
+    config_model = RoleConfig
+
+    def __init__(self, services: tuple[Service, ...]) -> None:
+        self.services = services
+
+    def expand(self, ctx: RoleContext[RoleConfig]) -> list[MemberSpec]:
+        return [self.member_base(ctx, i).model_copy(update={"services": self.services})
+                for i in range(ctx.group.size)]
 
 
 class ProviderConformance:
@@ -158,20 +173,18 @@ class ProviderConformance:
         self, provider: Provider, stack: str, tmp_path: Any
     ) -> None:
         """Terraform's acceptance shape: apply, re-plan is empty, scale, destroy, nothing leaks."""
-        from plugins.command import CommandConfig, CommandRole
         from reconciler.engine import Engine
         from reconciler.stack import Group, Stack
 
-        command = list(self.services[0].command) if self.services else ["sleep", "3600"]
         fields = dict(self.spec_fields)
+        role = _ServicesRole(self.services)
 
         def engine(size: int) -> Engine:
-            group = Group(name="web", size=size, role="command", config={"command": command},
-                          image=fields.get("image"), machine_type=fields.get("machine_type"),
+            group = Group(name="web", size=size, role=role.name, image=fields.get("image"),
+                          machine_type=fields.get("machine_type"),
                           provider_config=dict(fields.get("provider_config", {})))
             st = Stack(name=stack, provider=provider.name, groups=(group,))
-            return Engine(st, provider, {"web": CommandRole()}, {"web": CommandConfig(command=command)},
-                          state_dir=tmp_path)
+            return Engine(st, provider, {"web": role}, {"web": RoleConfig()}, state_dir=tmp_path)
 
         first = engine(2)
         result = first.apply(first.plan())
