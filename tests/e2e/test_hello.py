@@ -9,15 +9,26 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 
 from tests.e2e.conftest import Infra
+from tests.polling import wait_for
 
 HELLO = "stacks/hello-local.py"
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (a zombie awaiting its reaper counts as gone)."""
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def members(status: dict) -> dict[str, dict]:
@@ -62,8 +73,9 @@ def test_the_hello_story(infra: Infra) -> None:
     # kill -9 every process of web-1
     victim = ms["web-1"]
     record = instance_record(infra.state, victim["name"])
-    os.killpg(record["processes"]["pgid"], signal.SIGKILL)
-    time.sleep(0.3)
+    pgid = record["processes"]["pgid"]
+    os.killpg(pgid, signal.SIGKILL)
+    wait_for(lambda: not group_alive(pgid), f"process group {pgid} of web-1 to be gone")
 
     healing = infra.run("plan", HELLO, "--detailed-exitcode")
     assert healing.returncode == 2

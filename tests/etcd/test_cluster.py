@@ -23,6 +23,7 @@ import pytest
 from plugins.etcd.client import EtcdApiError, EtcdClient, EtcdError
 from plugins.etcd.role import quorum
 from tests.etcd.conftest import EtcdStack
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.etcd]
 
@@ -240,12 +241,13 @@ def test_rolling_flag_change_under_writes_loses_nothing(etcd_stack: EtcdStack) -
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        wait_for(lambda: len(writer.acked) >= 5, "the writer's first acknowledged writes")
         etcd_stack.write(flags={"snapshot-count": 5000})
         plan = etcd_stack.infra("plan", "--detailed-exitcode")
         assert plan.returncode == 2 and plan.stdout.count("spec changed") == 3, plan.stdout
         etcd_stack.apply()
-        time.sleep(0.5)
+        done = len(writer.acked)
+        wait_for(lambda: len(writer.acked) >= done + 5, "writes acknowledged after the roll")
     finally:
         writer.stop.set()
         watch.stop.set()

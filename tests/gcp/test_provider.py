@@ -22,6 +22,7 @@ from reconciler.errors import ConfigError, PermanentError, QuotaError, Transient
 from reconciler.model import ConfigFile, Instance, InstanceStatus, MemberSpec, group_selector, stack_selector
 from tests.gcp.support import IMAGE, MACHINE_TYPE, PROJECT, ZONES, add_foreign, admin, calls, open_provider
 from tests.gcp_fake import FakeCompute
+from tests.polling import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,8 @@ def test_operation_deadline_raises_transient_and_the_instance_still_appears(
         assert time.monotonic() - started < 3.5  # gave up at its deadline, not when the operation ended
         seen = p.list(stack_selector("slow"))
         assert [i.name for i in seen] == [spec.name] and seen[0].status is InstanceStatus.PENDING
-        time.sleep(4.0)
+        wait_for(lambda: [i.status for i in p.list(stack_selector("slow"))] == [InstanceStatus.RUNNING],
+                 "the slow insert to finish", timeout=15)
         assert p.create(spec).name == spec.name  # the retry finds it; no second instance
         assert len(slow.all_instances()) == 1
         p.close()

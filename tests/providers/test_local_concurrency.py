@@ -6,12 +6,12 @@ import ipaddress
 import json
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from providers.local import LocalProvider
 from reconciler.model import InstanceStatus, stack_selector
+from tests.polling import wait_for
 from tests.providers.test_local_support import (
     http_get,
     local_provider,
@@ -56,14 +56,20 @@ root, stack, go = sys.argv[1], sys.argv[2], sys.argv[3]
 web = Service(name="web", image="python:3.11-alpine",
               command=("python3", "-m", "http.server", "8080", "--bind", "{address}"), ports=(8080,))
 p = LocalProvider.open({"root": root}, stack=stack, state_dir=None)
+open(go + "." + stack, "w").close()  # the barrier: this side is ready
 while not os.path.exists(go):  # start together with the other process
     time.sleep(0.005)
 specs = [MemberSpec(stack=stack, group="web", member=f"web-{n}", role="command", services=(web,))
          for n in range(24)]
 # Many quick reservations (allocation only) to overlap with the other process, then real creates.
-reserved = [p.address_for(spec) for spec in specs[3:]]
+times = []
+reserved = []
+for spec in specs[3:]:
+    times.append(time.time())
+    reserved.append(p.address_for(spec))
+times.append(time.time())
 created = [p.create(spec).address for spec in specs[:3]]
-print(json.dumps({"reserved": reserved, "created": created}))
+print(json.dumps({"reserved": reserved, "created": created, "first": times[0], "last": times[-1]}))
 """
 
 
@@ -78,16 +84,23 @@ def test_concurrent_creates_from_two_processes_get_unique_addresses(local_root: 
         )
         for stack in ("proca", "procb")
     ]
-    time.sleep(0.5)  # let both import and wait at the start line (not an assertion)
+    # The barrier: both processes have imported, opened the provider and wait at the start line.
+    wait_for(lambda: all((tmp_path / f"go.{s}").exists() for s in ("proca", "procb")), "both workers ready",
+             timeout=60)
     go.touch()
     addresses: list[str] = []
     created: list[str] = []
+    spans: list[tuple[float, float]] = []
     for worker in workers:
         out, err = worker.communicate(timeout=120)
         assert worker.returncode == 0, err
         result = json.loads(out)
         addresses += result["reserved"] + result["created"]
         created += result["created"]
+        spans.append((result["first"], result["last"]))
+    # Both sides really reserved at the same time (else this test would prove nothing about the lock).
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, spans
     assert len(addresses) == 48
     assert len(set(addresses)) == 48, sorted(addresses)
     provider = LocalProvider.open({"root": str(local_root)}, stack="proca", state_dir=local_root)
