@@ -20,9 +20,10 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, computed_field
 
 # Ownership labels (valid GCE labels and EC2 tags).
 LABEL_STACK = "infra-stack"
@@ -51,8 +52,28 @@ def instance_name(stack: str, group: str, member: str, spec_hash: str) -> str:
     return f"{stack}-{group}-{member}-{spec_hash}"
 
 
+#: One shared ``__pydantic_fields_set__`` per distinct set of field names (see _Frozen).
+_FIELD_SETS: dict[frozenset[str], set[str]] = {}
+
+
 class _Frozen(BaseModel):
+    """A frozen model whose instances share their "fields set" bookkeeping.
+
+    pydantic keeps, per instance, the set of fields that were given (a ``set`` of ~700 bytes,
+    half of a MemberSpec or an Instance). A frozen model never changes it in place (``model_copy``
+    copies it first), so instances built with the same fields share one set: 100,000 members and
+    their instances weigh about 140 MB less.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        key = frozenset(given)
+        shared = _FIELD_SETS.get(key)
+        if shared is None:
+            shared = _FIELD_SETS.setdefault(key, set(key))
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
 
 
 class ConfigFile(_Frozen):
@@ -131,6 +152,24 @@ def _memo_json(items: tuple[T, ...], doc: Callable[[tuple[T, ...]], list[Any]]) 
     return text
 
 
+def _keep_mapping(value: Any) -> Mapping[str, Any]:
+    """A provider_config mapping, kept as the very object passed (every member of a group shares
+    the stack's one merged mapping, so its spec hash is computed once per group)."""
+    if type(value) is not dict and type(value) is not MappingProxyType and not isinstance(value, Mapping):
+        raise ValueError(f"provider_config must be a mapping, not {type(value).__name__}")
+    return value
+
+
+#: ``provider_config`` of a member: any mapping of JSON values, kept by identity, dumped as a dict.
+ProviderSettings = Annotated[Mapping[str, Any], PlainValidator(_keep_mapping), PlainSerializer(dict)]
+
+#: (role, image, machine type, provider_config, services, files) by identity → (those objects,
+#: the spec hash). The members of a group share all of them, so a group of 10,000 members hashes
+#: once. Holding the objects keeps their ids from being reused while the entry lives; members
+#: with a secret file are never memoised (no private key outlives its member here).
+_HASHES: dict[tuple[Any, ...], tuple[tuple[Any, ...], str]] = {}
+
+
 class MemberSpec(_Frozen):
     """One desired member of a group: everything needed to create its instance."""
 
@@ -142,7 +181,7 @@ class MemberSpec(_Frozen):
     machine_type: str | None = None
     services: tuple[Service, ...] = ()
     files: tuple[ConfigFile, ...] = ()
-    provider_config: Mapping[str, Any] = Field(default_factory=dict)
+    provider_config: ProviderSettings = Field(default_factory=dict)
     placement: int = Field(0, description="index used to spread members over zones/subnets")
     address: str | None = Field(
         None,
@@ -166,8 +205,23 @@ class MemberSpec(_Frozen):
         "machine_type", "provider_config", "role", "services"}``, files without secrets and
         runtime (``in_spec=False``) entries. Assembled from the JSON of each key, which is the
         same text; the JSON of ``services`` and ``files`` is memoised by the identity of their items
-        because a role usually gives every member of a group the same Service/ConfigFile objects.
+        because a role usually gives every member of a group the same Service/ConfigFile objects,
+        and so is the whole hash (``_HASHES``).
         """
+        files, services, config = self.files, self.services, self.provider_config
+        if any(f.secret for f in files):
+            return self._compute_hash()
+        key = (self.role, self.image, self.machine_type, id(config), *map(id, services), None, *map(id, files))
+        hit = _HASHES.get(key)
+        if hit is not None:  # the entry holds its objects, so equal ids mean the very same objects
+            return hit[1]
+        digest = self._compute_hash()
+        if len(_HASHES) >= _MEMO_MAX:
+            _HASHES.clear()
+        _HASHES[key] = ((config, services, files), digest)
+        return digest
+
+    def _compute_hash(self) -> str:
         raw = (
             f'{{"files":{_memo_json(self.files, _files_doc)},"image":{_json_or_null(self.image)},'
             f'"machine_type":{_json_or_null(self.machine_type)},'

@@ -35,9 +35,10 @@ from reconciler.plan import Action, Change, GroupPlan, Order, Plan, Reason
 _NUM = re.compile(r"(\d+)")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=1 << 18)
 def member_sort_key(member: str) -> tuple[object, ...]:
-    """Natural order: ``etcd-2`` before ``etcd-10``. Cached: every pass sorts the same ids."""
+    """Natural order: ``etcd-2`` before ``etcd-10``. Cached: every pass sorts the same ids (room
+    for a quarter of a million members: a cache smaller than the stack is emptied every pass)."""
     return tuple(int(p) if p.isdigit() else p for p in _NUM.split(member))
 
 

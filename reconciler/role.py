@@ -187,8 +187,14 @@ class Role(Generic[C]):
         """Where this group's members serve Prometheus metrics (none by default)."""
         return []
 
-    def member_base(self, ctx: RoleContext[C], index: int, *, member: str | None = None) -> MemberSpec:
-        """A member with the identity fields filled in; roles add services and files."""
+    def member_base(self, ctx: RoleContext[C], index: int, *, member: str | None = None,
+                    **fields: Any) -> MemberSpec:
+        """A member with the identity fields filled in, plus ``fields`` (services, files, ...).
+
+        Pass a group's shared ``services`` and ``files`` here (the same objects for every member)
+        rather than copying the member afterwards: one validated object per member, and the spec
+        hash is computed once per distinct content (:attr:`MemberSpec.spec_hash`).
+        """
         group = ctx.group
         return MemberSpec(
             stack=ctx.stack.name,
@@ -199,6 +205,7 @@ class Role(Generic[C]):
             machine_type=group.machine_type,
             provider_config=ctx.stack.group_provider_config(group),
             placement=index,
+            **fields,
         )
 
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
+from functools import cached_property
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -186,6 +189,19 @@ class Stack(_Declared):
                 return group
         raise KeyError(name)
 
-    def group_provider_config(self, group: Group) -> dict[str, Any]:
-        """The stack's provider settings with the group's own settings laid over them."""
-        return {**self.provider_config, **group.provider_config}
+    def group_provider_config(self, group: Group) -> Mapping[str, Any]:
+        """The stack's provider settings with the group's own settings laid over them.
+
+        One read-only mapping per group, the same object on every call: every member of the
+        group shares it (and its spec-hash memo entry, :mod:`reconciler.model`).
+        """
+        hit = self._merged_configs.get(group.name)
+        if hit is None or hit[0] is not group:  # a group of another stack, or a copy
+            return MappingProxyType({**self.provider_config, **group.provider_config})
+        return hit[1]
+
+    @cached_property
+    def _merged_configs(self) -> dict[str, tuple[Group, Mapping[str, Any]]]:
+        """Each group's merged provider settings, computed once (cached like a field: no lookup
+        through pydantic's private attributes, which cost more than the merge)."""
+        return {g.name: (g, MappingProxyType({**self.provider_config, **g.provider_config})) for g in self.groups}

@@ -74,11 +74,8 @@ class CommandRole(Role[CommandConfig]):
             ports=(cfg.port,) if cfg.port else (),
         )
         files = tuple(ConfigFile(path=f"{ctx.group.name}/{p}", content=c) for p, c in sorted(cfg.files.items()))
-        out = []
-        for i in range(ctx.group.size):
-            base = self.member_base(ctx, i)
-            out.append(base.model_copy(update={"services": (service,), "files": files}))
-        return out
+        services = (service,)
+        return [self.member_base(ctx, i, services=services, files=files) for i in range(ctx.group.size)]
 
     def _probe(self, cfg: CommandConfig, address: str, timeout: float) -> Health:
         assert cfg.port is not None

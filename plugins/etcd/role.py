@@ -196,7 +196,7 @@ class EtcdRole(Role[EtcdConfig]):
         settings = render.settings_file(cfg)
         specs: list[MemberSpec] = []
         for index in range(ctx.group.size):
-            base = self.member_base(ctx, index).model_copy(update={"services": (service,), "files": (settings,)})
+            base = self.member_base(ctx, index, services=(service,), files=(settings,))
             address = base.address or address_for(ctx.provider, base)
             specs.append(base.model_copy(update={"address": address}))
         peers = {s.name: [render.peer_url(cfg, s.address)] for s in specs if s.address}

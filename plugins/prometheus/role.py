@@ -166,7 +166,7 @@ class PrometheusRole(Role[PrometheusConfig]):
         service = self.service(ctx)
         files = self.files(ctx)
         return [
-            self.member_base(ctx, i).model_copy(update={"services": (service,), "files": files})
+            self.member_base(ctx, i, services=(service,), files=files)
             for i in range(ctx.group.size)
         ]
 

@@ -42,8 +42,7 @@ class _ServicesRole(Role[RoleConfig]):
         self.services = services
 
     def expand(self, ctx: RoleContext[RoleConfig]) -> list[MemberSpec]:
-        return [self.member_base(ctx, i).model_copy(update={"services": self.services})
-                for i in range(ctx.group.size)]
+        return [self.member_base(ctx, i, services=self.services) for i in range(ctx.group.size)]
 
 
 class ProviderConformance:

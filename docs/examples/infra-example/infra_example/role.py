@@ -47,5 +47,4 @@ class GreeterRole(Role[GreeterConfig]):
         greeting = ConfigFile(path="greeter/greeting", content=ctx.config.greeting + "\n")
         service = Service(name="greeter", image="alpine:3.20",
                           command=("sh", "-c", "cat {config}/greeter/greeting; exec sleep 3600"))
-        return [self.member_base(ctx, i).model_copy(update={"services": (service,), "files": (greeting,)})
-                for i in range(ctx.group.size)]
+        return [self.member_base(ctx, i, services=(service,), files=(greeting,)) for i in range(ctx.group.size)]
