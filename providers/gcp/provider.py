@@ -24,7 +24,8 @@ How the protocol maps onto Compute Engine:
 * inserts, deletes and their operation waits are tried once per call: a throttled (429, with its
   ``Retry-After``) or failed answer is a TransientError that the executor retries under the one
   retry policy (:mod:`reconciler.retry`), so attempts are never multiplied by a second retry loop
-  here. Only a listing's pages, which nothing above retries, are retried inside ``list``.
+  here. Only reads that nothing above retries (a listing's pages, ``validate``'s lookups) are
+  retried inside the call.
 
 Instance ids are ``<zone>/<name>``: what Compute needs to address an instance.
 """
@@ -223,16 +224,17 @@ class GcpProvider:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One Compute call, tried once and mapped to infra errors on failure.
+    def _call(self, action: str, fn: Callable[..., T], *args: Any, read: bool = False, **kwargs: Any) -> T:
+        """One Compute call, mapped to infra errors on failure.
 
-        Not retried here: a throttled or failed insert or delete is a TransientError (with the
-        server's ``Retry-After``) that the executor retries under the one retry policy
-        (:mod:`reconciler.retry`), idempotently (requestId, then 409 adoption). Only the pages of
-        a listing, which nothing above retries, are retried inside the call (:meth:`list`).
+        A call made for ``create`` or ``delete`` is tried once: a throttled or failed answer is a
+        TransientError (with the server's ``Retry-After``) that the executor retries under the one
+        retry policy (:mod:`reconciler.retry`), idempotently (requestId, then 409 adoption). Only
+        ``read`` calls that nothing above retries (``validate``'s lookups; a listing's pages, in
+        :meth:`list`) are retried here, for up to ``retry_deadline`` seconds.
         """
         with errors.translate(action):
-            return fn(*args, retry=None, timeout=self.config.request_timeout, **kwargs)
+            return fn(*args, retry=self._retry if read else None, timeout=self.config.request_timeout, **kwargs)
 
     def member_config(self, spec: MemberSpec) -> GcpConfig:
         """The member's settings: the group's provider_config laid over the stack's."""
@@ -632,7 +634,7 @@ class GcpProvider:
     def _exists(self, action: str, fn: Callable[..., object], **kwargs: Any) -> bool:
         """Whether a get finds the resource (404, or 400 for a malformed name, mean no)."""
         try:
-            self._call(action, fn, **kwargs)
+            self._call(action, fn, read=True, **kwargs)
         except (NotFoundError, PermanentError) as exc:
             if isinstance(exc.__cause__, gexc.NotFound | gexc.BadRequest):
                 return False

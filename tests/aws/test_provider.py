@@ -36,10 +36,10 @@ def by_name(ec2: Any, name: str, *states: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("config", "field"),
     [
-        ({"subnets": ["subnet-nope"]}, "provider_config.subnets.0"),
+        ({"subnets": ["subnet-nope"]}, "provider_config.subnets[0]"),
         ({"zone": "us-east-1a"}, "provider_config.zone"),
         ({"region": "mars-1"}, "provider_config.region"),
-        ({"security_group_ids": ["default"]}, "provider_config.security_group_ids.0"),
+        ({"security_group_ids": ["default"]}, "provider_config.security_group_ids[0]"),
         ({"address_offset": 10}, "provider_config"),
         ({"address_offset": 2, "subnets": ["subnet-0123456789abcdef0"]}, "provider_config.address_offset"),
         ({"tags": {"infra-stack": "x"}}, "provider_config.tags"),

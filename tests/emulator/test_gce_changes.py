@@ -28,9 +28,11 @@ pytestmark = pytest.mark.e2e
 def stack_copy(gce: Emulator, *, size: int = 3, flags: str = "") -> str:
     """stacks/etcd-gcp.py with the etcd group's size and flags changed; its path."""
     text = (REPO / "stacks" / "etcd-gcp.py").read_text()
-    text = re.sub(r'(name="etcd",\s+size=)3', rf"\g<1>{size}", text, count=1)
+    text, n = re.subn(r'(name="etcd",\s+size=)3', rf"\g<1>{size}", text, count=1)
+    assert n == 1, "stacks/etcd-gcp.py no longer declares etcd's size where this test expects it"
     if flags:
-        text = text.replace('config={"version": "3.4.23"}', f'config={{"version": "3.4.23", "flags": {flags}}}')
+        assert '    version="3.4.23",\n' in text, "stacks/etcd-gcp.py no longer sets etcd's version as expected"
+        text = text.replace('    version="3.4.23",\n', f'    version="3.4.23",\n    flags={flags},\n', 1)
     path = gce.root / "etcd-gcp.py"
     path.write_text(text)
     return str(path)
