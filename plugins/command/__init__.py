@@ -74,8 +74,7 @@ class CommandRole(Role[CommandConfig]):
             ports=(cfg.port,) if cfg.port else (),
         )
         files = tuple(ConfigFile(path=f"{ctx.group.name}/{p}", content=c) for p, c in sorted(cfg.files.items()))
-        services = (service,)
-        return [self.member_base(ctx, i, services=services, files=files) for i in range(ctx.group.size)]
+        return self.member_bases(ctx, services=(service,), files=files)
 
     def _probe(self, cfg: CommandConfig, address: str, timeout: float) -> Health:
         assert cfg.port is not None
