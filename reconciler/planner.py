@@ -126,8 +126,8 @@ def _plan_group(
                 )
             )
     by_key = lambda c: member_sort_key(c.member)  # noqa: E731
-    for changes in (unhealthy, creates, rolls):
-        changes.sort(key=by_key)
+    for found_changes in (unhealthy, creates, rolls):
+        found_changes.sort(key=by_key)
     # deletes of duplicates join the not-wanted ones, in member order (not-wanted first, as before)
     dupes = sorted((c for c in deletes if c.reason is Reason.DUPLICATE), key=by_key)
     deletes = [c for c in deletes if c.reason is not Reason.DUPLICATE] + dupes
