@@ -373,11 +373,17 @@ class Engine:
             problems.extend(pipeline.problems(store, states, lambda g: f"groups[{index[g]}].image"))
         if provider_checks and not any(p.is_error for p in problems):
             try:
-                problems.extend(self.provider.validate([m for ms in expanded.values() for m in ms]))
+                found = self.provider.validate([m for ms in expanded.values() for m in ms])
             except InfraError as exc:
                 if reporter is not None:
                     reporter.provider_error("validate", exc)
                 raise
+            seen = {(p.field, p.message) for p in problems}
+            for p in found:  # one format for every field (groups[i]), each problem once
+                p = p.model_copy(update={"field": fieldpath.normalize(self.stack, p.field)})
+                if (p.field, p.message) not in seen:
+                    seen.add((p.field, p.message))
+                    problems.append(p)
         return _Checked(problems, expanded, states)
 
     def _resolve_images(self, expanded: dict[str, list[MemberSpec]]) -> dict[str, ImageSpec]:

@@ -52,6 +52,24 @@ def join(prefix: str, field: str) -> str:
     return prefix + field if field.startswith("[") else f"{prefix}.{field}"
 
 
+_BY_NAME = re.compile(r"^groups\.([a-z][a-z0-9-]*)(?=\.|$)")
+
+
+def normalize(stack: Stack, field: str) -> str:
+    """A provider's ``groups.<name>.machine_type`` as ``groups[<index>].machine_type``.
+
+    Providers name a group by its name (they see members, not the stack's list); everything
+    shown to a user indexes groups as the stack file lists them.
+    """
+    m = _BY_NAME.match(field)
+    if m is None:
+        return field
+    for i, group in enumerate(stack.groups):
+        if group.name == m.group(1):
+            return f"groups[{i}]{field[m.end():]}"
+    return field
+
+
 def shown(stack: Stack, field: str) -> str:
     """``field`` as the user wrote it: a typed group's ``config.`` left out."""
     m = _GROUP.match(field)

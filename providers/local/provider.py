@@ -494,11 +494,11 @@ class LocalProvider:
             raise PermanentError(f"local: {spec.name}: provider_config.{loc}: {msg}") from None
 
     def _check_member(self, spec: MemberSpec) -> Problems:
-        where = f"{spec.group}.{spec.member}"
+        where = f"groups.{spec.group}"
         problems: Problems = []
 
         def problem(field: str, message: str, severity: str = "error") -> None:
-            problems.append(Problem(field=f"{where}.{field}", message=message, severity=severity))
+            problems.append(Problem(field=f"{where}.{field}", message=f"{spec.member}: {message}", severity=severity))
 
         names: set[str] = set()
         ports: dict[int, str] = {}
@@ -545,7 +545,7 @@ class LocalProvider:
             hint = f" (install it: apt-get install {package})" if package else ""
             problems.append(
                 Problem(
-                    field=f"{spec.group}.{spec.member}.services.{svc.name}.command",
+                    field=f"groups.{spec.group}.services.{svc.name}.command",
                     message=f"command {program!r} of service {svc.name!r} is not found on PATH{hint}",
                 )
             )
@@ -575,7 +575,7 @@ class LocalProvider:
                     settings = LocalConfig.model_validate(dict(spec.provider_config))
                 except ValidationError as exc:
                     loc, msg = first_problem(exc)
-                    problems.append(Problem(field=f"provider_config.{loc}", message=msg))
+                    problems.append(Problem(field=f"groups.{spec.group}.provider_config.{loc}", message=msg))
                 else:
                     if settings.root_path().resolve() != self.root.resolve():
                         problems.append(
@@ -586,21 +586,20 @@ class LocalProvider:
                             )
                         )
             if spec.address is not None:
-                field = f"{spec.group}.{spec.member}.address"
-                if not network.is_loopback(spec.address):
-                    problems.append(Problem(field=field, message=f"{spec.address!r} is not an IPv4 loopback address"))
-                elif spec.address in addresses and addresses[spec.address] != spec.name:
-                    other = addresses[spec.address]
-                    problems.append(Problem(field=field, message=f"address {spec.address} is also given to {other}"))
-                elif used.get(spec.address, spec.name) != spec.name:
-                    problems.append(
-                        Problem(field=field, message=f"address {spec.address} is already used by {used[spec.address]}")
-                    )
+                field, who, address = f"groups.{spec.group}.address", spec.member, spec.address
+                if not network.is_loopback(address):
+                    problems.append(Problem(field=field, message=f"{who}: {address!r} is not an IPv4 loopback address"))
+                elif address in addresses and addresses[address] != spec.name:
+                    other = addresses[address]
+                    problems.append(Problem(field=field, message=f"{who}: address {address} is also given to {other}"))
+                elif used.get(address, spec.name) != spec.name:
+                    problems.append(Problem(field=field,
+                                            message=f"{who}: address {address} is already used by {used[address]}"))
                 elif not self.store.dir_of(spec.name).exists():
-                    busy = network.busy_ports(spec.address, _ports(spec))
+                    busy = network.busy_ports(address, _ports(spec))
                     if busy:
-                        where = ", ".join(f"{spec.address}:{p}" for p in busy)
-                        problems.append(Problem(field=field, message=f"port already in use at {where}"))
+                        where = ", ".join(f"{address}:{p}" for p in busy)
+                        problems.append(Problem(field=field, message=f"{who}: port already in use at {where}"))
                 addresses[spec.address] = spec.name
         return problems
 

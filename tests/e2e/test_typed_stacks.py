@@ -120,3 +120,24 @@ def test_a_stack_applied_in_the_dict_form_plans_no_change_in_the_typed_form(infr
         assert "No changes." in plan.stdout and "(3 instances observed)" in plan.stdout
     finally:
         infra.run("destroy", str(old), "--yes", check=True)
+
+
+def test_a_providers_problem_names_the_group_by_its_index_and_line(infra: Infra, tmp_path: Path) -> None:
+    path = tmp_path / "tool.py"
+    path.write_text(textwrap.dedent("""\
+        from plugins.command import Command
+        from reconciler import Stack
+
+        stack = Stack(
+            name="tool",
+            provider="local",
+            groups=[
+                Command(name="web", size=2, command=["infra-no-such-tool"]),
+            ],
+        )
+    """))
+    out = failed_cleanly(infra, "validate", str(path))
+    # one line for the group (not one per member), at the line that builds it
+    assert out.count("groups[0].services.web.command") == 1, out
+    assert "tool.py:8: groups[0].services.web.command: command 'infra-no-such-tool' of service 'web' is not found" \
+        in out, out

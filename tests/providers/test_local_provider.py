@@ -365,7 +365,8 @@ def test_a_port_in_use_at_the_given_address_is_a_permanent_error(local_provider:
         with pytest.raises(PermanentError, match=rf"127\.77\.251\.7:{port}"):
             local_provider.create(spec)
         (problem,) = local_provider.validate([spec])
-        assert problem.message == f"port already in use at {address}:{port}"
+        assert problem.field == "groups.web.address"
+        assert problem.message == f"web-0: port already in use at {address}:{port}"
     assert local_provider.list({}) == []
 
 
@@ -410,9 +411,9 @@ def test_validate_flags_missing_binaries_with_the_package_and_changes_nothing(
     problems = local_provider.validate([member(STACK, services=(etcd, prom, odd))])
     messages = {p.field: p.message for p in problems}
     assert all(p.is_error for p in problems)
-    assert "apt-get install etcd-server" in messages["web.web-0.services.etcd.command"]
-    assert "apt-get install prometheus" in messages["web.web-0.services.prometheus.command"]
-    assert "'infra-no-such-tool'" in messages["web.web-0.services.odd.command"]
+    assert "apt-get install etcd-server" in messages["groups.web.services.etcd.command"]
+    assert "apt-get install prometheus" in messages["groups.web.services.prometheus.command"]
+    assert "'infra-no-such-tool'" in messages["groups.web.services.odd.command"]
     assert sorted(str(p) for p in local_provider.root.rglob("*")) == before
 
 
@@ -494,7 +495,7 @@ def test_group_provider_settings_apply_per_member(local_provider: LocalProvider,
     (problem,) = local_provider.validate([elsewhere])
     assert problem.field == "provider_config.root"
     bad = member(STACK, "web-2", provider_config={"grace": "soon"})
-    assert [p.field for p in local_provider.validate([bad])] == ["provider_config.grace"]
+    assert [p.field for p in local_provider.validate([bad])] == ["groups.web.provider_config.grace"]
 
 
 def test_infra_environment_does_not_leak_into_instances(
