@@ -36,6 +36,8 @@ _DEBUG = False
 #: that fails before changing anything removes what it created (a bad input changes nothing,
 #: not even a lock file).
 _CREATED: list[Any] = []
+#: The state root's entries before this process opened a stack (what it adds is its own).
+_BEFORE: dict[Any, set[Any]] = {}
 _CHANGED = False
 
 
@@ -72,6 +74,7 @@ def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> 
     for made in (root, sdir.parent, sdir):
         if not made.exists():
             _CREATED.append(made)
+    _BEFORE[root] = set(root.iterdir()) if root.is_dir() else set()
     err = _console(stderr=True)
     retry = RetryPolicy(change_timeout=timeout) if timeout else None
     return Engine.open(stack, source=path, log=lambda m: err.print(f"  {m}", markup=False),
@@ -88,6 +91,10 @@ def _discard_created() -> None:
     """After a failure before any change: remove the stack directories this process created."""
     if _CHANGED:
         return
+    for root, before in _BEFORE.items():  # e.g. a provider's own directory, made by its open
+        if root.is_dir():
+            for entry in set(root.iterdir()) - before:
+                _remove_empty_dirs(entry)
     for path in reversed(_CREATED):
         if path.parent.name == "stacks":  # this stack's own directory
             shutil.rmtree(path, ignore_errors=True)
@@ -96,6 +103,18 @@ def _discard_created() -> None:
                 path.rmdir()
             except OSError:
                 pass
+
+
+def _remove_empty_dirs(path: Any) -> None:
+    """Remove ``path`` and the directories below it that hold no file (anything else stays)."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    for child in path.iterdir():
+        _remove_empty_dirs(child)
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _confirm(what: str, yes: bool) -> None:
