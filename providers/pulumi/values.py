@@ -1,0 +1,100 @@
+"""Values between infra and a Pulumi plugin: protobuf ``Struct`` ⇄ Python, secrets, input templates.
+
+Called by :mod:`providers.pulumi.provider`. Pulumi marks a secret output as an object with the
+signature key ``4dabf18193072939515e22adb298388d`` (value ``1b47061264138c4ac30d75fd1eb44270``);
+:func:`unwrap` removes those wrappers and returns the secret values replaced by ``"[secret]"``,
+so a secret never reaches an :class:`~reconciler.model.Instance`, a plan or a log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+REDACTED = "[secret]"
+
+
+def to_struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(dict(value))
+    return struct
+
+
+def from_struct(struct: struct_pb2.Struct | None) -> dict[str, Any]:
+    if struct is None:
+        return {}
+    out: dict[str, Any] = json_format.MessageToDict(struct)
+    return out
+
+
+def unwrap(value: Any) -> Any:
+    """``value`` with Pulumi's secret wrappers replaced by ``"[secret]"`` (recursively)."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return REDACTED
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+_PLACEHOLDER = re.compile(r"\{(name|userdata|image|machine_type|stack|group|member|selector|stack_tag)\}")
+
+
+def render(template: Any, variables: Mapping[str, Any]) -> Any:
+    """An ``inputs`` template with the member's values filled in.
+
+    A string that is exactly ``"{labels}"`` becomes the labels map, ``"{label_tags}"`` the labels
+    as ``key:value`` strings (for clouds whose servers have tags, not labels); other strings have
+    ``{name}``, ``{userdata}``, ``{image}``, ``{machine_type}``, ``{stack}``, ``{group}``,
+    ``{member}`` replaced. Lists and maps are rendered item by item; other values are literals. A
+    value that renders to None (no image, say) drops its key.
+    """
+    if isinstance(template, str):
+        if template == "{labels}":
+            return dict(variables["labels"])
+        if template == "{label_tags}":
+            return [f"{k}:{v}" for k, v in sorted(dict(variables["labels"]).items())]
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole:
+            return variables.get(whole.group(1))
+        return _PLACEHOLDER.sub(lambda m: str(variables.get(m.group(1)) or ""), template)
+    if isinstance(template, list):
+        return [render(v, variables) for v in template]
+    if isinstance(template, dict):
+        rendered = {k: render(v, variables) for k, v in template.items()}
+        return {k: v for k, v in rendered.items() if v is not None}
+    return template
+
+
+def dig(doc: Any, path: str) -> Any:
+    """``doc["a"]["b"]`` for ``"a.b"``; None when a step is missing."""
+    for part in path.split(".") if path else []:
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def parse_tags(tags: Any) -> dict[str, str]:
+    """``["infra-stack:web", "x"]`` → ``{"infra-stack": "web"}`` (tags without ``:`` are ignored)."""
+    out: dict[str, str] = {}
+    for tag in tags or []:
+        if isinstance(tag, str) and ":" in tag:
+            key, _, value = tag.partition(":")
+            out[key] = value
+    return out
+
+
+def text(value: Any) -> str | None:
+    """A scalar as text; protobuf's numbers are floats, so an integer id ``12.0`` reads ``"12"``."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
