@@ -113,9 +113,16 @@ class Plugin:
         self.on_start(stub)
         return stub
 
-    def died(self) -> bool:
+    def died(self, wait: float = 0.0) -> bool:
+        """Whether the plugin process has exited (waiting up to ``wait`` seconds for it to)."""
         proc = self._proc
-        return proc is not None and proc.poll() is not None
+        if proc is None:
+            return False
+        try:
+            proc.wait(timeout=wait) if wait else proc.poll()
+        except subprocess.TimeoutExpired:
+            return False
+        return proc.poll() is not None
 
     def _start(self) -> None:
         proc = subprocess.Popen([str(self.binary), self.engine_address], stdout=subprocess.PIPE, stderr=None,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import grpc
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import provider_pb2
 
@@ -104,8 +105,11 @@ class PulumiProvider:
         try:
             with translate(action):
                 return getattr(stub, method)(request, timeout=self.config.call_timeout)
-        except InfraError:
-            if self.plugin.died():
+        except InfraError as exc:
+            # A broken stream may come before the exit is visible: give the process a moment.
+            cause = exc.__cause__
+            broken = isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.UNAVAILABLE
+            if self.plugin.died(wait=2.0 if broken else 0.0):
                 raise TransientError(f"pulumi: {action}: the plugin exited during the call; it is restarted "
                                      "on the next one") from None
             raise

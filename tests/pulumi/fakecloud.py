@@ -5,17 +5,20 @@ process speaking ``pulumirpc.ResourceProvider`` over gRPC, started the way the P
 starts one (the engine's address as the last argument; it prints its port on stdout), and it
 behaves as the Terraform-bridged providers infra targets (pulumi-hcloud, pulumi-digitalocean) do:
 
-* one resource type, ``fakecloud:index/server:Server`` (inputs ``name``, ``serverType``,
-  ``image``, ``labels``, ``userData``), with *integer* ids (as strings, like hcloud's);
+* one resource type, ``fakecloud:index/server:Server`` or ``hcloud:index/server:Server``
+  (inputs ``name``, ``serverType``, ``image``, ``labels``, ``userData``, as pulumi-hcloud names
+  them: ``tests/pulumi/hcloud_contract.json``), with *integer* ids (as strings, like hcloud's);
+  run as ``pulumi-resource-hcloud`` it stands in for pulumi-hcloud;
 * ``Check`` refuses a missing ``name`` or an unknown ``serverType`` (``CheckFailure`` naming the
   property) and fills defaults; ``CheckConfig`` requires a ``token``; a wrong token makes every
   call fail as ``unauthorized``;
 * errors are gRPC ``UNKNOWN`` with the cloud's text (``error: server name is already used
   (uniqueness_error)``, ``error: limit of 3600 requests per hour reached (rate_limit_exceeded)``);
-* outputs carry a secret-wrapped ``rootPassword``;
+* outputs carry a secret-wrapped ``rootPassword`` (its one output pulumi-hcloud does not have:
+  it exercises how infra handles secret outputs);
 * ``Read`` with empty properties reads the resource as an import; an id that does not exist
   answers an empty id; ``Delete`` refuses a request without the resource's properties;
-* ``Invoke fakecloud:index/getServers:getServers`` with ``withSelector`` (``k=v,k2=v2``) lists
+* ``Invoke …/getServers:getServers`` with ``withSelector`` (``k=v,k2=v2``) lists
   servers, like hcloud's ``getServers``;
 * it logs to the engine on ``Configure`` (``Log``).
 
@@ -49,9 +52,13 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, plugin_pb2, provider_pb2, provider_pb2_grpc
 
-TYPE = "fakecloud:index/server:Server"
-LIST = "fakecloud:index/getServers:getServers"
+#: The types and functions it serves: its own tokens, and pulumi-hcloud's (it stands in for
+#: ``pulumi-resource-hcloud`` too, with the names of ``tests/pulumi/hcloud_contract.json``).
+TYPES = {"fakecloud:index/server:Server", "hcloud:index/server:Server"}
+LISTS = {"fakecloud:index/getServers:getServers", "hcloud:index/getServers:getServers"}
 SERVER_TYPES = {"cx22", "cx32", "cpx11"}
+#: What one item of getServers' ``servers`` carries (a subset of pulumi-hcloud's GetServersServer).
+LIST_ITEM = ("id", "name", "labels", "ipv4Address", "status", "serverType", "image")
 SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
 VERSION = "0.1.0"
 
@@ -144,6 +151,8 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
     def Check(self, request: Any, context: Any) -> Any:
         news = plain(request.news)
         failures = []
+        if request.type and request.type not in TYPES:
+            failures.append(provider_pb2.CheckFailure(property="", reason=f"unknown resource type {request.type}"))
         if not news.get("name"):
             failures.append(provider_pb2.CheckFailure(property="name", reason="name is required"))
         server_type = news.setdefault("serverType", "cx22")
@@ -195,14 +204,14 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
 
     def Invoke(self, request: Any, context: Any) -> Any:
         self._guard(context)
-        if request.tok != LIST:
+        if request.tok not in LISTS:
             context.abort(grpc.StatusCode.UNKNOWN, f"error: unknown function {request.tok}")
         wanted = {}
         for part in filter(None, str(plain(request.args).get("withSelector", "")).split(",")):
             key, _, value = part.partition("=")
             wanted[key] = value
         with self.cloud.state() as doc:
-            found = [self._outputs(s) for s in doc["servers"].values()
+            found = [{k: s[k] for k in LIST_ITEM if k in s} for s in doc["servers"].values()
                      if wanted.items() <= dict(s.get("labels", {})).items()]
         return provider_pb2.InvokeResponse(**{"return": struct({"servers": found, "id": "servers"})})
 
