@@ -2,7 +2,8 @@
 
 Called by :meth:`plugins.prometheus.role.PrometheusRole.expand`. Each scrape job takes its
 targets from the service-discovery fragment the provider returns for the watched group
-(``file_sd_configs`` locally, ``ec2_sd_configs`` / ``gce_sd_configs`` in a cloud); no address is
+(``file_sd_configs`` locally, ``ec2_sd_configs`` / ``gce_sd_configs`` / ``hetzner_sd_configs``
+in a cloud); no address is
 ever written into the configuration. Relabelling then gives every target the same labels
 whatever discovered it:
 
@@ -72,6 +73,8 @@ def _kind(discovery: SdConfig) -> str:
         return "ec2"
     if "gce_sd_configs" in discovery:
         return "gce"
+    if "hetzner_sd_configs" in discovery:
+        return "hetzner"
     return "generic"
 
 
@@ -81,6 +84,8 @@ def _meta(kind: str, label: str) -> str:
         return f"__meta_ec2_tag_{label_name(label)}"
     if kind == "gce":
         return f"__meta_gce_label_{label_name(label)}"
+    if kind == "hetzner":
+        return f"__meta_hetzner_hcloud_label_{label_name(label)}"
     return label_name(label)  # file/HTTP discovery: the provider's labels arrive sanitised
 
 
@@ -88,12 +93,14 @@ def relabel_configs(discovery: SdConfig, *, stack: str, group: str, port: int) -
     """Rules that filter a discovery fragment's targets and label them by member. See module doc."""
     kind = _kind(discovery)
     rules: list[Relabel] = []
-    if kind in ("ec2", "gce"):
-        state, running, private_ip = (
-            ("__meta_ec2_instance_state", "running", "__meta_ec2_private_ip")
-            if kind == "ec2"
-            else ("__meta_gce_instance_status", "RUNNING", "__meta_gce_private_ip")
-        )
+    if kind in ("ec2", "gce", "hetzner"):
+        state, running, private_ip = {
+            "ec2": ("__meta_ec2_instance_state", "running", "__meta_ec2_private_ip"),
+            "gce": ("__meta_gce_instance_status", "RUNNING", "__meta_gce_private_ip"),
+            # Hetzner Cloud (through the Pulumi bridge): the server's public IPv4 (its first
+            # address; a private network's address is per network name).
+            "hetzner": ("__meta_hetzner_server_status", "running", "__meta_hetzner_public_ipv4"),
+        }[kind]
         rules += [
             {"source_labels": [_meta(kind, LABEL_STACK)], "regex": _literal(stack), "action": "keep"},
             {"source_labels": [_meta(kind, LABEL_GROUP)], "regex": _literal(group), "action": "keep"},

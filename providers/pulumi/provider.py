@@ -62,6 +62,7 @@ class PulumiProvider:
         self.plugin = Plugin(binary, log=self._plugin_log, on_start=self._configure,
                              start_timeout=config.start_timeout)
         self.calls: dict[str, int] = {}
+        self._valid: set[tuple[str, str]] = set()  # (group, spec hash) the plugin's Check accepted
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path | None) -> PulumiProvider:
@@ -240,9 +241,13 @@ class PulumiProvider:
             if key in seen:
                 continue
             seen.add(key)
-            checked = self._check(spec)
-            for f in checked.failures:
-                problems.append(Problem(field=f"groups.{spec.group}.inputs.{f.property}", message=f.reason))
+            if key not in self._valid:  # a spec the plugin accepted once is not asked again (daemon passes)
+                found = [Problem(field=f"groups.{spec.group}.inputs.{f.property}", message=f.reason)
+                         for f in self._check(spec).failures]
+                if found:
+                    problems.extend(found)
+                    continue
+                self._valid.add(key)
         return problems
 
     def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None:

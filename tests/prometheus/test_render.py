@@ -245,3 +245,15 @@ def test_scrape_timeout_defaults_within_the_interval() -> None:
     assert PrometheusConfig().effective_scrape_timeout() == "5s"
     assert PrometheusConfig(scrape_interval="1m").effective_scrape_timeout() == "10s"
     assert PrometheusConfig(scrape_interval="1m30s", scrape_timeout="20s").effective_scrape_timeout() == "20s"
+
+
+def test_hetzner_discovery_is_filtered_on_the_servers_labels_and_status() -> None:
+    rules = relabel_configs({"hetzner_sd_configs": [{"role": "hcloud"}]}, stack="demo", group="web", port=2379)
+    keeps = {tuple(r["source_labels"]): r["regex"] for r in rules if r.get("action") == "keep"}
+    assert keeps == {("__meta_hetzner_hcloud_label_infra_stack",): "demo",
+                     ("__meta_hetzner_hcloud_label_infra_group",): "web",
+                     ("__meta_hetzner_server_status",): "running"}
+    address = next(r for r in rules if r.get("target_label") == "__address__")
+    assert address["source_labels"] == ["__meta_hetzner_public_ipv4"] and address["replacement"] == "${1}:2379"
+    member = next(r for r in rules if r.get("target_label") == "member")
+    assert member["source_labels"] == ["__meta_hetzner_hcloud_label_infra_member"]
