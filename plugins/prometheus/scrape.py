@@ -75,6 +75,8 @@ def _kind(discovery: SdConfig) -> str:
         return "gce"
     if "hetzner_sd_configs" in discovery:
         return "hetzner"
+    if "digitalocean_sd_configs" in discovery:
+        return "digitalocean"
     return "generic"
 
 
@@ -111,6 +113,21 @@ def relabel_configs(discovery: SdConfig, *, stack: str, group: str, port: int) -
                 "target_label": "__address__",
                 "replacement": f"${{1}}:{port}",
             },
+        ]
+    if kind == "digitalocean":
+        # Droplets have tags, not labels: infra's labels are "key:value" tags, which Prometheus
+        # joins as ",tag1,tag2," in one meta label.
+        tags = "__meta_digitalocean_tags"
+        return [
+            {"source_labels": [tags], "regex": f".*,{LABEL_STACK}:{_literal(stack)},.*", "action": "keep"},
+            {"source_labels": [tags], "regex": f".*,{LABEL_GROUP}:{_literal(group)},.*", "action": "keep"},
+            {"source_labels": ["__meta_digitalocean_status"], "regex": "active", "action": "keep"},
+            {"source_labels": ["__meta_digitalocean_private_ipv4"], "regex": "(.+)", "target_label": "__address__",
+             "replacement": f"${{1}}:{port}"},
+            {"source_labels": [tags], "regex": f".*,{LABEL_MEMBER}:([^,]+),.*", "target_label": "member"},
+            {"source_labels": [tags], "regex": f".*,{LABEL_MEMBER}:([^,]+),.*", "target_label": "instance"},
+            {"target_label": "group", "replacement": group},
+            {"target_label": "stack", "replacement": stack},
         ]
     member = _meta(kind, LABEL_MEMBER)
     rules += [

@@ -251,12 +251,16 @@ class PulumiProvider:
         return problems
 
     def discovery(self, selector: Mapping[str, str], port: int) -> SdConfig | None:
-        """Prometheus's ``hetzner_sd`` (role hcloud) for the hcloud preset; the role relabels on
-        the servers' labels. Its token is read on the instance from ``credentials_file``."""
-        if self.config.discovery != "hetzner":
-            return None
-        return {"hetzner_sd_configs": [{"role": "hcloud", "port": port, "refresh_interval": "30s",
-                                        "authorization": {"credentials_file": "/run/config/prometheus/hcloud-token"}}]}
+        """Prometheus's own discovery of the cloud: ``hetzner_sd`` (role hcloud) or
+        ``digitalocean_sd``; the prometheus role filters on the servers' labels (tags). The API
+        token is read on the Prometheus instance from ``credentials_file``, never written here."""
+        token = {"credentials_file": "/run/config/prometheus/cloud-token"}
+        if self.config.discovery == "hetzner":
+            return {"hetzner_sd_configs": [{"role": "hcloud", "port": port, "refresh_interval": "30s",
+                                            "authorization": token}]}
+        if self.config.discovery == "digitalocean":
+            return {"digitalocean_sd_configs": [{"port": port, "refresh_interval": "30s", "authorization": token}]}
+        return None
 
     def plugin_info(self) -> str:
         """The plugin's version (GetPluginInfo)."""

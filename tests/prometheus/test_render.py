@@ -257,3 +257,15 @@ def test_hetzner_discovery_is_filtered_on_the_servers_labels_and_status() -> Non
     assert address["source_labels"] == ["__meta_hetzner_public_ipv4"] and address["replacement"] == "${1}:2379"
     member = next(r for r in rules if r.get("target_label") == "member")
     assert member["source_labels"] == ["__meta_hetzner_hcloud_label_infra_member"]
+
+
+def test_digitalocean_discovery_reads_infras_labels_from_the_droplets_tags() -> None:
+    rules = relabel_configs({"digitalocean_sd_configs": [{}]}, stack="demo", group="web", port=9100)
+    keeps = [(r["source_labels"], r["regex"]) for r in rules if r.get("action") == "keep"]
+    assert keeps == [(["__meta_digitalocean_tags"], ".*,infra-stack:demo,.*"),
+                     (["__meta_digitalocean_tags"], ".*,infra-group:web,.*"),
+                     (["__meta_digitalocean_status"], "active")]
+    member = next(r for r in rules if r.get("target_label") == "member")
+    import re
+
+    assert re.fullmatch(member["regex"], ",infra-group:web,infra-member:web-2,infra-stack:demo,").group(1) == "web-2"

@@ -174,3 +174,18 @@ def test_presets_fill_the_generic_keys_and_explicit_keys_win() -> None:
     assert do.inputs["tags"] == "{label_tags}" and do.list.fields.labels_as == "tags"
     mine = parse_config({"preset": "hcloud", "resource": "hcloud:index/server:Server", "status": {"up": "running"}})
     assert mine.status == {"up": "running"}
+
+
+def test_discovery_is_the_clouds_own_service_discovery_with_no_token_in_it(fakecloud: FakeCloud) -> None:
+    hcloud = PulumiProvider(parse_config({"preset": "hcloud"}), stack="br", binary=BIN / "pulumi-resource-hcloud")
+    do = PulumiProvider(parse_config({"preset": "digitalocean", "plugin": "fakecloud"}), stack="br",
+                        binary=BIN / "pulumi-resource-fakecloud")
+    generic = PulumiProvider(parse_config(bridge_config()), stack="br", binary=BIN / "pulumi-resource-fakecloud")
+    try:
+        (sd,) = hcloud.discovery(stack_selector("br"), 9100)["hetzner_sd_configs"]  # type: ignore[index]
+        assert sd["role"] == "hcloud" and sd["port"] == 9100 and "credentials_file" in sd["authorization"]
+        assert "digitalocean_sd_configs" in (do.discovery(stack_selector("br"), 9100) or {})
+        assert generic.discovery(stack_selector("br"), 9100) is None
+    finally:
+        for p in (hcloud, do, generic):
+            p.close()
