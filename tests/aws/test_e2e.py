@@ -186,7 +186,8 @@ def test_a_bad_image_is_refused_before_anything_is_created(moto_server: str, ec2
         proc = infra(moto_server, tmp_path / "state", command[0], str(WEB), *command[1:], **env)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         out = proc.stdout + proc.stderr
-        assert "groups.web.image" in out and "ami-0000000000000dead" in out and "InvalidAMIID.NotFound" in out
+        assert "web-aws.py:20: groups[0].image: " in out and "ami-0000000000000dead" in out \
+            and "InvalidAMIID.NotFound" in out
     assert instances(ec2) == []
 
 
