@@ -457,9 +457,14 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
 @cli.command()
 @click.argument("stack_file", metavar="STACK")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--wide", is_flag=True, help="Also show instance names and every column of the role's facts.")
 @_debug_option
-def status(stack_file: str, as_json: bool) -> None:
-    """Show every member: address, status, health, and what its role reports."""
+def status(stack_file: str, as_json: bool, wide: bool) -> None:
+    """Show every member: address, status, health, and what its role reports.
+
+    Fits an 80-column terminal: the instance names and the role's long columns (URLs) are left to
+    --wide and --json, which show everything in full.
+    """
     engine = _open(stack_file)
     try:
         groups = engine.status()
@@ -486,20 +491,26 @@ def status(stack_file: str, as_json: bool) -> None:
         }
         click.echo(json.dumps(doc, indent=2, default=str))
         return
+    render_status(engine.stack.name, groups, _console(), wide=wide)
+
+
+def render_status(stack: str, groups: list[Any], out: Console, *, wide: bool = False) -> None:
+    """The member tables and each role's facts; narrow enough for 80 columns unless ``wide``."""
     from rich.table import Table
 
-    out = _console()
+    colour = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
     for g in groups:
-        table = Table(title=f"{engine.stack.name}/{g.name} ({g.role}, {len(g.members)}/{g.size} members)",
+        table = Table(title=f"{stack}/{g.name} ({g.role}, {len(g.members)}/{g.size} members)",
                       title_justify="left")
-        for col in ("member", "address", "status", "healthy", "spec", "instance"):
-            table.add_column(col)
-        colour = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+        columns = ["member", "address", "status", "healthy", "spec"] + (["instance"] if wide else [])
+        for col in columns:
+            table.add_column(col, no_wrap=True)
         for m in g.members:
-            table.add_row(m.member, m.address or "-", m.status, f"[{colour[m.healthy]}]{m.healthy}[/]",
-                          "current" if m.spec_current else "[yellow]outdated[/]", m.name)
+            row = [m.member, m.address or "-", m.status, f"[{colour[m.healthy]}]{m.healthy}[/]",
+                   "current" if m.spec_current else "[yellow]outdated[/]"]
+            table.add_row(*row, *([m.name] if wide else []))
         out.print(table)
-        _render_extra(out, g.extra)
+        _render_extra(out, g.extra, wide=wide)
 
 
 def _images_to_delete(engine: Engine) -> list[tuple[Any, Any]]:
@@ -629,8 +640,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _render_extra(out: Console, extra: Any) -> None:
-    """A role's status facts: scalars as ``key: value``, lists of records as tables."""
+def _render_extra(out: Console, extra: Any, *, wide: bool = False) -> None:
+    """A role's status facts: scalars as ``key: value``, lists of records as tables.
+
+    Unless ``wide``, a table keeps only its short, single-valued columns (an etcd member's id,
+    started, healthy, leader; not its URLs) so that it fits 80 columns; --wide and --json show all.
+    """
     from rich.table import Table
 
     for key, value in extra.items():
@@ -638,9 +653,12 @@ def _render_extra(out: Console, extra: Any) -> None:
             columns: list[str] = []
             for row in value:
                 columns.extend(k for k in row if k not in columns)
+            if not wide:
+                columns = [c for c in columns if all(not isinstance(r.get(c), list | tuple | dict)
+                                                     and len(_cell(r.get(c))) <= 16 for r in value)]
             table = Table(title=f"  {key}", title_justify="left", show_edge=False)
             for col in columns:
-                table.add_column(col)
+                table.add_column(col, no_wrap=True)
             for row in value:
                 table.add_row(*(_cell(row.get(c)) for c in columns))
             out.print(table)
