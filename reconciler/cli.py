@@ -513,6 +513,48 @@ def render_status(stack: str, groups: list[Any], out: Console, *, wide: bool = F
         _render_extra(out, g.extra, wide=wide)
 
 
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]), default=None,
+              help="What to draw [default: from -o's extension, else svg].")
+@click.option("--plan", "with_plan", is_flag=True, help="Also draw the pending changes, coloured as the diff.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the picture here instead of stdout.")
+@_debug_option
+def graph(stack_file: str, fmt: str | None, with_plan: bool, output: str | None) -> None:
+    """Draw the stack: groups, members with status and health, links; with --plan, the changes.
+
+    \b
+      infra graph stacks/etcd-local.py -o etcd.svg
+      infra graph stacks/etcd-local.py --plan --format dot | dot -Tpng > plan.png
+    """
+    from reconciler import graph as drawing
+    from reconciler.model import UpdatePolicy
+
+    if fmt is None:
+        suffix = (output or "").rsplit(".", 1)[-1].lower() if output and "." in output else ""
+        fmt = suffix if suffix in ("svg", "png", "dot", "gv") else "svg"
+        fmt = "dot" if fmt == "gv" else fmt
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        _fail("--format png writes binary data: pass -o FILE (or redirect the output)")
+    engine = _open(stack_file)
+    try:
+        groups = engine.status()
+        links = engine.links()
+        planned = engine.plan().plan if with_plan else None
+        quorum = [name for name, role in engine.roles.items() if role.policy == UpdatePolicy.QUORUM]
+    finally:
+        engine.close()
+    picture = drawing.render(drawing.build(engine.stack.name, engine.stack.provider, groups, links, quorum=quorum,
+                                           plan=planned), fmt)
+    if output:
+        with open(output, "wb") as fh:
+            fh.write(picture)
+        _console(stderr=True).print(f"wrote {output} ({fmt}, {len(picture):,} bytes)")
+    else:
+        sys.stdout.buffer.write(picture)
+        sys.stdout.flush()
+
+
 def _images_to_delete(engine: Engine) -> list[tuple[Any, Any]]:
     """The stored images the stack's declaration boots: (spec, record) for ``destroy --images``."""
     return [(s.spec, s.record) for s in engine.images() if s.record is not None]

@@ -558,6 +558,14 @@ class Engine:
             out.append(gs)
         return out
 
+    def links(self) -> list[tuple[str, str, str]]:
+        """(from group, to group, what for) for every link a role declares (``Role.links``)."""
+        out = []
+        for group in self.stack.groups:
+            for to, why in self.roles[group.name].links(self.context(group.name, {})):
+                out.append((group.name, to, why))
+        return out
+
     def env(self) -> dict[str, str]:
         observed = self.observe()
         env: dict[str, str] = {}

@@ -24,6 +24,7 @@ Contract, hook by hook (every hook may raise only :mod:`reconciler.errors` types
 ``status(ctx)``         extra facts for ``infra status`` (leader, target health).
 ``env(ctx)``            shell variables for ``infra env`` (etcdctl endpoints and certificates).
 ``metrics(ctx)``        where members serve Prometheus metrics (port, scheme, mutual TLS).
+``links(ctx)``          the other groups its members talk to, and why (drawn by ``infra graph``).
 
 A quorum group with no observed instance is bootstrapped: all its creates run together with
 ``ctx.bootstrapping`` set, then ``after_create`` runs for each. Afterwards every change is one
@@ -185,6 +186,13 @@ class Role(Generic[C]):
 
     def metrics(self, ctx: RoleContext[C]) -> list[MetricsTarget]:
         """Where this group's members serve Prometheus metrics (none by default)."""
+        return []
+
+    def links(self, ctx: RoleContext[C]) -> list[tuple[str, str]]:
+        """The other groups this group's members talk to, with what for: ``[("etcd", "scrapes")]``.
+
+        Drawn by ``infra graph`` and the daemon's page; none by default.
+        """
         return []
 
     def member_bases(self, ctx: RoleContext[C], **fields: Any) -> list[MemberSpec]:

@@ -13,6 +13,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # the tests run in a private network namespace
+command -v dot >/dev/null 2>&1 || need+=(graphviz)   # infra graph renders SVG and PNG with it
 if ((${#need[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi

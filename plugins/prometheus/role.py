@@ -250,6 +250,10 @@ class PrometheusRole(Role[PrometheusConfig]):
             out["errors"] = errors
         return out
 
+    def links(self, ctx: RoleContext[PrometheusConfig]) -> list[tuple[str, str]]:
+        """Prometheus scrapes every watched group."""
+        return [(group, "scrapes") for group in ctx.config.watch]
+
     def metrics(self, ctx: RoleContext[PrometheusConfig]) -> list[MetricsTarget]:
         """Prometheus serves its own metrics on its web port."""
         return [MetricsTarget(port=ctx.config.port)]
