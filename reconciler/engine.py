@@ -59,6 +59,8 @@ class PlannedPass:
     observed: Observed
     health: Mapping[str, Health] = field(default_factory=dict)
     refusal: InfraError | None = None
+    #: each group's desired members' spec hashes (group → member → hash): what is current
+    desired: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -449,7 +451,8 @@ class Engine:
             observed=result.observed, destroy=result.destroy,
             images=tuple(s.spec for s in checked.images if not s.present),
         )
-        return PlannedPass(the_plan, observed, health, self._refusal(the_plan, observed))
+        wanted = {g: {m.member: m.spec_hash for m in ms} for g, ms in expanded.items()}
+        return PlannedPass(the_plan, observed, health, self._refusal(the_plan, observed), wanted)
 
     def _refusal(self, the_plan: Plan, observed: Observed) -> InfraError | None:
         """A quorum group's refusal of its pending changes (its preflight, read-only), if any.
@@ -505,9 +508,14 @@ class Engine:
         return executor.execute(plan)
 
     def reconcile(
-        self, *, reporter: Reporter | None = None, stop: threading.Event | None = None, dry_run: bool = False
+        self, *, reporter: Reporter | None = None, stop: threading.Event | None = None, dry_run: bool = False,
+        on_planned: Callable[[PlannedPass], None] | None = None,
     ) -> PassResult:
-        """One level-triggered pass: plan, then apply unless ``dry_run``. Never raises InfraError."""
+        """One level-triggered pass: plan, then apply unless ``dry_run``. Never raises InfraError.
+
+        ``on_planned`` sees the planned pass before anything is applied (the daemon's page shows
+        what was observed, and what is about to change, while the changes run).
+        """
         start = time.monotonic()
 
         def result(plan: Plan, applied: ApplyResult | None = None, error: InfraError | None = None,
@@ -520,6 +528,8 @@ class Engine:
         except InfraError as exc:
             return result(Plan(self.stack.name), error=exc)
         counts = {g.name: len(planned.observed.get(g.name, [])) for g in self.stack.groups}
+        if on_planned is not None:
+            on_planned(planned)
         if planned.refusal is not None:
             return result(planned.plan, error=planned.refusal, counts=counts)
         if dry_run or planned.plan.empty:
@@ -536,9 +546,15 @@ class Engine:
     # -- read-only views -------------------------------------------------------------------------
 
     def status(self) -> list[GroupStatus]:
+        """Every group's members as observed now, with health, and its role's facts."""
         observed = self.observe()
         health = self.health(observed)
-        desired = {d.name: {m.member: m for m in d.members} for d in self.desired(observed)}
+        desired = {d.name: {m.member: m.spec_hash for m in d.members} for d in self.desired(observed)}
+        return self.status_of(observed, health, desired)
+
+    def status_of(self, observed: Observed, health: Mapping[str, Health],
+                  desired: Mapping[str, Mapping[str, str]]) -> list[GroupStatus]:
+        """The status of what a pass observed (``PlannedPass``), with the roles' facts about it."""
         out = []
         for group in self.stack.groups:
             role = self.roles[group.name]
@@ -549,7 +565,7 @@ class Engine:
                 gs.members.append(MemberStatus(
                     member=inst.member or "", name=inst.name, id=inst.id, address=inst.address,
                     status=inst.status.value, healthy=verdict.value,
-                    spec_current=want is not None and want.spec_hash == inst.spec_hash,
+                    spec_current=want is not None and want == inst.spec_hash,
                 ))
             try:
                 gs.extra = role.status(self.context(group.name, observed))

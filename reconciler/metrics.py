@@ -8,7 +8,9 @@ daemons started in one test process. Served on ``--metrics-addr`` (loopback by d
     the Prometheus text exposition of everything below, plus the process collector;
 ``/healthz``
     200 while the daemon's loops are alive and not stuck, 503 otherwise, with a JSON body
-    saying which stack is late and by how much (see :class:`Health`).
+    saying which stack is late and by how much (see :class:`Health`);
+``/``
+    the live page (HTML, :mod:`reconciler.daemon.page`).
 
 Every metric carries a ``stack`` label. What they mean:
 
@@ -128,7 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"healthy": report.healthy, **report.detail}, default=str).encode()
             self._send(200 if report.healthy else 503, "application/json", body)
         elif path == "/":
-            self._send(200, "text/plain; charset=utf-8", b"infra daemon: /metrics /healthz\n")
+            if self.server.page is None:
+                self._send(200, "text/plain; charset=utf-8", b"infra daemon: /metrics /healthz\n")
+            else:
+                self._send(200, "text/html; charset=utf-8", self.server.page().encode())
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
@@ -148,9 +153,11 @@ class MetricsServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, metrics: DaemonMetrics, health: Health) -> None:
+    def __init__(self, host: str, port: int, metrics: DaemonMetrics, health: Health,
+                 page: Callable[[], str] | None = None) -> None:
         self.metrics = metrics
         self.health = health
+        self.page = page
         super().__init__((host, port), _Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="infra-metrics", daemon=True)

@@ -14,6 +14,9 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # the tests run in a private network namespace
 command -v dot >/dev/null 2>&1 || need+=(graphviz)   # infra graph renders SVG and PNG with it
+if [[ "$extra" == "test" ]]; then               # the daemon's live page is tested in a real browser
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if ((${#need[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi

@@ -2,7 +2,8 @@
 
 Built by :mod:`reconciler.daemon.command`. :meth:`Daemon.run` loads every stack (a bad one
 fails the start, exit 1, before anything runs), serves ``/metrics`` and ``/healthz``
-(:mod:`reconciler.metrics`; loopback by default) and schedules the stacks' turns
+(:mod:`reconciler.metrics`; loopback by default) and the live page at ``/``
+(:mod:`reconciler.daemon.page`), and schedules the stacks' turns
 (:class:`~reconciler.daemon.worker.StackLoop`): the scheduler wakes every ``WATCH_POLL``
 seconds, looks at each stack file and hands each stack whose pass is due to a pool of at most
 ``PASS_THREADS`` threads, one turn per stack at a time. An idle daemon therefore costs one
@@ -130,6 +131,12 @@ class Daemon:
             return HealthReport(False, {"stopping": True, "stacks": stacks})
         return HealthReport(ok, {"uptime": round(now - self.started, 1), "stacks": stacks})
 
+    def page(self) -> str:
+        """The live page (``/``): every stack's latest view (reconciler.daemon.page)."""
+        from reconciler.daemon import page
+
+        return page.render([s.page() for s in self.stacks])
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self._signalled_at is not None:
@@ -168,7 +175,7 @@ class Daemon:
         if self.metrics_addr is not None:
             host, port = self.metrics_addr
             try:
-                server = MetricsServer(host, port, self.metrics, self.health)
+                server = MetricsServer(host, port, self.metrics, self.health, page=self.page)
             except OSError as exc:
                 raise ConfigError(f"--metrics-addr {host}:{port}: cannot listen: {exc.strerror or exc}") from None
             if not _is_loopback(host):
@@ -176,6 +183,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if server is not None:
+            for s in self.stacks:
+                s.views = True  # the live page is served: passes publish what they saw
             server.start()
         self.log("info", "start", f"infra daemon started: {len(self.stacks)} stack(s), every "
                  f"{self.settings.interval:g}s, {self.lock} lock"

@@ -23,13 +23,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler.daemon.log import Log
+from reconciler.daemon.page import PassRecord, StackPage, StackView
 
 if TYPE_CHECKING:
-    from reconciler.engine import Engine, PassResult
+    from reconciler.engine import Engine, PassResult, PlannedPass
     from reconciler.errors import InfraError
     from reconciler.leader import Leader
     from reconciler.metrics import DaemonMetrics
@@ -157,6 +159,10 @@ class StackLoop:
         self._digest = _digest(self.file)
         self._bad_digest: str | None = None
         self._groups = {g.name for g in stack.groups}
+        #: what the live page shows (reconciler.daemon.page); views are made only when it is served
+        self.views = False
+        self.view: StackView | None = None
+        self.history: deque[PassRecord] = deque(maxlen=10)
         leader.on_lost = self._lost
 
     # -- called from other threads ---------------------------------------------------------------
@@ -187,6 +193,27 @@ class StackLoop:
                 info["problem"] = f"no progress in the running pass for {quiet:.0f}s"
                 return False, info
         return True, info
+
+    def page(self) -> StackPage:
+        """What the live page shows of this stack now (read from the HTTP thread)."""
+        last = self.history[-1] if self.history else None
+        return StackPage(view=self.view, history=list(self.history), leading=self.leader.leading(),
+                         name=self.stack_name, error=last.error if last is not None else None)
+
+    def _planned(self, planned: PlannedPass) -> None:
+        """The view of a pass, published before it applies anything (so the page shows the changes
+        while they run). Runs on the pass thread, between the engine's steps: no race with it."""
+        if not self.views:
+            return
+        from reconciler.model import UpdatePolicy
+
+        engine = self.engine
+        self.view = StackView(
+            stack=self.stack_name, provider=self.stack.provider, path=self.path,
+            groups=engine.status_of(planned.observed, planned.health, planned.desired), links=engine.links(),
+            quorum=[n for n, r in engine.roles.items() if r.policy == UpdatePolicy.QUORUM],
+            plan=planned.plan, observed_at=time.time(),
+            applying=not planned.plan.empty and planned.refusal is None)
 
     # -- asked by the scheduler ------------------------------------------------------------------
 
@@ -314,7 +341,7 @@ class StackLoop:
 
         start = time.monotonic()
         try:
-            return self.engine.reconcile(reporter=_Reporter(self), stop=stop)
+            return self.engine.reconcile(reporter=_Reporter(self), stop=stop, on_planned=self._planned)
         except Exception as exc:  # a plugin bug outside the executor's guard: an error pass
             err = PermanentError(f"unexpected {type(exc).__name__} during the pass: {exc}")
             return PassResult(Plan(self.stack_name), None, error=err, seconds=time.monotonic() - start)
@@ -322,6 +349,12 @@ class StackLoop:
     def _account(self, result: PassResult) -> None:
         self.passes += 1
         plan, applied, err, outcome = result.plan, result.applied, result.error, result.outcome
+        self.history.append(PassRecord(at=time.time(), outcome=outcome, seconds=result.seconds,
+                                       planned=len(plan.changes), applied=len(applied.applied) if applied else 0,
+                                       failed=len(applied.failed) if applied else 0,
+                                       error=str(err) if err is not None else None))
+        if self.view is not None and self.view.applying:
+            self.view.applying = False
         m = self.metrics
         m.passes.labels(self.stack_name, outcome).inc()
         m.pass_seconds.labels(self.stack_name).observe(result.seconds)
