@@ -84,33 +84,14 @@ def test_settings_are_not_accepted_twice(infra: Infra, tmp_path: Path) -> None:
     assert "both.py:5: Etcd: " in err and "takes its role's settings as keywords, not config=" in err, err
 
 
-DICT_FORM = '''
-from reconciler import Group, Stack
-
-stack = Stack(
-    name="hello",
-    provider="local",
-    groups=[
-        Group(
-            name="web",
-            size=3,
-            role="command",
-            config={
-                "command": ["python3", "-m", "http.server", "8080", "--bind", "{address}",
-                            "--directory", "{config}/web"],
-                "port": 8080,
-                "health": "http",
-                "files": {"index.html": "<h1>hello from infra</h1>\\n"},
-            },
-        ),
-    ],
-)
-'''
+#: stacks/hello-local.py as it was written before typed groups (Group(role="command", config={...})).
+DICT_FORM = REPO / "tests" / "typed" / "dict_form" / "hello-local.py"
 
 
 def test_a_stack_applied_in_the_dict_form_plans_no_change_in_the_typed_form(infra: Infra, tmp_path: Path) -> None:
     old = tmp_path / "hello-dict.py"
-    old.write_text(DICT_FORM)
+    old.write_text(DICT_FORM.read_text())
+    assert 'role="command"' in old.read_text() and "Command(" not in old.read_text()
     infra.run("apply", str(old), "--yes", check=True)
     try:
         typed = REPO / "stacks" / "hello-local.py"  # the same declaration, written with Command(...)

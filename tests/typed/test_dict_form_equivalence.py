@@ -10,54 +10,23 @@ replacement (``MemberSpec.spec_hash``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from reconciler import registry
 from reconciler.loader import load_stack
-from reconciler.model import Instance, MemberSpec, Problem
 from reconciler.role import RoleContext
 from reconciler.stack import Stack
+from tests.etcd.test_role import AddressBook
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = Path(__file__).resolve().parent / "dict_form"
 
 
-class Addresses:
-    """A provider stand-in that reserves one address per member name (as gcp/aws do)."""
-
-    name: ClassVar[str] = "addresses"
-
-    def __init__(self) -> None:
-        self.given: dict[str, str] = {}
-
-    def address_for(self, spec: MemberSpec) -> str:
-        return self.given.setdefault(spec.member, f"10.0.0.{len(self.given) + 10}")
-
-    def list(self, selector: Mapping[str, str]) -> list[Instance]:
-        return []
-
-    def create(self, spec: MemberSpec) -> Instance:
-        raise AssertionError("not called")
-
-    def delete(self, instance: Instance) -> None:
-        raise AssertionError("not called")
-
-    def validate(self, members: Sequence[MemberSpec]) -> list[Problem]:
-        return []
-
-    def discovery(self, selector: Mapping[str, str], port: int) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
 def hashes(stack: Stack, tmp_path: Path) -> dict[str, list[tuple[str, str]]]:
-    provider: Any = Addresses()
+    provider: Any = AddressBook()  # reserves an address per member name, as the cloud providers do
     out = {}
     for group in stack.groups:
         role = registry.role(group.role)
