@@ -39,7 +39,7 @@ from providers.pulumi.config import PulumiConfig, parse_config
 from providers.pulumi.errors import translate
 from providers.pulumi.plugin import Plugin, find_plugin
 from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
-from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem, stack_selector
+from reconciler.model import LABEL_SPEC, LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
 from reconciler.ownership import require_owned
 from reconciler.provider import SdConfig
 
@@ -165,7 +165,11 @@ class PulumiProvider:
         return [i for i in out if wanted <= i.labels.items()]  # checked again on infra's side
 
     def _existing(self, spec: MemberSpec) -> Instance | None:
-        for inst in self.list(stack_selector(spec.stack)) if spec.stack == self.stack else []:
+        """This member's instance, if one exists (listed by the member's own labels: a small answer)."""
+        if spec.stack != self.stack:
+            return None
+        selector = {k: v for k, v in spec.labels.items() if k != LABEL_SPEC}
+        for inst in self.list(selector):
             if inst.name == spec.name:
                 return inst
         return None
