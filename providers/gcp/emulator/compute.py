@@ -622,21 +622,23 @@ class FakeCompute:
             self.request_ids[(project, request_id)] = ((project, zone, name), now)
         return op
 
-    def _replay(self, project: str, request_id: str | None) -> Operation | None:
+    def _replayed(self, project: str, request_id: str | None) -> JsonDict | None:
+        """The answer to a repeated ``requestId``: the operation it started, as it stands now."""
         if not request_id:
             return None
         hit = self.request_ids.get((project, request_id))
-        return self.operations.get(hit[0]) if hit else None
+        op = self.operations.get(hit[0]) if hit else None
+        return op.to_json(time.monotonic()) if op is not None else None
 
     # -- API methods (called by the handler under the lock) ----------------------------------
 
     def api_insert(self, project: str, zone: str, query: Mapping[str, str], body: JsonDict) -> JsonDict:
         self._check_zone(project, zone)
         request_id = query.get("requestId")
-        replay = self._replay(project, request_id)
+        replayed = self._replayed(project, request_id)
+        if replayed is not None:
+            return replayed
         now = time.monotonic()
-        if replay is not None:
-            return replay.to_json(now)
         name = str(body.get("name") or "")
         if not NAME_RE.match(name):
             raise invalid(
@@ -742,10 +744,10 @@ class FakeCompute:
     def api_delete(self, project: str, zone: str, name: str, query: Mapping[str, str]) -> JsonDict:
         self._check_zone(project, zone)
         request_id = query.get("requestId")
-        replay = self._replay(project, request_id)
+        replayed = self._replayed(project, request_id)
+        if replayed is not None:
+            return replayed
         now = time.monotonic()
-        if replay is not None:
-            return replay.to_json(now)
         inst = self.instances.get((project, zone, name))
         if inst is None:
             raise not_found(_instance_path(project, zone, name))
@@ -956,10 +958,10 @@ class FakeCompute:
         error) when the object is missing or is not a gzipped tarball holding ``disk.raw``.
         """
         request_id = query.get("requestId")
-        replay = self._replay(project, request_id)
+        replayed = self._replayed(project, request_id)
+        if replayed is not None:
+            return replayed
         now = time.monotonic()
-        if replay is not None:
-            return replay.to_json(now)
         name = str(body.get("name") or "")
         if not NAME_RE.match(name):
             raise invalid(f"Invalid value for field 'resource.name': '{name}'.")
@@ -1002,10 +1004,10 @@ class FakeCompute:
         return op.to_json(now)
 
     def api_image_delete(self, project: str, name: str, query: Mapping[str, str]) -> JsonDict:
-        replay = self._replay(project, query.get("requestId"))
+        replayed = self._replayed(project, query.get("requestId"))
+        if replayed is not None:
+            return replayed
         now = time.monotonic()
-        if replay is not None:
-            return replay.to_json(now)
         image = self.images.get((project, name))
         if image is None:
             raise not_found(f"projects/{project}/global/images/{name}")
