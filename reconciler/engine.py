@@ -247,10 +247,11 @@ class Engine:
             try:
                 configs[group.name] = role.parse(group.config)
             except ValidationError as exc:
-                lines = fieldpath.validation_lines(exc, known=role.config_model.model_fields)
+                found = fieldpath.validation_problems(exc, known=role.config_model.model_fields)
+                config = f"{prefix}.config"
                 raise ConfigError("; ".join(
-                    fieldpath.where(stack, source, fieldpath.join(f"{prefix}.config", line.split(": ", 1)[0]))
-                    + ": " + line.split(": ", 1)[1] for line in lines)) from None
+                    f"{fieldpath.where(stack, source, fieldpath.join(config, field or '(top level)'))}: {msg}"
+                    for field, msg in found)) from None
             declared.extend(p.model_copy(update={"field": fieldpath.join(prefix, p.field)})
                             for p in role.check(group, configs[group.name]))
             roles[group.name] = role

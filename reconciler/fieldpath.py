@@ -102,14 +102,12 @@ def where(stack: Stack, source: str, field: str) -> str:
     return path or name or "(stack)"
 
 
-def validation_lines(exc: ValidationError, prefix: str = "", known: Iterable[str] = ()) -> list[str]:
-    """One ``FIELD: what is wrong (got VALUE)`` per pydantic error; an unknown setting gets the
-    closest of ``known`` (the model's fields) as a suggestion."""
+def validation_problems(exc: ValidationError, known: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """``(field, what is wrong (got VALUE))`` per pydantic error (``field`` empty at the top level);
+    an unknown setting gets the closest of ``known`` (the model's fields) as a suggestion."""
     known = tuple(known)
-    lines = []
+    problems = []
     for err in exc.errors():
-        loc = format_loc(err["loc"])
-        field = join(prefix, loc)
         msg = str(err["msg"]).removeprefix("Value error, ")
         value = err.get("input")
         got = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
@@ -118,5 +116,5 @@ def validation_lines(exc: ValidationError, prefix: str = "", known: Iterable[str
             close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
             msg = f"no setting {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
             got = ""
-        lines.append(f"{field or '(top level)'}: {msg}{got}")
-    return lines
+        problems.append((format_loc(err["loc"]), f"{msg}{got}"))
+    return problems

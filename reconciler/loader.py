@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import ConfigError
-from reconciler.fieldpath import validation_lines
+from reconciler.fieldpath import validation_problems
 from reconciler.stack import LOADING, Stack
 
 
@@ -60,8 +60,8 @@ def load_stack(path: str | Path) -> Stack:
         where = f"{shown}:{line}" if line else shown
         model = namespace.get(exc.title)
         known = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else ()
-        problems = [f"{exc.title}.{text}" if not text.startswith("(") else f"{exc.title}: {text}"
-                    for text in validation_lines(exc, known=known)]
+        problems = [f"{exc.title}.{field}: {msg}" if field else f"{exc.title}: (top level): {msg}"
+                    for field, msg in validation_problems(exc, known=known)]
         raise ConfigError(f"{where}: " + "; ".join(problems)) from exc
     except SystemExit as exc:
         raise ConfigError(f"{shown}: the stack file called exit({exc.code})") from None
