@@ -1,7 +1,8 @@
-"""The ``gcp`` provider plugin: Compute Engine instances through google-cloud-compute.
+"""The ``gcp`` provider plugin: Compute Engine instances.
 
 Registered under the ``infra.providers`` entry point as ``gcp``; see
 :mod:`providers.gcp.provider` for how the provider protocol maps onto Compute Engine,
+:mod:`providers.gcp.api` for how it reaches the API (JSON reads, google-cloud-compute writes),
 :mod:`providers.gcp.config` for its settings and :mod:`providers.gcp.errors` for the error mapping.
 """
 

@@ -1,7 +1,9 @@
 """The one place where Google API failures become :mod:`reconciler.errors` types.
 
-Called by :mod:`providers.gcp.provider` around every Compute call (``with translate(...)``) and on
-every finished zone operation (:func:`operation_error`). The mapping::
+Called around every Compute call (``with translate(...)``: by :mod:`providers.gcp.api` for the
+JSON reads, by :mod:`providers.gcp.provider` and :mod:`providers.gcp.images` for the writes, which
+raise the same ``google.api_core`` exceptions) and on every finished zone or global operation
+(:func:`operation_error`). The mapping::
 
     google.api_core exception                     infra error
     ─────────────────────────────────────────     ──────────────────────────────────────────
@@ -41,11 +43,7 @@ the API's own explanation; they never carry credentials or request bodies (user-
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import requests
-from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errormap import ErrorTable
 from reconciler.errors import (
@@ -55,6 +53,9 @@ from reconciler.errors import (
     QuotaError,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from google.api_core import exceptions as gexc
 
 _MAX_DETAIL = 300
 
@@ -119,6 +120,12 @@ def map_api_error(exc: BaseException, *, action: str) -> InfraError:
     where = f"gcp: {action}"
     if isinstance(exc, InfraError):
         return exc
+    # Imported on the first failure, not with the provider: google.api_core's exceptions pull in
+    # grpc and protobuf, which a CLI call whose every answer is a success never needs.
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
     if isinstance(exc, gexc.RetryError):
         cause = exc.cause
         if cause is not None and cause is not exc:

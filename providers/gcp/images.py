@@ -35,14 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from google.cloud import compute_v1
-
 from providers.gcp import errors
+from providers.gcp.api import JsonDict, done
 from reconciler.errors import ConfigError, NotFoundError, PermanentError, TransientError
 from reconciler.image import LABEL_IMAGE, ImageRecord, ImageSpec
 from reconciler.provider import Progress
 
 if TYPE_CHECKING:
+    from google.cloud import compute_v1
+
     from providers.gcp.provider import GcpProvider
 
 #: Environment variable: the Cloud Storage endpoint (default: INFRA_GCP_ENDPOINT when that is set).
@@ -62,26 +63,25 @@ def family(image: ImageSpec) -> str:
     return f"infra-{image.group}"
 
 
-def _record(img: compute_v1.Image) -> ImageRecord:
-    status = img.status if isinstance(img.status, str) else getattr(img.status, "name", str(img.status))
-    size = int(img.archive_size_bytes) if img.archive_size_bytes else None
-    return ImageRecord(name=img.name, id=img.self_link or img.name, digest=dict(img.labels).get(LABEL_IMAGE, ""),
-                       size=size, status=_STATUS.get(status, "pending"))
+def _record(img: JsonDict) -> ImageRecord:
+    """An image resource as the API's JSON gives it → an ImageRecord."""
+    status = str(img.get("status") or "")
+    size = int(img["archiveSizeBytes"]) if img.get("archiveSizeBytes") else None  # int64: a JSON string
+    return ImageRecord(name=img["name"], id=img.get("selfLink") or img["name"],
+                       digest=(img.get("labels") or {}).get(LABEL_IMAGE, ""), size=size,
+                       status=_STATUS.get(status, "pending"))
 
 
 def find(provider: GcpProvider, image: ImageSpec) -> ImageRecord | None:
     """The image labelled with ``image.digest`` in the stack's project (one list call)."""
-    project = provider.config.project
-    with errors.translate(f"look up image {image.name}"):
-        found = list(provider.clients.images.list(
-            request=compute_v1.ListImagesRequest(project=project, filter=f'labels.{LABEL_IMAGE} = "{image.digest}"',
-                                                 max_results=10),
-            retry=None, timeout=provider.config.request_timeout,
-        ))
-    mine = [i for i in found if dict(i.labels).get(LABEL_IMAGE) == image.digest]
+    query = {"filter": f'labels.{LABEL_IMAGE} = "{image.digest}"', "maxResults": 10}
+    found = [img for page in provider.api.pages(f"look up image {image.name}", "images.list",
+                                                  {"project": provider.config.project}, query)
+             for img in page.get("items") or ()]
+    mine = [i for i in found if (i.get("labels") or {}).get(LABEL_IMAGE) == image.digest]
     if not mine:
         return None
-    mine.sort(key=lambda i: (i.status != "READY", i.name != image.name, i.name))
+    mine.sort(key=lambda i: (i.get("status") != "READY", i["name"] != image.name, i["name"]))
     return _record(mine[0])
 
 
@@ -105,13 +105,10 @@ def _storage_client(provider: GcpProvider) -> Any:
     from google.cloud import storage  # type: ignore[attr-defined]  # only pushes need it (start-up)
 
     endpoint = os.environ.get(STORAGE_ENDPOINT_ENV) or provider.endpoint
-    with errors.translate("create the Cloud Storage client"):
-        if endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return storage.Client(project=provider.config.project, credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                                  client_options={"api_endpoint": endpoint.rstrip("/")})
-        return storage.Client(project=provider.config.project)
+    options = {"api_endpoint": endpoint.rstrip("/")} if endpoint else None
+    with errors.translate("create the Cloud Storage client"):  # the credentials Compute is called with
+        return storage.Client(project=provider.config.project, credentials=provider.api.credentials,
+                              client_options=options)
 
 
 def _upload(provider: GcpProvider, bucket_name: str, name: str, artefact: Path, progress: Progress) -> None:
@@ -172,7 +169,7 @@ def accepts_documents(provider: GcpProvider) -> bool:
         import requests
 
         try:
-            answer = requests.get(provider.endpoint.rstrip("/") + "/_emulator/info", timeout=5)
+            answer = provider.api.session.get(provider.endpoint.rstrip("/") + "/_emulator/info", timeout=5)
             provider._emulator = answer.ok and bool(answer.json().get("boots"))
         except (requests.RequestException, ValueError):
             provider._emulator = False
@@ -181,14 +178,14 @@ def accepts_documents(provider: GcpProvider) -> bool:
 
 def _wait_global(provider: GcpProvider, op: compute_v1.Operation, action: str) -> compute_v1.Operation:
     deadline = time.monotonic() + provider.config.operation_deadline
-    while op.status != compute_v1.Operation.Status.DONE:
+    while not done(op):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TransientError(f"gcp: {action}: operation {op.name} still {op.status.name} after "
                                  f"{provider.config.operation_deadline:g}s",
                                  hint="it may still finish; the next push finds the image by its digest")
         with errors.translate(f"{action}: wait for {op.name}"):
-            op = provider.clients.global_operations.wait(
+            op = provider.api.writes.global_operations.wait(
                 project=provider.config.project, operation=op.name, retry=None,
                 timeout=min(remaining, provider.config.request_timeout + 130.0))
     return op
@@ -208,6 +205,8 @@ def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Prog
             raise ConfigError("provider_config.image_bucket: the gcp provider uploads images to a Cloud Storage "
                               "bucket; name one (in the stack's project) to push images",
                               hint="create it with: gcloud storage buckets create gs://NAME --location=REGION")
+        from google.cloud import compute_v1
+
         name = object_name(image, artefact)
         _upload(provider, cfg.image_bucket, name, artefact, progress)
         if not artefact.name.endswith(".yml"):  # the document beside the disk: what the image holds
@@ -222,7 +221,7 @@ def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Prog
         action = f"insert image {image.name}"
         try:
             with errors.translate(action):
-                op = provider.clients.images.insert_unary(
+                op = provider.api.writes.images.insert_unary(
                     request=compute_v1.InsertImageRequest(
                         project=cfg.project, image_resource=resource,
                         request_id=str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"{cfg.project}/{image.digest}"))),
@@ -241,9 +240,8 @@ def _ready(provider: GcpProvider, image: ImageSpec) -> ImageRecord:
     """The image named ``image.name`` once READY (it must carry the digest)."""
     deadline = time.monotonic() + provider.config.operation_deadline
     while True:
-        with errors.translate(f"get image {image.name}"):
-            img = provider.clients.images.get(project=provider.config.project, image=image.name, retry=None,
-                                              timeout=provider.config.request_timeout)
+        img = provider.api.read(f"get image {image.name}", "images.get",
+                                {"project": provider.config.project, "image": image.name})
         record = _record(img)
         if record.digest != image.digest:
             raise PermanentError(f"gcp: an image named {image.name} exists without label "
@@ -256,7 +254,7 @@ def _ready(provider: GcpProvider, image: ImageSpec) -> ImageRecord:
                                  hint="check that the artefact is a tar.gz holding disk.raw; delete the image "
                                       "and push again")
         if time.monotonic() > deadline:
-            raise TransientError(f"gcp: image {image.name} is still {img.status} after "
+            raise TransientError(f"gcp: image {image.name} is still {img.get('status')} after "
                                  f"{provider.config.operation_deadline:g}s")
         time.sleep(1.0)
 
@@ -271,7 +269,7 @@ def delete(provider: GcpProvider, record: ImageRecord, wait: Callable[[compute_v
 
     try:
         with errors.translate(action):
-            op = provider.clients.images.delete_unary(project=cfg.project, image=record.name, retry=None,
+            op = provider.api.writes.images.delete_unary(project=cfg.project, image=record.name, retry=None,
                                                       timeout=cfg.request_timeout)
         wait(op, action)
     except (NotFoundError, PermanentError) as exc:

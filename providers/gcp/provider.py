@@ -1,10 +1,11 @@
-"""The ``gcp`` provider: instances are Compute Engine VMs, reached through google-cloud-compute.
+"""The ``gcp`` provider: instances are Compute Engine VMs.
 
 Built by the CLI through the ``infra.providers`` entry point (``GcpProvider.open``); called by the
-engine for one stack. Every Compute call goes through one set of REST clients that honour the
-endpoint override (``INFRA_GCP_ENDPOINT``), including the zone-operations client: inserts and
-deletes use the ``*_unary`` methods and this module waits on the operation itself with
-``zoneOperations.wait``, so no hidden default client ever talks to the real API.
+engine for one stack. Every Compute call goes through one :class:`~providers.gcp.api.ComputeApi`
+that honours the endpoint override (``INFRA_GCP_ENDPOINT``): reads as JSON over google-auth's
+session, inserts and deletes through google-cloud-compute's ``*_unary`` methods (imported on the
+first write), and this module waits on their operations itself with ``zoneOperations.wait``, so
+no hidden default client ever talks to the real API.
 
 How the protocol maps onto Compute Engine:
 
@@ -25,7 +26,7 @@ How the protocol maps onto Compute Engine:
   ``Retry-After``) or failed answer is a TransientError that the executor retries under the one
   retry policy (:mod:`reconciler.retry`), so attempts are never multiplied by a second retry loop
   here. Only reads that nothing above retries (a listing's pages, ``validate``'s lookups) are
-  retried inside the call.
+  retried inside the call, under the same policy for up to ``retry_deadline`` seconds.
 
 Instance ids are ``<zone>/<name>``: what Compute needs to address an instance.
 """
@@ -40,26 +41,22 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import requests
-from google.api_core import exceptions as gexc
-from google.api_core import retry as gretry
-from google.cloud import compute_v1
 
 from providers.gcp import errors
 from providers.gcp import images as gcp_images
-from providers.gcp.config import (
-    CLOUD_PLATFORM_SCOPE,
-    ENDPOINT_ENV,
-    GcpConfig,
-    parse_config,
-)
+from providers.gcp.api import ComputeApi, JsonDict, done
+from providers.gcp.config import ENDPOINT_ENV, GcpConfig, parse_config
 from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.image import ImageRecord, ImageSpec
+from reconciler.kit import RetryPolicy, require_owned
 from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.ownership import require_owned
 from reconciler.provider import Progress, SdConfig
+
+if TYPE_CHECKING:
+    from google.cloud import compute_v1
 
 T = TypeVar("T")
 
@@ -90,7 +87,6 @@ _STATUS: Mapping[str, InstanceStatus] = {
     "REPAIRING": InstanceStatus.UNKNOWN,
 }
 
-_DONE = compute_v1.Operation.Status.DONE
 
 
 def request_id(zone: str, name: str, attempt: int = 0) -> str:
@@ -138,50 +134,6 @@ def _last(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _retryable(exc: Exception) -> bool:
-    """Errors worth retrying inside one provider call (every call we retry is idempotent)."""
-    if isinstance(exc, gexc.TooManyRequests | gexc.ServerError):
-        return True
-    if isinstance(exc, gexc.Forbidden):
-        return bool(errors._reasons(exc) & errors._RATE_REASONS)
-    return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.ChunkedEncodingError)
-
-
-class _Clients:
-    """The Compute REST clients of one provider, all sharing credentials and endpoint."""
-
-    def __init__(self, endpoint: str | None) -> None:
-        options: dict[str, Any] = {}
-        if endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            credentials: Any = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            options["api_endpoint"] = endpoint.rstrip("/")
-        else:
-            import google.auth
-
-            try:
-                credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-            except Exception as exc:
-                raise errors.map_api_error(exc, action="load Application Default Credentials") from exc
-
-        def make(cls: Callable[..., T]) -> T:
-            return cls(credentials=credentials, client_options=dict(options), transport="rest")
-
-        self.instances: compute_v1.InstancesClient = make(compute_v1.InstancesClient)
-        self.operations: compute_v1.ZoneOperationsClient = make(compute_v1.ZoneOperationsClient)
-        self.machine_types: compute_v1.MachineTypesClient = make(compute_v1.MachineTypesClient)
-        self.images: compute_v1.ImagesClient = make(compute_v1.ImagesClient)
-        self.global_operations: compute_v1.GlobalOperationsClient = make(compute_v1.GlobalOperationsClient)
-
-    def close(self) -> None:
-        for client in (self.instances, self.operations, self.machine_types, self.images, self.global_operations):
-            try:
-                client.transport.close()  # type: ignore[no-untyped-call]
-            except Exception:  # closing is best effort
-                pass
-
-
 class GcpProvider:
     """Compute Engine instances of one stack. See the module docstring."""
 
@@ -195,19 +147,15 @@ class GcpProvider:
         self.config = config
         self.stack = stack
         self.endpoint = endpoint
-        self.clients = _Clients(endpoint)
+        self.api = ComputeApi(endpoint, timeout=config.request_timeout)
         self._emulator: bool | None = None  # whether the endpoint is infra's emulator (asked once)
-        self._retry = gretry.Retry(
-            predicate=_retryable,
-            initial=0.1,
-            maximum=4.0,
-            multiplier=2.0,
-            timeout=config.retry_deadline,
-        )
+        #: Reads that nothing above retries: throttling, 5xx and no answer are tried again for up to
+        #: ``retry_deadline`` seconds (the deadline decides, not the number of attempts).
+        self.read_retry = RetryPolicy(attempts=1000, base=0.1, cap=4.0, change_timeout=config.retry_deadline)
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> GcpProvider:
-        """Validate ``config`` and build the Compute clients.
+        """Validate ``config`` and set up the way to Compute (credentials, one HTTP session).
 
         Raises ConfigError naming ``provider_config.<field>`` for bad settings, and
         PermanentError when no credentials are found (and no endpoint override is set).
@@ -220,21 +168,19 @@ class GcpProvider:
         return cls(parsed, stack=stack, endpoint=endpoint)
 
     def close(self) -> None:
-        self.clients.close()
+        self.api.close()
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _call(self, action: str, fn: Callable[..., T], *args: Any, read: bool = False, **kwargs: Any) -> T:
-        """One Compute call, mapped to infra errors on failure.
+    def _call(self, action: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        """One google-cloud-compute write, tried once, mapped to infra errors on failure.
 
-        A call made for ``create`` or ``delete`` is tried once: a throttled or failed answer is a
-        TransientError (with the server's ``Retry-After``) that the executor retries under the one
-        retry policy (:mod:`reconciler.retry`), idempotently (requestId, then 409 adoption). Only
-        ``read`` calls that nothing above retries (``validate``'s lookups; a listing's pages, in
-        :meth:`list`) are retried here, for up to ``retry_deadline`` seconds.
+        A throttled or failed answer is a TransientError (with the server's ``Retry-After``) that
+        the executor retries under the one retry policy (:mod:`reconciler.retry`), idempotently
+        (requestId, then 409 adoption).
         """
         with errors.translate(action):
-            return fn(*args, retry=self._retry if read else None, timeout=self.config.request_timeout, **kwargs)
+            return fn(retry=None, timeout=self.config.request_timeout, **kwargs)
 
     def member_config(self, spec: MemberSpec) -> GcpConfig:
         """The member's settings: the group's provider_config laid over the stack's."""
@@ -243,16 +189,11 @@ class GcpProvider:
         merged = {**self.config.model_dump(exclude_unset=True), **dict(spec.provider_config)}
         return parse_config(merged, where=f"groups.{spec.group}.provider_config")
 
-    def _get(self, zone: str, name: str) -> compute_v1.Instance | None:
-        """The instance, or None when it does not exist."""
+    def _get(self, zone: str, name: str) -> JsonDict | None:
+        """The instance (the API's JSON), or None when it does not exist. Tried once."""
         try:
-            return self._call(
-                f"get instance {name} in {zone}",
-                self.clients.instances.get,
-                project=self.config.project,
-                zone=zone,
-                instance=name,
-            )
+            return self.api.read(f"get instance {name} in {zone}", "instances.get",
+                                 {"project": self.config.project, "zone": zone, "instance": name})
         except NotFoundError:
             return None
 
@@ -263,7 +204,7 @@ class GcpProvider:
         the next ``list`` decides), or the mapped error of a failed operation.
         """
         deadline = time.monotonic() + self.config.operation_deadline
-        while op.status != _DONE:
+        while not done(op):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransientError(
@@ -272,7 +213,7 @@ class GcpProvider:
                     hint="it may still finish; the next plan shows what exists",
                 )
             try:
-                op = self.clients.operations.wait(
+                op = self.api.writes.operations.wait(
                     project=self.config.project,
                     zone=zone,
                     operation=op.name,
@@ -285,25 +226,31 @@ class GcpProvider:
                 raise errors.map_api_error(exc, action=f"{action}: wait for {op.name}") from exc
         return op
 
-    def _to_instance(self, inst: compute_v1.Instance, zone: str | None = None) -> Instance:
-        zone = zone or _last(inst.zone)
-        raw = inst.status
-        status_name = (raw if isinstance(raw, str) else getattr(raw, "name", str(raw))) or "UNDEFINED"
+    @staticmethod
+    def _to_instance(inst: JsonDict, zone: str | None = None) -> Instance:
+        """An instance resource as the API's JSON gives it → infra's Instance."""
+        zone = zone or _last(str(inst.get("zone", "")))
+        status_name = str(inst.get("status") or "UNDEFINED")
         status = _STATUS.get(status_name, InstanceStatus.UNKNOWN)
-        address = inst.network_interfaces[0].network_i_p if inst.network_interfaces else None
+        nics = inst.get("networkInterfaces") or []
+        address = nics[0].get("networkIP") if nics else None
         detail = None
         if status is not InstanceStatus.RUNNING:
-            detail = f"GCE status {status_name}" + (f": {inst.status_message}" if inst.status_message else "")
+            message = inst.get("statusMessage")
+            detail = f"GCE status {status_name}" + (f": {message}" if message else "")
+        name = str(inst["name"])
         return Instance(
-            id=f"{zone}/{inst.name}",
-            name=inst.name,
-            labels=dict(inst.labels),
+            id=f"{zone}/{name}",
+            name=name,
+            labels=dict(inst.get("labels") or {}),
             address=address or None,
             status=status,
             detail=detail,
         )
 
     def _instance_resource(self, spec: MemberSpec, cfg: GcpConfig, zone: str) -> compute_v1.Instance:
+        from google.cloud import compute_v1
+
         machine_type = spec.machine_type or cfg.machine_type
         image = spec.image or cfg.image
         if not machine_type:
@@ -403,28 +350,16 @@ class GcpProvider:
         out: list[Instance] = []
         zones = self.config.zones
         action = "list instances" + (f" in {zones[0]}" if len(zones) == 1 else "")
-        with errors.translate(action):
-            if len(zones) == 1:
-                pager = self.clients.instances.list(
-                    request=compute_v1.ListInstancesRequest(
-                        project=self.config.project, zone=zones[0], filter=filt, max_results=PAGE_SIZE
-                    ),
-                    retry=self._retry,
-                    timeout=self.config.request_timeout,
-                )
-                for inst in pager:
-                    out.append(self._to_instance(inst, zones[0]))
-            else:
-                agg = self.clients.instances.aggregated_list(
-                    request=compute_v1.AggregatedListInstancesRequest(
-                        project=self.config.project, filter=filt, max_results=PAGE_SIZE
-                    ),
-                    retry=self._retry,
-                    timeout=self.config.request_timeout,
-                )
-                for scope, scoped in agg:
-                    for inst in scoped.instances:
-                        out.append(self._to_instance(inst, _last(scope)))
+        project = {"project": self.config.project}
+        query = {"filter": filt, "maxResults": PAGE_SIZE}
+        if len(zones) == 1:
+            for page in self.api.pages(action, "instances.list", {**project, "zone": zones[0]}, query,
+                                       retry=self.read_retry):
+                out.extend(self._to_instance(inst, zones[0]) for inst in page.get("items") or ())
+        else:
+            for page in self.api.pages(action, "instances.aggregatedList", project, query, retry=self.read_retry):
+                for scope, scoped in (page.get("items") or {}).items():
+                    out.extend(self._to_instance(inst, _last(scope)) for inst in scoped.get("instances") or ())
         # The server filtered already; check again so a lenient filter can never leak foreign VMs.
         return [i for i in out if wanted <= i.labels.items()]
 
@@ -437,6 +372,8 @@ class GcpProvider:
         ``list`` decides), PermanentError (bad machine type or image, a foreign instance holding
         the name), ConfigError (bad group settings).
         """
+        from google.cloud import compute_v1
+
         cfg = self.member_config(spec)
         zone = cfg.zone_for(spec.placement)
         resource = self._instance_resource(spec, cfg, zone)
@@ -446,7 +383,7 @@ class GcpProvider:
             try:
                 op = self._call(
                     action,
-                    self.clients.instances.insert_unary,
+                    self.api.writes.instances.insert_unary,
                     request=compute_v1.InsertInstanceRequest(
                         project=cfg.project,
                         zone=zone,
@@ -456,7 +393,7 @@ class GcpProvider:
                 )
             except errors.AlreadyExists:
                 return self._adopt(spec, zone)
-            replayed = op.status == _DONE  # a fresh insert is never DONE at once: an old operation
+            replayed = done(op)  # a fresh insert is never DONE at once: an old operation
             op = self._wait(op, zone, action)
             failure = errors.operation_error(op, action=action)
             if isinstance(failure, errors.AlreadyExists):
@@ -503,11 +440,13 @@ class GcpProvider:
         if current is None:
             return
         require_owned("gcp", self._to_instance(current, zone), self.stack)
+        from google.cloud import compute_v1
+
         action = f"delete instance {name} in {zone}"
         try:
             op = self._call(
                 action,
-                self.clients.instances.delete_unary,
+                self.api.writes.instances.delete_unary,
                 request=compute_v1.DeleteInstanceRequest(
                     project=self.config.project,
                     zone=zone,
@@ -595,7 +534,7 @@ class GcpProvider:
         for (zone, machine_type), groups in sorted(machine_checks.items()):
             if not self._exists(
                 f"get machine type {machine_type} in {zone}",
-                self.clients.machine_types.get,
+                "machineTypes.get",
                 project=self.config.project,
                 zone=zone,
                 machine_type=machine_type,
@@ -612,15 +551,10 @@ class GcpProvider:
             assert m is not None
             if m.group(2):
                 found = self._exists(
-                    f"get image family {m.group(3)}",
-                    self.clients.images.get_from_family,
-                    project=m.group(1),
-                    family=m.group(3),
+                    f"get image family {m.group(3)}", "images.getFromFamily", project=m.group(1), family=m.group(3)
                 )
             else:
-                found = self._exists(
-                    f"get image {m.group(3)}", self.clients.images.get, project=m.group(1), image=m.group(3)
-                )
+                found = self._exists(f"get image {m.group(3)}", "images.get", project=m.group(1), image=m.group(3))
             if not found:
                 for g in sorted(groups):
                     problems.append(
@@ -631,11 +565,13 @@ class GcpProvider:
                     )
         return problems
 
-    def _exists(self, action: str, fn: Callable[..., object], **kwargs: Any) -> bool:
+    def _exists(self, action: str, method: str, **params: str) -> bool:
         """Whether a get finds the resource (404, or 400 for a malformed name, mean no)."""
         try:
-            self._call(action, fn, read=True, **kwargs)
+            self.api.read(action, method, params, retry=self.read_retry)
         except (NotFoundError, PermanentError) as exc:
+            from google.api_core import exceptions as gexc
+
             if isinstance(exc.__cause__, gexc.NotFound | gexc.BadRequest):
                 return False
             raise
