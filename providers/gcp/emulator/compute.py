@@ -1113,6 +1113,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeCompute
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle on, a keep-alive client's delayed ACK held
+    # every answer's body back ~40 ms (the real API answers in one go). TCP_NODELAY, as servers set.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return None
