@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, *, timeout: float = 30.0, every: float = 0.05) -> T:
+def wait_for(condition: Callable[[], T | None], what: str, *, timeout: float = 30.0, every: float = 0.05) -> T:
     """The first truthy value of ``condition()``; AssertionError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
