@@ -1,5 +1,7 @@
 """The README and docs/ stay true: every ``infra`` command they show exists with the options they
-give it, the README stays short, its links resolve, and its quick start runs as written."""
+give it, every bench or script they run exists and takes the flags they give it, every test path
+they hand pytest exists, the README stays short, its links resolve, and its quick start runs as
+written."""
 
 from __future__ import annotations
 
@@ -64,6 +66,36 @@ def test_every_documented_command_exists_with_its_options(path: Path) -> None:
             if token.startswith("-") and token != "-":
                 flag = token.split("=", 1)[0]
                 assert flag in known, f"{path.name}: 'infra {' '.join(args)}': {command.name} has no option {flag}"
+
+
+def script_commands() -> dict[str, set[str]]:
+    """``python bench/X.py [--flag ...]`` lines of the docs: script → the flags they give it."""
+    found: dict[str, set[str]] = {}
+    for path in DOCS:
+        for line in code_lines(path):
+            m = re.match(r"python3? ((?:bench|scripts)/\S+\.py)(.*)", line.split("  #")[0].strip())
+            if m:
+                found.setdefault(m.group(1), set()).update(re.findall(r"--[a-z][-a-z]*", m.group(2)))
+    return found
+
+
+def test_every_documented_script_exists_and_takes_the_flags_shown() -> None:
+    scripts = script_commands()
+    assert "bench/startup.py" in scripts  # the check sees the bench lines at all
+    for script, flags in sorted(scripts.items()):
+        assert (REPO / script).is_file(), f"the docs run {script}, which does not exist"
+        helped = subprocess.run(["python3", script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert helped.returncode == 0, f"python3 {script} --help: {helped.stderr[-1000:]}"
+        for flag in flags:
+            assert flag in helped.stdout, f"the docs give {script} {flag}, which it does not take"
+
+
+def test_every_documented_test_path_exists() -> None:
+    paths = [arg for path in DOCS for line in code_lines(path) if line.strip().startswith("pytest ")
+             for arg in line.split("  #")[0].split()[1:] if not arg.startswith("-")]
+    assert paths, "the docs name no pytest command: the check is looking in the wrong place"
+    for arg in paths:
+        assert (REPO / arg.split("::")[0]).exists(), f"the docs run pytest on {arg}, which does not exist"
 
 
 def test_the_readme_is_short_and_its_links_resolve() -> None:
