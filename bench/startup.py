@@ -8,6 +8,8 @@ stack file, provider, the calls), best of ``--rounds``, in throw-away state dire
 * ``local`` — ``stacks/hello-local.py``, applied first (3 web servers on loopback);
 * ``gcp`` — ``tests/gcp/stacks/web-gcp.py`` against the in-repo Compute fake (3 members applied
   first; the fake answers in-process, so this is the client's own cost);
+* ``aws`` — ``tests/aws/stacks/web-aws.py`` against the tests' moto server (a child process on
+  127.0.0.1; 3 members applied first), so again the client's own cost;
 * ``pulumi`` — a 3-member stack through the bridge to the tests' fakecloud plugin;
 * ``memory`` — a 3-member stack (nothing persists between processes: its plan creates 3, so it is
   the floor of a CLI call).
@@ -21,11 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +55,28 @@ def timed(env: dict[str, str], *args: str, rounds: int, ok: tuple[int, ...] = (0
         if proc.returncode not in ok:
             raise SystemExit(f"infra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return best
+
+
+@contextmanager
+def moto_server() -> Iterator[dict[str, str]]:
+    """The tests' moto server (EC2 with a VPC, two subnets and a registered AMI) and its exports."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        exports: dict[str, str] = {}
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("# ready"):
+                break
+            key, _, value = line.removeprefix("export ").strip().partition("=")
+            exports[key] = shlex.split(value)[0] if value else ""
+        yield exports
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> int:
@@ -79,6 +107,15 @@ def main() -> int:
             subprocess.run([*infra_cmd(), "apply", web, "--yes"], env=gcp, cwd=ROOT, check=True, capture_output=True)
             rows["gcp"] = (timed(gcp, "validate", web, rounds=args.rounds),
                            timed(gcp, "plan", web, "--detailed-exitcode", rounds=args.rounds))
+
+        with moto_server() as exports:
+            aws = {**base, **exports, "INFRA_STATE_DIR": str(root / "aws"), "WEB_AWS_STACK": "startup",
+                   "WEB_AWS_SUBNETS": exports["INFRA_AWS_SUBNETS"],
+                   "WEB_AWS_SECURITY_GROUPS": exports["INFRA_AWS_SECURITY_GROUPS"]}
+            web = "tests/aws/stacks/web-aws.py"
+            subprocess.run([*infra_cmd(), "apply", web, "--yes"], env=aws, cwd=ROOT, check=True, capture_output=True)
+            rows["aws"] = (timed(aws, "validate", web, rounds=args.rounds),
+                           timed(aws, "plan", web, "--detailed-exitcode", rounds=args.rounds))
 
         from tests.pulumi.conftest import BIN, TOKEN, bridge_config
 

@@ -17,7 +17,7 @@ def test_startup_bench_prints_a_row_per_provider() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "startup.py"), "--rounds", "1"], env=env,
                           capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for provider in ("local", "gcp", "pulumi", "memory"):
+    for provider in ("local", "gcp", "aws", "pulumi", "memory"):
         row = (rf"{provider}\s+infra validate\s+\d+ ms \(\s*\d+\.\d\dx local\)\s+"
                rf"no-op infra plan\s+\d+ ms \(\s*\d+\.\d\dx local\)")
         assert re.search(row, proc.stdout), proc.stdout
