@@ -88,7 +88,6 @@ _STATUS: Mapping[str, InstanceStatus] = {
 }
 
 
-
 def request_id(zone: str, name: str, attempt: int = 0) -> str:
     """The insert ``requestId`` of attempt ``attempt`` for instance ``name`` in ``zone``.
 
