@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.exports import read_exports  # noqa: E402
 
 
 def infra_cmd() -> list[str]:
@@ -98,13 +101,8 @@ def main() -> int:
                                         cwd=ROOT, env={**base, "INFRA_STATE_DIR": str(tmp / "emu-root")},
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             try:
-                exports: dict[str, str] = {}
                 assert emulator.stdout is not None
-                for line in emulator.stdout:
-                    if line.startswith("# ready"):
-                        break
-                    key, _, value = line.removeprefix("export ").strip().partition("=")
-                    exports[key] = value
+                exports = read_exports(emulator.stdout)
                 gce = {**base, **exports, "INFRA_STATE_DIR": str(tmp / "client")}
                 results["etcd-gcp (GCE emulator)"].append(measure(
                     gce, "stacks/etcd-gcp.py", str(tmp / "emu" / "machines" / "instances" / "*" / "instance.json"),

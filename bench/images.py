@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from reconciler.engine import Engine  # noqa: E402
 from reconciler.loader import load_stack  # noqa: E402
 from tests.aws import moto_world  # noqa: E402
+from tests.exports import read_exports  # noqa: E402
 from tests.gcp_fake import FakeCompute  # noqa: E402
 
 GCP_STACK = ROOT / "stacks" / "etcd-gcp.py"
@@ -109,13 +110,8 @@ def aws(rounds: int, state: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port), "--call-log",
                                str(call_log)], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
-        exports: dict[str, str] = {}
         assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("# ready"):
-                break
-            key, _, value = line.removeprefix("export ").strip().partition("=")
-            exports[key] = value.strip("'")
+        exports = read_exports(server.stdout)
         env = {**os.environ, **exports, "INFRA_STATE_DIR": str(state / "aws"), "NO_COLOR": "1",
                "INFRA_AWS_HEALTH_TIMEOUT": "3"}
         os.environ.update(exports)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -36,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.exports import read_exports  # noqa: E402
 
 TARGET = 1.5
 
@@ -66,14 +67,8 @@ def moto_server() -> Iterator[dict[str, str]]:
     server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        exports: dict[str, str] = {}
         assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("# ready"):
-                break
-            key, _, value = line.removeprefix("export ").strip().partition("=")
-            exports[key] = shlex.split(value)[0] if value else ""
-        yield exports
+        yield read_exports(server.stdout)
     finally:
         server.terminate()
         server.wait(timeout=30)

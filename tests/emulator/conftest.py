@@ -27,6 +27,8 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from tests.exports import READY, parse_export
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -150,11 +152,10 @@ def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("# ready"):
+            if line.startswith(READY):
                 ready.set()
-            elif line.startswith("export "):
-                key, _, value = line.removeprefix("export ").strip().partition("=")
-                exports[key] = shlex.split(value)[0] if value else ""
+            elif (pair := parse_export(line)) is not None:
+                exports[pair[0]] = pair[1]
 
     threading.Thread(target=read, daemon=True).start()
     if not ready.wait(60):
