@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from reconciler.engine import Engine  # noqa: E402
 from reconciler.loader import load_stack  # noqa: E402
-from tests.aws import moto_world  # noqa: E402
-from tests.exports import read_exports  # noqa: E402
+from tests.aws import moto_server, moto_world  # noqa: E402
 from tests.gcp_fake import FakeCompute  # noqa: E402
 
 GCP_STACK = ROOT / "stacks" / "etcd-gcp.py"
@@ -102,16 +100,8 @@ def gcp(rounds: int, state: Path) -> None:
 
 
 def aws(rounds: int, state: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(state / "moto.log", "w")  # noqa: SIM115
     call_log = state / "moto-calls.log"
-    server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port), "--call-log",
-                               str(call_log)], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert server.stdout is not None
-        exports = read_exports(server.stdout)
+    with open(state / "moto.log", "w") as log, moto_server.running("--call-log", str(call_log), stderr=log) as exports:
         env = {**os.environ, **exports, "INFRA_STATE_DIR": str(state / "aws"), "NO_COLOR": "1",
                "INFRA_AWS_HEALTH_TIMEOUT": "3"}
         os.environ.update(exports)
@@ -134,10 +124,6 @@ def aws(rounds: int, state: Path) -> None:
         row("  infra image push (all present)", *push, len(images), ("DescribeImages",), uploads)
         row("  infra plan (no-op)", *plan, len(images), ("DescribeImages",), uploads)
         infra(env, "destroy", str(AWS_STACK), "--yes")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
 def main() -> int:

@@ -24,19 +24,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.exports import read_exports  # noqa: E402
+from tests.aws import moto_server  # noqa: E402
 
 TARGET = 1.5
 
@@ -56,22 +53,6 @@ def timed(env: dict[str, str], *args: str, rounds: int, ok: tuple[int, ...] = (0
         if proc.returncode not in ok:
             raise SystemExit(f"infra {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return best
-
-
-@contextmanager
-def moto_server() -> Iterator[dict[str, str]]:
-    """The tests' moto server (EC2 with a VPC, two subnets and a registered AMI) and its exports."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert server.stdout is not None
-        yield read_exports(server.stdout)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main() -> int:
@@ -103,7 +84,7 @@ def main() -> int:
             rows["gcp"] = (timed(gcp, "validate", web, rounds=args.rounds),
                            timed(gcp, "plan", web, "--detailed-exitcode", rounds=args.rounds))
 
-        with moto_server() as exports:
+        with moto_server.running() as exports:
             aws = {**base, **exports, "INFRA_STATE_DIR": str(root / "aws"), "WEB_AWS_STACK": "startup",
                    "WEB_AWS_SUBNETS": exports["INFRA_AWS_SUBNETS"],
                    "WEB_AWS_SECURITY_GROUPS": exports["INFRA_AWS_SECURITY_GROUPS"]}

@@ -1,9 +1,9 @@
 """The start-up contract of infra's emulators and the tests' moto server, read by whoever starts one.
 
 Each prints the shell exports a client needs, one ``export NAME=value`` line each (the value
-shell-quoted), then a line ``# ready``. Used by the emulator fixture (``tests/emulator/conftest.py``)
-and by the benches that start an emulator or the moto server (``bench/emulator.py``,
-``bench/images.py``, ``bench/startup.py``).
+shell-quoted), then a line ``# ready``. Used by the emulator fixture (``tests/emulator/conftest.py``),
+``bench/emulator.py`` and :func:`tests.aws.moto_server.running` (which the benches that time the
+CLI against moto start it with).
 """
 
 from __future__ import annotations

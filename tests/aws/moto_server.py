@@ -16,8 +16,36 @@ import argparse
 import os
 import shlex
 import signal
+import socket
+import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def running(*flags: str, stderr: IO[str] | int = subprocess.DEVNULL) -> Iterator[dict[str, str]]:
+    """This server as a child process on a free loopback port (``flags`` added to its command
+    line); yields the exports it printed before ``# ready``, and stops it on the way out.
+    Used by the benches that time the CLI against it (``bench/images.py``, ``bench/startup.py``)."""
+    from tests.exports import read_exports
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "-p", str(port), *flags], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert server.stdout is not None
+        yield read_exports(server.stdout)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _log_calls(path: str) -> None:
