@@ -10,7 +10,7 @@ Attached to a :class:`~providers.gcp.emulator.compute.FakeCompute` by
   delivers the instance's ``user-data`` metadata as LinuxKit's metadata package does on GCE
   (``/run/config/<dir>/<file>``, here the machine's ``config/``), and runs the document's
   ``services`` as one local process group at the instance's (loopback) network IP
-  (:class:`reconciler.machines.Machines`: the ``local`` provider's supervisor, found by entry
+  (:class:`reconciler.kit.machines.Machines`: the ``local`` provider's supervisor, found by entry
   point). A service's LinuxKit paths map back to the machine's directories
   (``/run/config`` → ``config/``, ``/var/lib/infra`` → ``data/``) and its command runs as a host
   command (``etcd``, ``prometheus`` on PATH), as the local provider runs a role's services;
@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from providers.gcp.emulator.compute import FakeCompute, FakeInstance
-from reconciler import linuxkit
-from reconciler.machines import BootError, Machines
-from reconciler.model import MemberSpec
+from reconciler.core import linuxkit
+from reconciler.core.model import MemberSpec
+from reconciler.kit.machines import BootError, Machines
 
 STOPPED = {"TERMINATED", "STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED"}
 
