@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.engine import Engine  # noqa: E402
-from reconciler.loader import load_stack  # noqa: E402
+from reconciler.engine.engine import Engine  # noqa: E402
+from reconciler.engine.loader import load_stack  # noqa: E402
 from tests.aws import moto_server, moto_world  # noqa: E402
 from tests.gcp_fake import FakeCompute  # noqa: E402
 
@@ -105,7 +105,7 @@ def aws(rounds: int, state: Path) -> None:
         env = {**os.environ, **exports, "INFRA_STATE_DIR": str(state / "aws"), "NO_COLOR": "1",
                "INFRA_AWS_HEALTH_TIMEOUT": "3"}
         os.environ.update(exports)
-        from providers.aws.provider import new_session
+        from providers.aws.session import new_session
 
         ec2 = new_session().client("ec2", region_name=moto_world.REGION, endpoint_url=exports["AWS_ENDPOINT_URL"])
         images = images_of(AWS_STACK)

@@ -1,7 +1,8 @@
 """LinuxKit images on EC2: an EBS snapshot written through the EBS direct APIs, registered as an AMI.
 
-Called by :class:`providers.aws.provider.AwsProvider`'s image methods (the optional
-:class:`reconciler.provider.ImageStore` protocol), so by the engine's image pipeline and
+Called by :class:`providers.aws.provider.AwsProvider`'s image methods, with its
+:class:`~providers.aws.session.Ec2Session` (the optional
+:class:`reconciler.kit.provider.ImageStore` protocol), so by the engine's image pipeline and
 ``infra image push|list`` and ``infra destroy --images``. ``linuxkit push aws`` needs an S3 bucket
 and the ``vmimport`` service role; this needs neither, the way AWS's coldsnap uploads disks:
 
@@ -27,18 +28,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from providers.aws import errors
-from reconciler.errors import PermanentError, TransientError
-from reconciler.image import LABEL_IMAGE, ImageRecord, ImageSpec
-from reconciler.provider import Progress
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.image import LABEL_IMAGE, ImageRecord, ImageSpec
+from reconciler.kit.provider import Progress
 
 if TYPE_CHECKING:
-    from providers.aws.provider import AwsProvider
+    from providers.aws.session import Ec2Session
 
 #: The EBS direct APIs' block size.
 BLOCK = 512 * 1024
@@ -48,13 +48,6 @@ ROOT_DEVICE = "/dev/sda1"
 WAIT_DEADLINE = 1800.0
 _STATES = {"available": "ready", "pending": "pending", "failed": "failed", "invalid": "failed",
            "error": "failed", "deregistered": "failed"}
-
-
-def ebs_endpoint() -> str | None:
-    """The EBS endpoint override, as boto3 itself would read it."""
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
-        return None
-    return os.environ.get("AWS_ENDPOINT_URL_EBS") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _tag_filter(digest: str) -> list[Any]:
@@ -75,11 +68,11 @@ def _record(raw: Any) -> ImageRecord:
                        size=size, status=_STATES.get(raw.get("State", ""), "pending"))
 
 
-def find(provider: AwsProvider, image: ImageSpec) -> ImageRecord | None:
+def find(api: Ec2Session, image: ImageSpec) -> ImageRecord | None:
     """The AMI owned by this account tagged with ``image.digest`` (one DescribeImages)."""
-    found = provider._planning_read(
+    found = api.planning_read(
         f"look up image {image.name}",
-        lambda: provider.client.describe_images(Owners=["self"], Filters=_tag_filter(image.digest)),
+        lambda: api.client.describe_images(Owners=["self"], Filters=_tag_filter(image.digest)),
     ).get("Images", [])
     if not found:
         return None
@@ -88,16 +81,16 @@ def find(provider: AwsProvider, image: ImageSpec) -> ImageRecord | None:
     return _record(found[0])
 
 
-def _snapshots(provider: AwsProvider, image: ImageSpec) -> list[Any]:
+def _snapshots(api: Ec2Session, image: ImageSpec) -> list[Any]:
     with errors.translate(f"look up snapshots of image {image.name}"):
-        found = provider.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(image.digest))
+        found = api.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(image.digest))
     return [s for s in found.get("Snapshots", []) if s.get("State") in ("completed", "pending")]
 
 
-def _write(provider: AwsProvider, image: ImageSpec, artefact: Path, progress: Progress,
+def _write(api: Ec2Session, image: ImageSpec, artefact: Path, progress: Progress,
            snapshot_id: str | None) -> str:
     """Write the disk's non-zero blocks to a snapshot (new, or the pending ``snapshot_id``)."""
-    ebs = provider.ebs_client()
+    ebs = api.ebs()
     size = artefact.stat().st_size
     gib = max(1, math.ceil(size / (1 << 30)))
     if snapshot_id is None:
@@ -135,11 +128,11 @@ def _write(provider: AwsProvider, image: ImageSpec, artefact: Path, progress: Pr
     return snapshot_id
 
 
-def _wait_snapshot(provider: AwsProvider, snapshot_id: str, name: str) -> None:
+def _wait_snapshot(api: Ec2Session, snapshot_id: str, name: str) -> None:
     deadline = time.monotonic() + WAIT_DEADLINE
     while True:
         with errors.translate(f"describe snapshot {snapshot_id}"):
-            snaps = provider.client.describe_snapshots(SnapshotIds=[snapshot_id]).get("Snapshots", [])
+            snaps = api.client.describe_snapshots(SnapshotIds=[snapshot_id]).get("Snapshots", [])
         state = snaps[0].get("State") if snaps else "missing"
         if state == "completed":
             return
@@ -151,11 +144,11 @@ def _wait_snapshot(provider: AwsProvider, snapshot_id: str, name: str) -> None:
         time.sleep(1.0)
 
 
-def _register(provider: AwsProvider, image: ImageSpec, snapshot_id: str) -> ImageRecord:
+def _register(api: Ec2Session, image: ImageSpec, snapshot_id: str) -> ImageRecord:
     action = f"register image {image.name}"
     try:
         with errors.translate(action):
-            resp = provider.client.register_image(
+            resp = api.client.register_image(
                 Name=image.name, Description=f"LinuxKit image of group {image.group} (infra, digest {image.digest})",
                 Architecture="x86_64", VirtualizationType="hvm", EnaSupport=True, RootDeviceName=ROOT_DEVICE,
                 BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": {
@@ -167,21 +160,21 @@ def _register(provider: AwsProvider, image: ImageSpec, snapshot_id: str) -> Imag
         if errors.error_code(exc.__cause__ or exc) != "InvalidAMIName.Duplicate":
             raise
         with errors.translate(f"look up image {image.name}"):
-            same = provider.client.describe_images(Owners=["self"], Filters=[
+            same = api.client.describe_images(Owners=["self"], Filters=[
                 {"Name": "name", "Values": [image.name]}]).get("Images", [])
         mine = [raw for raw in same if _record(raw).digest == image.digest]
         if not mine:
             raise PermanentError(f"aws: an AMI named {image.name} exists without tag {LABEL_IMAGE}={image.digest}; "
                                  "infra will not use or replace it", hint="deregister or rename that AMI") from exc
         image_id = str(mine[0]["ImageId"])
-    return _available(provider, image, image_id)
+    return _available(api, image, image_id)
 
 
-def _available(provider: AwsProvider, image: ImageSpec, image_id: str) -> ImageRecord:
+def _available(api: Ec2Session, image: ImageSpec, image_id: str) -> ImageRecord:
     deadline = time.monotonic() + WAIT_DEADLINE
     while True:
         with errors.translate(f"describe image {image_id}"):
-            found = provider.client.describe_images(ImageIds=[image_id]).get("Images", [])
+            found = api.client.describe_images(ImageIds=[image_id]).get("Images", [])
         if found:
             record = _record(found[0])
             if record.ready:
@@ -195,40 +188,40 @@ def _available(provider: AwsProvider, image: ImageSpec, image_id: str) -> ImageR
         time.sleep(1.0)
 
 
-def push(provider: AwsProvider, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+def push(api: Ec2Session, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
     """See the module docstring."""
-    found = find(provider, image)
+    found = find(api, image)
     if found is not None:
         if found.status == "failed":
             raise PermanentError(f"aws: AMI {found.id} ({found.name}) with digest {image.digest} is {found.status}",
                                  hint=f"deregister it (aws ec2 deregister-image --image-id {found.id}) and push again")
-        return found if found.ready else _available(provider, image, found.id)
-    snapshots = _snapshots(provider, image)
+        return found if found.ready else _available(api, image, found.id)
+    snapshots = _snapshots(api, image)
     done = [s for s in snapshots if s.get("State") == "completed"]
     if done:
         snapshot_id = str(done[0]["SnapshotId"])
         progress(artefact.stat().st_size, artefact.stat().st_size)
     else:
         pending = [s for s in snapshots if s.get("State") == "pending"]
-        snapshot_id = _write(provider, image, artefact, progress, str(pending[0]["SnapshotId"]) if pending else None)
-        _wait_snapshot(provider, snapshot_id, image.name)
-    return _register(provider, image, snapshot_id)
+        snapshot_id = _write(api, image, artefact, progress, str(pending[0]["SnapshotId"]) if pending else None)
+        _wait_snapshot(api, snapshot_id, image.name)
+    return _register(api, image, snapshot_id)
 
 
-def delete(provider: AwsProvider, record: ImageRecord) -> None:
+def delete(api: Ec2Session, record: ImageRecord) -> None:
     """Deregister the AMI and delete its snapshots. Already gone is success."""
     if not record.digest:
         raise PermanentError(f"aws: refusing to delete image {record.name}: it lacks the {LABEL_IMAGE} tag")
     with errors.translate(f"describe image {record.id}"):
-        found = provider.client.describe_images(Owners=["self"], Filters=_tag_filter(record.digest)).get("Images", [])
+        found = api.client.describe_images(Owners=["self"], Filters=_tag_filter(record.digest)).get("Images", [])
     snapshot_ids = {bdm["Ebs"]["SnapshotId"] for raw in found for bdm in raw.get("BlockDeviceMappings", [])
                     if bdm.get("Ebs", {}).get("SnapshotId")}
     for raw in found:
         with errors.translate(f"deregister image {raw.get('ImageId')}"):
-            provider.client.deregister_image(ImageId=raw["ImageId"])
+            api.client.deregister_image(ImageId=raw["ImageId"])
     with errors.translate(f"look up snapshots of image {record.name}"):
-        tagged = provider.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(record.digest))
+        tagged = api.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(record.digest))
     snapshot_ids |= {s["SnapshotId"] for s in tagged.get("Snapshots", [])}
     for snapshot_id in sorted(snapshot_ids):
         with errors.translate(f"delete snapshot {snapshot_id}"):
-            provider.client.delete_snapshot(SnapshotId=snapshot_id)
+            api.client.delete_snapshot(SnapshotId=snapshot_id)

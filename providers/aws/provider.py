@@ -43,24 +43,19 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import boto3
-import botocore.session
-from botocore.config import Config as BotoConfig
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
-
 from providers.aws import errors
 from providers.aws import images as aws_images
 from providers.aws.config import AMI_ID_RE, AwsConfig, endpoint_url, parse_config
-from reconciler.errors import ConfigError, NotFoundError, PermanentError, TransientError, is_retryable
-from reconciler.image import ImageRecord, ImageSpec
-from reconciler.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.ownership import require_owned
-from reconciler.provider import Progress, SdConfig
+from providers.aws.session import BOTO_CONFIG, Ec2Session, new_session
+from reconciler.core.errors import ConfigError, NotFoundError, PermanentError, TransientError
+from reconciler.core.image import ImageRecord, ImageSpec
+from reconciler.core.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.kit.ownership import require_owned
+from reconciler.kit.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -80,18 +75,6 @@ MAX_TOKEN_STEPS = 5
 
 
 
-@dataclass(frozen=True)
-class ReadRetry:
-    """How reads made while planning are retried (see :meth:`AwsProvider._planning_read`)."""
-
-    attempts: int = 5
-    base: float = 0.2  # seconds; backoff is random in [0, base * 2**n], capped
-    cap: float = 5.0
-    deadline: float = 30.0
-
-
-READ_RETRY = ReadRetry()
-
 _STATUS: Mapping[str, InstanceStatus] = {
     "pending": InstanceStatus.PENDING,
     "running": InstanceStatus.RUNNING,
@@ -100,17 +83,6 @@ _STATUS: Mapping[str, InstanceStatus] = {
     "shutting-down": InstanceStatus.DEAD,
     "terminated": InstanceStatus.DEAD,
 }
-
-#: botocore settings of the one EC2 client: no hidden retries (see the module docstring), bounded
-#: timeouts, and enough pooled connections for the executor's 50 parallel changes.
-BOTO_CONFIG = BotoConfig(
-    retries={"total_max_attempts": 1, "mode": "standard"},
-    connect_timeout=10,
-    read_timeout=60,
-    max_pool_connections=64,
-    user_agent_extra="infra/0.1",
-)
-
 
 def client_token(name: str, after: str | None = None) -> str:
     """The ``ClientToken`` of a launch of ``name``: 64 ASCII characters, the same in every process.
@@ -125,27 +97,6 @@ def client_token(name: str, after: str | None = None) -> str:
 def tag_filters(selector: Mapping[str, str]) -> list[FilterTypeDef]:
     """DescribeInstances filters selecting instances tagged with all of ``selector``."""
     return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(selector.items())]
-
-
-_loader_lock = threading.Lock()
-_loader: Any = None
-
-
-def new_session() -> boto3.session.Session:
-    """A boto3 session on the default credential chain.
-
-    Sessions share one botocore data loader, so EC2's service model (a large JSON document)
-    is parsed once per process rather than once per provider opened (the daemon and the tests
-    open many).
-    """
-    global _loader
-    core = botocore.session.get_session()
-    with _loader_lock:
-        if _loader is None:
-            _loader = core.get_component("data_loader")
-        else:
-            core.register_component("data_loader", _loader)
-    return boto3.session.Session(botocore_session=core)
 
 
 class AwsProvider:
@@ -163,6 +114,8 @@ class AwsProvider:
         self.config = config
         self.stack = stack
         self.region = region
+        #: The EC2 and EBS clients both halves of the provider use (:mod:`providers.aws.session`).
+        self.api = Ec2Session(client, region)
         #: The one EC2 client; every call goes through it (tests register botocore hooks on it).
         self.client = client
         self._raw = dict(raw)
@@ -171,8 +124,6 @@ class AwsProvider:
         self._images: dict[tuple[str, tuple[str, ...]], str] = {}
         self._subnet_cidrs: dict[str, str] = {}
         self._verified: set[tuple[str, str]] = set()  # (kind, id) that validate found to exist
-        self._session: boto3.session.Session | None = None
-        self._ebs: Any = None
         self._emulator: bool | None = None  # whether the endpoint override is infra's EC2 emulator
 
     @classmethod
@@ -202,37 +153,29 @@ class AwsProvider:
         with errors.translate("create the EC2 client"):
             client = session.client("ec2", region_name=region, endpoint_url=endpoint_url(), config=BOTO_CONFIG)
         provider = cls(cfg, config, stack=stack, region=region, client=client)
-        provider._session = session
+        provider.api = Ec2Session(client, region, session)
         return provider
 
     def close(self) -> None:
-        self.client.close()
-        if self._ebs is not None:
-            self._ebs.close()
+        self.api.close()
 
     def ebs_client(self) -> Any:
         """The EBS direct APIs client (made on first use: only an image push needs it)."""
-        with self._lock:
-            if self._ebs is None:
-                session = self._session or new_session()
-                with errors.translate("create the EBS client"):
-                    self._ebs = session.client("ebs", region_name=self.region, endpoint_url=aws_images.ebs_endpoint(),
-                                               config=BOTO_CONFIG)
-            return self._ebs
+        return self.api.ebs()
 
-    # -- images (reconciler.provider.ImageStore) ---------------------------------------------------
+    # -- images (reconciler.kit.provider.ImageStore) ---------------------------------------------------
 
     def find_image(self, image: ImageSpec) -> ImageRecord | None:
         """The AMI tagged ``infra-image=<digest>`` (one DescribeImages), or None."""
-        return aws_images.find(self, image)
+        return aws_images.find(self.api, image)
 
     def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
         """EBS direct snapshot + RegisterImage, idempotent by digest (see images.py)."""
-        return aws_images.push(self, image, artefact, progress)
+        return aws_images.push(self.api, image, artefact, progress)
 
     def delete_image(self, record: ImageRecord) -> None:
         """Deregister the AMI and delete its snapshots; already gone is success."""
-        aws_images.delete(self, record)
+        aws_images.delete(self.api, record)
 
     # -- settings ----------------------------------------------------------------------------------
 
@@ -307,24 +250,8 @@ class AwsProvider:
                 return out
 
     def _planning_read(self, action: str, call: Callable[[], T]) -> T:
-        """A read made while planning (list, validate, address_for), retried here page by page.
-
-        The executor retries what it applies (create, delete), but nothing retries a plan's
-        reads: a throttled page is retried with full-jitter backoff for ``READ_RETRY`` before
-        the TransientError reaches the caller.
-        """
-
-        def attempt() -> T:
-            with errors.translate(action):
-                return call()
-
-        retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
-            wait=wait_random_exponential(multiplier=READ_RETRY.base, max=READ_RETRY.cap),
-            stop=stop_after_attempt(READ_RETRY.attempts) | stop_after_delay(READ_RETRY.deadline),
-            reraise=True,
-        )
-        return retrying(attempt)
+        """A read made while planning, retried (:meth:`Ec2Session.planning_read`)."""
+        return self.api.planning_read(action, call)
 
     def _find_by_name(self, spec: MemberSpec) -> Instance | None:
         """The live instance named ``spec.name`` in the stack, if any (oldest first)."""

@@ -1,7 +1,7 @@
 """LinuxKit images on Compute Engine: find by digest label, upload to GCS, ``images.insert``.
 
 Called by :class:`providers.gcp.provider.GcpProvider`'s image methods (the optional
-:class:`reconciler.provider.ImageStore` protocol), so by the engine's image pipeline and
+:class:`reconciler.kit.provider.ImageStore` protocol), so by the engine's image pipeline and
 ``infra image push|list`` and ``infra destroy --images``. What ``linuxkit push gcp`` does, done
 by infra so that it honours the endpoint override (``INFRA_GCP_ENDPOINT``, and
 ``INFRA_GCS_ENDPOINT`` for storage, defaulting to the same), never deletes an image to replace
@@ -31,20 +31,29 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from providers.gcp import errors
-from providers.gcp.api import JsonDict, done
-from reconciler.errors import ConfigError, NotFoundError, PermanentError, TransientError
-from reconciler.image import LABEL_IMAGE, ImageRecord, ImageSpec
-from reconciler.provider import Progress
+from providers.gcp.api import ComputeApi, JsonDict, done
+from reconciler.core.errors import ConfigError, NotFoundError, PermanentError, TransientError
+from reconciler.core.image import LABEL_IMAGE, ImageRecord, ImageSpec
+from reconciler.kit.provider import Progress
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
 
-    from providers.gcp.provider import GcpProvider
+    from providers.gcp.config import GcpConfig
+
+
+class ImageHost(Protocol):
+    """What the image code needs of its provider (:class:`providers.gcp.provider.GcpProvider`):
+    the Compute API session, the settings, the endpoint, and whether that is infra's emulator."""
+
+    api: ComputeApi
+    config: GcpConfig
+    endpoint: str | None
+    _emulator: bool | None
 
 #: Environment variable: the Cloud Storage endpoint (default: INFRA_GCP_ENDPOINT when that is set).
 STORAGE_ENDPOINT_ENV = "INFRA_GCS_ENDPOINT"
@@ -72,7 +81,7 @@ def _record(img: JsonDict) -> ImageRecord:
                        status=_STATUS.get(status, "pending"))
 
 
-def find(provider: GcpProvider, image: ImageSpec) -> ImageRecord | None:
+def find(provider: ImageHost, image: ImageSpec) -> ImageRecord | None:
     """The image labelled with ``image.digest`` in the stack's project (one list call)."""
     query = {"filter": f'labels.{LABEL_IMAGE} = "{image.digest}"', "maxResults": 10}
     found = [img for page in provider.api.pages(f"look up image {image.name}", "images.list",
@@ -101,7 +110,7 @@ class _Reader:
         return getattr(self.fh, attr)
 
 
-def _storage_client(provider: GcpProvider) -> Any:
+def _storage_client(provider: ImageHost) -> Any:
     from google.cloud import storage  # type: ignore[attr-defined]  # only pushes need it (start-up)
 
     endpoint = os.environ.get(STORAGE_ENDPOINT_ENV) or provider.endpoint
@@ -111,7 +120,7 @@ def _storage_client(provider: GcpProvider) -> Any:
                               client_options=options)
 
 
-def _upload(provider: GcpProvider, bucket_name: str, name: str, artefact: Path, progress: Progress) -> None:
+def _upload(provider: ImageHost, bucket_name: str, name: str, artefact: Path, progress: Progress) -> None:
     """Upload ``artefact`` as ``name`` unless an object of that name and size is there already."""
     from google.api_core import exceptions as gexc
 
@@ -136,7 +145,7 @@ def _upload(provider: GcpProvider, bucket_name: str, name: str, artefact: Path, 
         client.close()
 
 
-def _upload_document(provider: GcpProvider, bucket_name: str, image: ImageSpec, disk: str) -> None:
+def _upload_document(provider: ImageHost, bucket_name: str, image: ImageSpec, disk: str) -> None:
     """The image's LinuxKit YAML beside its disk (``<name>.yml``): what the image was built from,
     for a person, and what an emulator boots. Uploaded unless it is there already."""
     from google.api_core import exceptions as gexc
@@ -157,7 +166,7 @@ def _upload_document(provider: GcpProvider, bucket_name: str, image: ImageSpec, 
         client.close()
 
 
-def accepts_documents(provider: GcpProvider) -> bool:
+def accepts_documents(provider: ImageHost) -> bool:
     """Whether the endpoint override is infra's GCE emulator (``GET /_emulator/info``).
 
     Only ever asked of an override endpoint (the real API is never called for this); the answer
@@ -176,7 +185,7 @@ def accepts_documents(provider: GcpProvider) -> bool:
     return provider._emulator
 
 
-def _wait_global(provider: GcpProvider, op: compute_v1.Operation, action: str) -> compute_v1.Operation:
+def wait_global(provider: ImageHost, op: compute_v1.Operation, action: str) -> compute_v1.Operation:
     deadline = time.monotonic() + provider.config.operation_deadline
     while not done(op):
         remaining = deadline - time.monotonic()
@@ -191,7 +200,7 @@ def _wait_global(provider: GcpProvider, op: compute_v1.Operation, action: str) -
     return op
 
 
-def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+def push(provider: ImageHost, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
     """See the module docstring. Raises ConfigError without ``image_bucket``."""
     cfg = provider.config
     found = find(provider, image)
@@ -229,14 +238,14 @@ def push(provider: GcpProvider, image: ImageSpec, artefact: Path, progress: Prog
         except errors.AlreadyExists:
             pass
         else:
-            op = _wait_global(provider, op, action)
+            op = wait_global(provider, op, action)
             failure = errors.operation_error(op, action=action)
             if failure is not None and not isinstance(failure, errors.AlreadyExists):
                 raise failure
     return _ready(provider, image)
 
 
-def _ready(provider: GcpProvider, image: ImageSpec) -> ImageRecord:
+def _ready(provider: ImageHost, image: ImageSpec) -> ImageRecord:
     """The image named ``image.name`` once READY (it must carry the digest)."""
     deadline = time.monotonic() + provider.config.operation_deadline
     while True:
@@ -259,7 +268,7 @@ def _ready(provider: GcpProvider, image: ImageSpec) -> ImageRecord:
         time.sleep(1.0)
 
 
-def delete(provider: GcpProvider, record: ImageRecord, wait: Callable[[compute_v1.Operation, str], object]) -> None:
+def delete(provider: ImageHost, record: ImageRecord) -> None:
     """Delete the image and its uploaded object. Already gone is success."""
     if not record.digest:
         raise PermanentError(f"gcp: refusing to delete image {record.name}: it lacks the {LABEL_IMAGE} label")
@@ -271,7 +280,7 @@ def delete(provider: GcpProvider, record: ImageRecord, wait: Callable[[compute_v
         with errors.translate(action):
             op = provider.api.writes.images.delete_unary(project=cfg.project, image=record.name, retry=None,
                                                       timeout=cfg.request_timeout)
-        wait(op, action)
+        wait_global(provider, op, action)
     except (NotFoundError, PermanentError) as exc:
         if not isinstance(exc.__cause__, gexc.NotFound):  # a 404 is mapped as "image does not exist"
             raise

@@ -24,7 +24,7 @@ How the protocol maps onto Compute Engine:
 * members are spread over the configured zones round-robin by ``MemberSpec.placement``;
 * inserts, deletes and their operation waits are tried once per call: a throttled (429, with its
   ``Retry-After``) or failed answer is a TransientError that the executor retries under the one
-  retry policy (:mod:`reconciler.retry`), so attempts are never multiplied by a second retry loop
+  retry policy (:mod:`reconciler.kit.retry`), so attempts are never multiplied by a second retry loop
   here. Only reads that nothing above retries (a listing's pages, ``validate``'s lookups) are
   retried inside the call, under the same policy for up to ``retry_deadline`` seconds.
 
@@ -49,11 +49,11 @@ from providers.gcp import errors
 from providers.gcp import images as gcp_images
 from providers.gcp.api import ComputeApi, JsonDict, done
 from providers.gcp.config import ENDPOINT_ENV, GcpConfig, parse_config
-from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
-from reconciler.image import ImageRecord, ImageSpec
+from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
+from reconciler.core.image import ImageRecord, ImageSpec
+from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
 from reconciler.kit import RetryPolicy, require_owned
-from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.provider import Progress, SdConfig
+from reconciler.kit.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
@@ -175,7 +175,7 @@ class GcpProvider:
         """One google-cloud-compute write, tried once, mapped to infra errors on failure.
 
         A throttled or failed answer is a TransientError (with the server's ``Retry-After``) that
-        the executor retries under the one retry policy (:mod:`reconciler.retry`), idempotently
+        the executor retries under the one retry policy (:mod:`reconciler.kit.retry`), idempotently
         (requestId, then 409 adoption).
         """
         with errors.translate(action):
@@ -306,7 +306,7 @@ class GcpProvider:
         except ValueError as exc:
             raise ConfigError(f"groups.{spec.group}.provider_config.address_range: {exc}") from None
 
-    # -- images (reconciler.provider.ImageStore) ------------------------------------------
+    # -- images (reconciler.kit.provider.ImageStore) ------------------------------------------
 
     def find_image(self, image: ImageSpec) -> ImageRecord | None:
         """The image labelled ``infra-image=<digest>`` (one ``images.list``), or None."""
@@ -318,7 +318,7 @@ class GcpProvider:
 
     def delete_image(self, record: ImageRecord) -> None:
         """Delete the image and its uploaded object; already gone is success."""
-        gcp_images.delete(self, record, lambda op, action: gcp_images._wait_global(self, op, action))
+        gcp_images.delete(self, record)
 
     def accepts_documents(self) -> bool:
         """True against infra's GCE emulator (asked of an endpoint override only)."""

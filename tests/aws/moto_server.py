@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     exports = {"AWS_ENDPOINT_URL": url, **{k: v for k, v in moto_world.FAKE_ENV.items() if k.startswith("AWS_")},
                "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
     if args.world:
-        from providers.aws.provider import new_session
+        from providers.aws.session import new_session
 
         ec2 = new_session().client("ec2", region_name=moto_world.REGION, endpoint_url=url)
         world = moto_world.build(ec2)

@@ -28,7 +28,7 @@ from typing import Any
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError
 
-from reconciler.model import MemberSpec
+from reconciler.core.model import MemberSpec
 
 REGION = "us-east-1"
 AMI_NAME = "infra-test-linuxkit"
@@ -84,7 +84,7 @@ def strict_moto(setattr_: Callable[[Any, str, Any], None]) -> None:
 
 def client() -> Any:
     """A raw EC2 client (the tests' view from outside infra), sharing the provider's loader."""
-    from providers.aws.provider import new_session
+    from providers.aws.session import new_session
 
     return new_session().client("ec2", region_name=REGION)
 

@@ -77,7 +77,7 @@ def moto_server(aws_env: None, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def ec2(moto_server: str) -> Any:
-    from providers.aws.provider import new_session
+    from providers.aws.session import new_session
 
     return new_session().client("ec2", region_name=REGION, endpoint_url=moto_server)
 

@@ -9,7 +9,7 @@ seconds:
   registered the YAML itself (what its push does against this emulator without linuxkit); the
   instance's user-data is delivered as LinuxKit's metadata package does on EC2 (the JSON tree
   under ``/run/config``, plus ``local_ipv4`` and ``hostname``); the document's services run as one
-  local process group at the instance's private IP (:class:`reconciler.machines.Machines`);
+  local process group at the instance's private IP (:class:`reconciler.kit.machines.Machines`);
 * a stopped, shutting-down or terminated instance stops its group;
 * a dead service leaves the instance running, as on a real VM. ``GetConsoleOutput`` returns the
   machine's service logs.
@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from reconciler import linuxkit
-from reconciler.image import LABEL_IMAGE
-from reconciler.machines import BootError, Machines
-from reconciler.model import ConfigFile, MemberSpec
+from reconciler.core import linuxkit
+from reconciler.core.image import LABEL_IMAGE
+from reconciler.core.model import ConfigFile, MemberSpec
+from reconciler.kit.machines import BootError, Machines
 
 
 class Ec2Machines(Machines[str]):

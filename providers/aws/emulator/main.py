@@ -91,7 +91,7 @@ def run(port: int, state: Path) -> int:
 
     from providers.aws.emulator import fidelity
     from providers.aws.emulator.machines import Ec2Machines
-    from providers.aws.provider import new_session
+    from providers.aws.session import new_session
 
     fidelity.apply(setattr)
     loopback_only()
