@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.paths import state_root
-from reconciler.settings import parse_settings
+from reconciler.kit.paths import state_root
+from reconciler.kit.settings import parse_settings
 
 
 class LocalConfig(BaseModel):
@@ -30,7 +30,7 @@ class LocalConfig(BaseModel):
 
     def root_path(self) -> Path:
         """The provider's root directory (not created here)."""
-        return Path(self.root).expanduser() if self.root else state_root() / "local"
+        return Path(self.root).expanduser() if self.root else state_root(create=False) / "local"
 
 
 def parse_config(config: dict[str, Any]) -> LocalConfig:

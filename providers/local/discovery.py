@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.local.store import flock, read_json, write_json, write_text
-from reconciler.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK, Instance
+from reconciler.core.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK, Instance
 
 REGISTRATIONS = "registrations.json"
 
@@ -53,9 +53,9 @@ class Discovery:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _lock(self) -> Any:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # on first write, not on open
         return flock(self.dir / "discovery.lock")
 
     def _registrations(self) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Delivers a member's configuration the way LinuxKit's ``metadata`` package does.
 
 On a LinuxKit instance, ``metadata`` fetches the user-data, keeps it as ``/run/config/userdata``
-and, when it is JSON of the shape :meth:`reconciler.model.MemberSpec.userdata` produces, expands
+and, when it is JSON of the shape :meth:`reconciler.core.model.MemberSpec.userdata` produces, expands
 it into files: a key with ``entries`` is a directory, a key with ``content`` a file written with
 its ``perm``. The local provider does the same into the instance's ``config/`` directory, so a
 service reads ``{config}/etcd/etcd.conf.yml`` locally exactly as it reads
@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import PermanentError
+from reconciler.core.errors import PermanentError
 
 USERDATA = "userdata"
 

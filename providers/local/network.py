@@ -16,7 +16,7 @@ import socket
 from collections.abc import Collection, Iterable
 
 from providers.local.store import candidates
-from reconciler.errors import PermanentError
+from reconciler.core.errors import PermanentError
 
 #: How many consecutive addresses with the same busy port mean "it is busy everywhere".
 _EVERYWHERE = 3

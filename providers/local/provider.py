@@ -6,7 +6,7 @@ The embedded default provider (DESIGN.md, "Providers"). An instance is:
 * a directory ``<root>/instances/<name>/`` (:mod:`providers.local.store`) holding
   ``instance.json`` (id, name, labels, address, process ids with start times, created time),
   ``linuxkit.yml`` (the LinuxKit YAML its cloud image would be built from,
-  :mod:`reconciler.linuxkit`), ``config/`` (its user-data, delivered as LinuxKit's metadata
+  :mod:`reconciler.core.linuxkit`), ``config/`` (its user-data, delivered as LinuxKit's metadata
   package does, :mod:`providers.local.metadata`), ``logs/<service>.log`` and ``data/``;
 * a supervisor process (:mod:`providers.local.supervisor`) leading its own session and process
   group, running the member's services as host commands. Instances outlive the ``infra``
@@ -16,7 +16,7 @@ Liveness is read from ``/proc`` on every ``list``: a service that exited (record
 supervisor in ``logs/exits.json``) or processes that are gone make the instance DEAD, with
 ``detail`` saying what died; the planner then replaces it.
 
-Every public method maps OS failures to :mod:`reconciler.errors` types in one place
+Every public method maps OS failures to :mod:`reconciler.core.errors` types in one place
 (:func:`_os_errors`). Linux only (it reads ``/proc``).
 """
 
@@ -41,18 +41,18 @@ from providers.local.config import LocalConfig, parse_config
 from providers.local.discovery import Discovery
 from providers.local.procs import ProcRef, adopt, alive, reap_children, ref_of, terminate
 from providers.local.store import Claims, InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
-from reconciler import linuxkit
-from reconciler.errormap import ErrorTable
-from reconciler.errors import ConfigError, InfraError, PermanentError, TransientError
-from reconciler.model import (
+from reconciler.core import linuxkit
+from reconciler.core.errors import ConfigError, InfraError, PermanentError, TransientError
+from reconciler.core.model import (
     Instance,
     InstanceStatus,
     MemberSpec,
     Problem,
 )
-from reconciler.ownership import require_owned
-from reconciler.provider import SdConfig
-from reconciler.settings import first_problem
+from reconciler.kit.errormap import ErrorTable
+from reconciler.kit.ownership import require_owned
+from reconciler.kit.provider import SdConfig
+from reconciler.kit.settings import first_problem
 
 #: The LinuxKit metadata source a local VM would read its user-data from.
 METADATA_SOURCE = "cdrom"
@@ -88,7 +88,7 @@ def _map_os_error(exc: BaseException, action: str) -> InfraError | None:
     return PermanentError(message)
 
 
-#: The local provider's one error table (:mod:`reconciler.errormap`).
+#: The local provider's one error table (:mod:`reconciler.kit.errormap`).
 TABLE = ErrorTable("local", _map_os_error)
 _os_errors = TABLE.translate
 
@@ -112,6 +112,17 @@ def _ports(spec: MemberSpec) -> list[int]:
     return [p for svc in spec.services for p in svc.ports]
 
 
+def _check_usable(root: Path) -> None:
+    """Raise OSError unless ``root`` is, or could be made as, a directory of this user's."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(probe))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", str(probe))
+
+
 class LocalProvider:
     """Instances as supervised process groups on this machine. See the module docstring."""
 
@@ -122,17 +133,17 @@ class LocalProvider:
         self.stack = stack
         self.state_dir = state_dir
         self.root = config.root_path()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_usable(self.root)  # made on the first write (Store.lock), not by opening
         self.store = Store(self.root)
         self.claims = Claims()
         self.sd = Discovery(self.root / "discovery")
 
     @classmethod
     def open(cls, config: Mapping[str, Any], *, stack: str, state_dir: Path) -> LocalProvider:
-        """Validate ``config`` (see :class:`LocalConfig`) and prepare the root directory.
+        """Validate ``config`` (see :class:`LocalConfig`); the root directory is made on first write.
 
         Raises ConfigError naming ``provider_config.<field>`` for a bad setting, or
-        ``provider_config.root`` when the root directory cannot be created.
+        ``provider_config.root`` when the root directory could not be created.
         """
         cfg = parse_config(dict(config))
         try:

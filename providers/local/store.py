@@ -139,9 +139,10 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.instances = root / "instances"
-        self.instances.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The root's allocation lock; the root and ``instances/`` are made here, on first write."""
+        self.instances.mkdir(parents=True, exist_ok=True, mode=0o700)
         return flock(self.root / "alloc.lock")
 
     def dir_of(self, name: str) -> Path:
@@ -188,6 +189,7 @@ class Store:
 
     def staging_dir(self) -> Path:
         """A new private directory to build an instance in (rename it into place when done)."""
+        self.instances.mkdir(parents=True, exist_ok=True, mode=0o700)
         return Path(tempfile.mkdtemp(dir=self.instances, prefix=".tmp-"))
 
     def discard(self, directory: Path) -> None:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from reconciler.lock import StackLock
+from reconciler.engine.state import StateDir
 from tests.daemon.conftest import INFRA, Harness, is_event, is_pass, replace_text, report, set_size
 
 
@@ -161,7 +161,7 @@ def test_sigterm_finishes_the_change_in_flight_and_exits_0(harness: Harness) -> 
 
     members = _members(harness, stack)
     assert list(members) == ["web-0"] and members["web-0"]["healthy"] is True, "no half-done change"
-    lock = StackLock(harness.state / "stacks" / "term", "term")
+    lock = StateDir("term", harness.state).lock()
     lock.acquire()  # released: nobody holds it any more
     lock.release()
 

@@ -104,9 +104,8 @@ def test_a_second_writer_fails_fast_naming_the_holder(infra: Infra, tmp_path: Pa
     path = write_stack(tmp_path / "l.py", f"stack = Stack(name='locked', groups=[Group(name='web', size=1, config={CMD})])\n")
     holder = subprocess.Popen(
         [*infra_bin()[:-1], *(["python3"] if len(infra_bin()) == 1 else []), "-c",
-         "import sys, time; from pathlib import Path; from reconciler.lock import StackLock; "
-         "from reconciler.paths import stack_dir; "
-         "l = StackLock(stack_dir('locked'), 'locked'); l.acquire(); print('held', flush=True); time.sleep(60)"],
+         "import sys, time; from reconciler.engine.state import StateDir; "
+         "l = StateDir('locked').lock(); l.acquire(); print('held', flush=True); time.sleep(60)"],
         env=infra.env(), stdout=subprocess.PIPE, text=True,
     )
     try:

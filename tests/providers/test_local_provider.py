@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from providers.local import LocalProvider, network, procs
-from reconciler.errors import ConfigError, PermanentError
-from reconciler.model import (
+from reconciler.core.errors import ConfigError, PermanentError
+from reconciler.core.model import (
     LABEL_SPEC,
     ConfigFile,
     Instance,
@@ -71,6 +71,9 @@ def test_default_root_is_under_the_state_dir(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("INFRA_STATE_DIR", str(tmp_path / "state"))
     provider = LocalProvider.open({}, stack="s", state_dir=tmp_path)
     assert provider.root == tmp_path / "state" / "local"
+    assert not (tmp_path / "state").exists()  # opening makes nothing: the root is made on first write
+    with provider.store.lock():
+        pass
     assert (tmp_path / "state" / "local" / "instances").is_dir()
 
 
@@ -204,7 +207,7 @@ def test_instance_outlives_the_process_that_created_it(local_root: Path) -> None
     script = (
         "import json, sys\n"
         "from providers.local import LocalProvider\n"
-        "from reconciler.model import MemberSpec\n"
+        "from reconciler.core.model import MemberSpec\n"
         "spec = MemberSpec.model_validate_json(sys.argv[2])\n"
         "p = LocalProvider.open({'root': sys.argv[1]}, stack=spec.stack, state_dir=None)\n"
         "print(p.create(spec).model_dump_json())\n"
