@@ -19,10 +19,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from reconciler.errors import HealthTimeoutError
-from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
-from reconciler.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
-from reconciler.stack import Group
+from reconciler.core.errors import HealthTimeoutError
+from reconciler.core.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
+from reconciler.core.stack import Group
+from reconciler.kit.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
 
 
 class CommandConfig(RoleConfig):

@@ -8,7 +8,7 @@ how ``infra`` talks to etcd. Stack files declare a group with :class:`Etcd`.
 
 from plugins.etcd.config import EtcdConfig
 from plugins.etcd.role import EtcdRole
-from reconciler.stack import Group
+from reconciler.core.stack import Group
 
 
 class Etcd(Group, EtcdConfig):

@@ -16,7 +16,7 @@ than ``etcdctl`` in a subprocess or a gRPC client:
   check;
 * no new dependency: ``ssl`` + ``http.client`` do mutual TLS with hostname (IP SAN) checking.
 
-Exceptions (internal to the plugin; the role turns them into :mod:`reconciler.errors` types)::
+Exceptions (internal to the plugin; the role turns them into :mod:`reconciler.core.errors` types)::
 
     EtcdError                   any failure talking to one endpoint
     ├── EtcdUnreachable         connect/TLS/timeout: the member could not be asked

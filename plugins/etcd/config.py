@@ -12,7 +12,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from reconciler.role import RoleConfig
+from reconciler.kit.role import RoleConfig
 
 DEFAULT_VERSION = "3.4.23"
 IMAGE_REPOSITORY = "quay.io/coreos/etcd"

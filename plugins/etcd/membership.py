@@ -4,7 +4,7 @@ Called by :mod:`plugins.etcd.role`'s ``before_create`` and ``before_delete`` onc
 rules (:mod:`plugins.etcd.safety`) have allowed the change. etcd refuses a reconfiguration with
 "unhealthy cluster" until its members have been connected for a few seconds; such refusals are
 retried for ``reconfig_wait`` seconds, then handed to the executor as a transient error. Every
-other refusal is a :class:`~reconciler.errors.RoleError`.
+other refusal is a :class:`~reconciler.core.errors.RoleError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from plugins.etcd.client import EtcdApiError, EtcdClient, EtcdError, EtcdUnreachable, Member, MemberList
 from plugins.etcd.survey import Survey
-from reconciler.errors import RoleError, RoleTransientError
+from reconciler.core.errors import RoleError, RoleTransientError
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import yaml
 
 from plugins.etcd.config import EtcdConfig
-from reconciler.model import ConfigFile, Service
+from reconciler.core.model import ConfigFile, Service
 
 SETTINGS_FILE = "etcd/etcd.conf.yml"
 CLUSTER_FILE = "etcd/cluster.yml"

@@ -1,22 +1,22 @@
 """The ``etcd`` role: a quorum-safe etcd cluster with mutual TLS (the heart of the stack).
 
 Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls its hooks (see
-:mod:`reconciler.role`). What it guarantees, hook by hook:
+:mod:`reconciler.kit.role`). What it guarantees, hook by hook:
 
 ``check``        size 0-7 (more is refused, for the reason etcd's FAQ gives), an even size is a
                  warning, before any provider is opened; flags are checked by
                  :mod:`plugins.etcd.config` where the group is built.
 ``validate``     the host's etcd binary, on the local provider.
 ``expand``       members ``<group>-0`` … ``<group>-(n-1)``, each at the address the provider
-                 reserves for it (:func:`reconciler.provider.address_for`), with a *static*
+                 reserves for it (:func:`reconciler.kit.provider.address_for`), with a *static*
                  bootstrap configuration: ``initial-cluster`` = every desired member, state
                  ``new``. ``before_create`` adds the member's certificate, whose SAN is that
-                 address (:mod:`reconciler.pki`), so planning writes nothing.
+                 address (:mod:`reconciler.kit.pki`), so planning writes nothing.
 ``health``       ``/health`` of the member over mutual TLS, and the member must be in its
                  cluster's member list. Unreachable while another member answers → unhealthy;
                  nothing answers at all (a cloud seen from outside) → unknown, left alone.
 ``preflight``    before every change: a majority of the member list answering (else
-                 :class:`~reconciler.errors.QuorumLostError`: nothing is changed, the message
+                 :class:`~reconciler.core.errors.QuorumLostError`: nothing is changed, the message
                  names the recovery commands), a majority healthy, every reachable member
                  agreeing on the list and a leader elected (else wait: an election is not a
                  lost quorum).
@@ -55,12 +55,12 @@ from plugins.etcd.client import EtcdApiError, EtcdClient, EtcdError, EtcdUnreach
 from plugins.etcd.config import EtcdConfig
 from plugins.etcd.membership import PROBE_TIMEOUT, Membership
 from plugins.etcd.survey import Survey, label, quorum
-from reconciler.errors import HealthTimeoutError, RoleError, RoleTransientError
-from reconciler.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK, Health, Instance, MemberSpec, Problem
-from reconciler.pki import StackCA
-from reconciler.provider import address_for
-from reconciler.role import MetricsTarget, Role, RoleContext, UpdatePolicy
-from reconciler.stack import Group
+from reconciler.core.errors import HealthTimeoutError, RoleError, RoleTransientError
+from reconciler.core.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK, Health, Instance, MemberSpec, Problem
+from reconciler.core.stack import Group
+from reconciler.kit.pki import StackCA
+from reconciler.kit.provider import address_for
+from reconciler.kit.role import MetricsTarget, Role, RoleContext, UpdatePolicy
 
 #: etcd's FAQ on cluster size ("What is maximum cluster size?").
 MAX_SIZE = 7
@@ -125,7 +125,7 @@ class EtcdRole(Role[EtcdConfig]):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _client(self, ctx: Ctx, timeout: float | None = None) -> EtcdClient:
-        ca = StackCA(ctx.state_dir)
+        ca = StackCA(ctx.state_dir, create=ctx.writing)
         issued = ca.issue(CLIENT_CERT, client=True)
         return EtcdClient(ca.ensure(), issued.cert_path, issued.key_path, timeout=timeout or ctx.config.request_timeout)
 
@@ -215,7 +215,7 @@ class EtcdRole(Role[EtcdConfig]):
     def _with_tls(ctx: Ctx, member: MemberSpec) -> MemberSpec:
         """``member`` with the CA, its certificate (SAN = its address) and its key (secret)."""
         assert member.address is not None
-        ca = StackCA(ctx.state_dir)
+        ca = StackCA(ctx.state_dir, create=ctx.writing)
         issued = ca.issue(member.member, sans=member_sans(member.address), server=True, client=True)
         return member.with_files(*render.tls_files(ca.ca_cert_pem, issued.cert_pem, issued.key_pem))
 
@@ -508,7 +508,7 @@ class EtcdRole(Role[EtcdConfig]):
 
     def env(self, ctx: Ctx) -> dict[str, str]:
         """etcdctl's variables: v3 API, every member's client URL, the CA and infra's client cert."""
-        ca = StackCA(ctx.state_dir)
+        ca = StackCA(ctx.state_dir, create=ctx.writing)
         issued = ca.issue(CLIENT_CERT, client=True)
         endpoints = [self._endpoint(ctx, i.address) for i in ctx.instances if i.address and i.alive]
         return {

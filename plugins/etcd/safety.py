@@ -4,7 +4,7 @@ Called by :mod:`plugins.etcd.role`'s gates; nothing here does I/O, so every rule
 the planner, on generated clusters (``tests/etcd/test_safety.py``, hypothesis). The rules:
 
 * :func:`preflight` — a change may start only while a majority of the member list answers
-  (else :class:`~reconciler.errors.QuorumLostError`: nothing is changed), a majority is healthy,
+  (else :class:`~reconciler.core.errors.QuorumLostError`: nothing is changed), a majority is healthy,
   every reachable member agrees on the list and a leader is elected (else wait: an election is
   not a lost quorum). No member reachable while instances are alive: refuse, never act blind.
 * :func:`removal` — removing a member must leave a healthy majority of the smaller cluster; a
@@ -23,8 +23,8 @@ from typing import Literal
 
 from plugins.etcd.client import EtcdUnreachable, Member, MemberList
 from plugins.etcd.survey import Survey, label, quorum
-from reconciler.errors import QuorumLostError, RoleError, RoleTransientError
-from reconciler.model import Instance
+from reconciler.core.errors import QuorumLostError, RoleError, RoleTransientError
+from reconciler.core.model import Instance
 
 RECOVERY_HINT = (
     "If the dead members can come back with their data directories intact, bring them back "

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from plugins.etcd.client import EtcdClient, EtcdError, EtcdUnreachable, Member, MemberList, Status
-from reconciler.model import Instance
+from reconciler.core.model import Instance
 
 
 def quorum(members: int) -> int:

@@ -6,7 +6,7 @@ the configuration it renders. Stack files declare a group with :class:`Prometheu
 
 from plugins.prometheus.role import PrometheusRole
 from plugins.prometheus.settings import PrometheusConfig
-from reconciler.stack import Group
+from reconciler.core.stack import Group
 
 
 class Prometheus(Group, PrometheusConfig):

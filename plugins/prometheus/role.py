@@ -1,7 +1,7 @@
 """The ``prometheus`` role: a Prometheus server watching other groups of the same stack.
 
 Registered under the ``infra.plugins`` entry point ``prometheus``; the engine calls its hooks
-(see :mod:`reconciler.role`). A stack declares, for example::
+(see :mod:`reconciler.kit.role`). A stack declares, for example::
 
     Group(name="prometheus", size=1, role="prometheus", config={"watch": ["etcd"]})
 
@@ -14,7 +14,7 @@ the local provider rewrites on every pass, or the cloud's own discovery), so sca
 group changes the targets without touching Prometheus's configuration or restarting it.
 
 Endpoints that require mutual TLS (etcd's) are scraped with a client certificate issued for the
-group by the stack's CA (:mod:`reconciler.pki`); its key reaches the member as a secret file
+group by the stack's CA (:mod:`reconciler.kit.pki`); its key reaches the member as a secret file
 that never appears in a plan, a log or the spec hash.
 """
 
@@ -28,10 +28,10 @@ from pydantic import JsonValue
 from plugins.prometheus import api
 from plugins.prometheus.scrape import CA_FILE, CERT_FILE, KEY_FILE, Job, job_names, render
 from plugins.prometheus.settings import PrometheusConfig
-from reconciler.errors import ConfigError, HealthTimeoutError
-from reconciler.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, group_selector
-from reconciler.pki import StackCA
-from reconciler.role import MetricsTarget, Role, RoleContext, UpdatePolicy
+from reconciler.core.errors import ConfigError, HealthTimeoutError
+from reconciler.core.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, group_selector
+from reconciler.kit.pki import StackCA
+from reconciler.kit.role import MetricsTarget, Role, RoleContext, UpdatePolicy
 
 #: Directory of the role's files below the member's config directory (LinuxKit ``/run/config``).
 CONFIG_DIR = "prometheus"
@@ -136,7 +136,7 @@ class PrometheusRole(Role[PrometheusConfig]):
         text = render(jobs, stack=ctx.stack.name, interval=cfg.scrape_interval, timeout=cfg.effective_scrape_timeout())
         files = [ConfigFile(path=CONFIG_FILE, content=text)]
         if any(job.target.mtls for job in jobs):
-            ca = StackCA(ctx.state_dir)
+            ca = StackCA(ctx.state_dir, create=ctx.writing)
             issued = ca.issue(f"{self.name}-{ctx.group.name}", client=True)
             files += [
                 ConfigFile(path=f"{CONFIG_DIR}/{CA_FILE}", content=ca.ca_cert_pem),

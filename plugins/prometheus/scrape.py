@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from reconciler.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK
-from reconciler.provider import SdConfig
-from reconciler.role import MetricsTarget
+from reconciler.core.model import LABEL_GROUP, LABEL_MEMBER, LABEL_STACK
+from reconciler.kit.provider import SdConfig
+from reconciler.kit.role import MetricsTarget
 
 #: Where the TLS files of mutual-TLS targets live, relative to ``prometheus.yml`` (Prometheus
 #: resolves relative paths in its configuration against the configuration file's directory).

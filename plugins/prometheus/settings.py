@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from reconciler.role import RoleConfig
-from reconciler.stack import GroupRef
+from reconciler.core.stack import GroupRef
+from reconciler.kit.role import RoleConfig
 
 #: A Prometheus duration (``5s``, ``1m30s``, ``15d``): units from years down to milliseconds,
 #: largest first, each at most once, the same grammar Prometheus's ``model.ParseDuration`` takes.

@@ -1,0 +1,447 @@
+"""The stack-owned certificate authority: mutual TLS for etcd peers, clients and Prometheus.
+
+Every stack that needs TLS (the etcd role, the prometheus role that scrapes it, ``infra env``)
+shares one CA kept in the stack's private state directory, so the cluster's identity is
+cryptographic and no part of its control plane speaks plain text (the SwarmKit lesson from the
+2017 demo). Called by roles from ``expand``/``env``/``status`` with ``RoleContext.state_dir``.
+
+Layout under ``state_dir/pki`` (directories 0700, private keys 0600)::
+
+    ca.crt  ca.key              the CA, created on first use; the key never leaves this directory
+    issued/<name>.crt, .key     leaf certificates, cached: reissued only when the requested SANs
+                                or usages change, the CA changed, or a third of the lifetime is left
+
+Keys are ECDSA P-256, signatures SHA-256. A SAN that parses as an IP address becomes an
+``IPAddress`` entry, anything else a ``DNSName``. Private keys are never logged or put in an
+error message; :class:`Issued` hides its key from ``repr``.
+
+Several threads (parallel creates) and several ``infra`` processes (``apply`` next to ``env``)
+may issue at once: a file lock (``pki/.lock``) plus a thread lock serialise writers, and files
+are replaced atomically.
+
+**Read-only passes write nothing.** A role builds its ``StackCA`` with ``create=ctx.writing``: a
+pass that does not hold the stack's lock (``infra plan``, ``validate``, ``status``, ``graph``)
+reads the CA and the cached certificates that exist, and never creates the state directory, the
+CA or a certificate there. With no CA on disk yet (nothing was ever applied), it uses a throwaway
+CA held in memory; what it must hand out as files (a certificate that needs issuing) goes to a
+private temporary directory removed with the object. Only a writer (``apply``, ``destroy``, the
+leading daemon) makes the stack's CA, under the stack's lock.
+
+Failure: anything that cannot be read or written raises :class:`reconciler.core.errors.ConfigError`
+naming the path (a corrupt or foreign CA is never silently replaced: that would orphan every
+member's certificate).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from filelock import FileLock
+
+from reconciler.core.errors import ConfigError
+
+CA_VALIDITY = dt.timedelta(days=3650)
+LEAF_VALIDITY = dt.timedelta(days=365)
+#: Leaf certificates with less than this fraction of their lifetime left are reissued.
+RENEW_FRACTION = 1 / 3
+
+_THREAD_LOCK = threading.RLock()
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A leaf certificate and its key, both as PEM text and as files (key 0600)."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+    cert_path: Path
+    key_path: Path
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` atomically with ``mode`` set before any byte is written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _san_entries(sans: Sequence[str]) -> list[x509.GeneralName]:
+    entries: list[x509.GeneralName] = []
+    for san in sans:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(san)))
+        except ValueError:
+            entries.append(x509.DNSName(san))
+    return entries
+
+
+def _normalise_sans(sans: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for san in sans:
+        try:
+            value = str(ipaddress.ip_address(san))
+        except ValueError:
+            value = san.strip().lower()
+        if not value:
+            raise ConfigError("an empty subject alternative name was requested")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+def _cert_sans(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    ips = {str(ip) for ip in ext.get_values_for_type(x509.IPAddress)}
+    return ips | {d.lower() for d in ext.get_values_for_type(x509.DNSName)}
+
+
+def _cert_usages(cert: x509.Certificate) -> tuple[bool, bool]:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return (False, False)
+    return (ExtendedKeyUsageOID.SERVER_AUTH in eku, ExtendedKeyUsageOID.CLIENT_AUTH in eku)
+
+
+def _safe_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ConfigError(f"{name!r} is not a valid certificate name: use letters, digits, '-', '_' and '.'")
+    return name
+
+
+class StackCA:
+    """The CA of one stack, kept under ``state_dir/pki``; created on first use.
+
+    ``StackCA(ctx.state_dir).issue("etcd-0", sans=["127.77.0.3"], server=True, client=True)``
+    returns the member's certificate, reusing the cached one when nothing it certifies changed.
+    """
+
+    def __init__(self, state_dir: Path, *, common_name: str | None = None, create: bool = True) -> None:
+        """``create``: whether this caller may write the stack's state (it holds the stack's lock);
+        when False nothing is written under ``state_dir`` (see the module docstring)."""
+        self.state_dir = Path(state_dir)
+        self.dir = self.state_dir / "pki"
+        self.issued_dir = self.dir / "issued"
+        self.ca_cert_path = self.dir / "ca.crt"
+        self.ca_key_path = self.dir / "ca.key"
+        self._common_name = common_name or f"infra stack CA ({self.state_dir.name})"
+        self._ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
+        self.create = create
+        #: read-only: a private temporary directory for what must be handed out as files
+        self._scratch: Path | None = None
+        #: read-only: the CA is a throwaway one held in memory (none exists on disk)
+        self._throwaway = False
+        if not create:
+            return
+        try:
+            for d in (self.state_dir, self.dir, self.issued_dir):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for d in (self.dir, self.issued_dir):
+                os.chmod(d, 0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the stack's certificate directory {self.dir}: {exc}") from exc
+        self._file_lock = FileLock(str(self.dir / ".lock"))
+
+    # -- the CA ---------------------------------------------------------------------------------
+
+    @property
+    def ca_cert_pem(self) -> str:
+        """The CA certificate (public), creating the CA on first use."""
+        cert, _ = self._load_or_create_ca()
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def ensure(self) -> Path:
+        """Create the CA when it does not exist yet; returns the CA certificate's path."""
+        cert, _ = self._load_or_create_ca()
+        if self._throwaway:
+            path = self._scratch_dir() / "ca.crt"
+            if not path.exists():
+                _write_private(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            return path
+        return self.ca_cert_path
+
+    def _scratch_dir(self) -> Path:
+        """Read-only: the private temporary directory (0700), removed with this object."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="infra-pki-"))
+            weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
+        return self._scratch
+
+    def _load_or_create_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        if self._ca is not None:
+            return self._ca
+        if not self.create:
+            with _THREAD_LOCK:
+                if self._ca is None:
+                    if self.ca_cert_path.exists() and self.ca_key_path.exists():
+                        self._ca = self._read_ca()
+                    else:  # nothing applied yet (or a writer is making it now): a throwaway CA
+                        self._ca, self._throwaway = self._new_ca(), True
+            return self._ca
+        with _THREAD_LOCK, self._file_lock:
+            if self.ca_cert_path.exists() and self.ca_key_path.exists():
+                self._ca = self._read_ca()
+            elif self.ca_cert_path.exists() or self.ca_key_path.exists():
+                raise ConfigError(
+                    f"the stack's CA in {self.dir} is incomplete (one of ca.crt, ca.key is missing)",
+                    hint="restore the missing file from a backup; a new CA would invalidate every member's certificate",
+                )
+            else:
+                self._ca = self._create_ca()
+        return self._ca
+
+    def _read_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        try:
+            cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+            key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot read the stack's CA in {self.dir}: {type(exc).__name__}",
+                hint="restore ca.crt and ca.key from a backup",
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise ConfigError(f"the stack's CA key in {self.dir} does not match its certificate")
+        os.chmod(self.ca_key_path, 0o600)
+        return cert, key
+
+    def _create_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        cert, key = self._new_ca()
+        try:
+            _write_private(
+                self.ca_key_path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                0o600,
+            )
+            _write_private(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the stack's CA in {self.dir}: {exc.strerror}") from None
+        return cert, key
+
+    def _new_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "infra"),
+                x509.NameAttribute(NameOID.COMMON_NAME, self._common_name[:64]),
+            ]
+        )
+        now = _now()
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cert, key
+
+    # -- leaf certificates ----------------------------------------------------------------------
+
+    def paths(self, name: str) -> tuple[Path, Path]:
+        """Where the certificate and key of ``name`` are (or will be) kept."""
+        safe = _safe_name(name)
+        return self.issued_dir / f"{safe}.crt", self.issued_dir / f"{safe}.key"
+
+    def issue(
+        self,
+        name: str,
+        *,
+        sans: Sequence[str] = (),
+        server: bool = False,
+        client: bool = False,
+    ) -> Issued:
+        """The certificate ``name`` for ``sans`` with the requested usages, cached on disk.
+
+        ``server`` adds the TLS server usage (SANs are what clients verify), ``client`` the TLS
+        client usage (what ``--client-cert-auth`` checks). The cached certificate is returned
+        unchanged when it was signed by this CA, has exactly these SANs and usages, and has more
+        than a third of its lifetime left; otherwise a new key and certificate replace it.
+        Raises ConfigError when neither usage is requested or the files cannot be written.
+        """
+        if not (server or client):
+            raise ConfigError(f"certificate {name!r}: request server and/or client usage")
+        wanted = _normalise_sans(sans)
+        if server and not wanted:
+            raise ConfigError(f"certificate {name!r}: a server certificate needs at least one SAN")
+        cert_path, key_path = self.paths(name)
+        ca_cert, ca_key = self._load_or_create_ca()
+        if not self.create:
+            with _THREAD_LOCK:
+                cached = None if self._throwaway else self._cached(cert_path, key_path, ca_cert, wanted, server, client)
+                if cached is not None:
+                    return cached
+                scratch = self._scratch_dir()
+                return self._issue(name, scratch / cert_path.name, scratch / key_path.name, ca_cert, ca_key,
+                                   wanted, server, client)
+        with _THREAD_LOCK, self._file_lock:
+            cached = self._cached(cert_path, key_path, ca_cert, wanted, server, client)
+            if cached is not None:
+                return cached
+            return self._issue(name, cert_path, key_path, ca_cert, ca_key, wanted, server, client)
+
+    def forget(self, name: str) -> None:
+        """Delete the cached certificate and key of ``name`` (a member that is gone for good)."""
+        if not self.create:
+            return
+        cert_path, key_path = self.paths(name)
+        with _THREAD_LOCK, self._file_lock:
+            key_path.unlink(missing_ok=True)
+            cert_path.unlink(missing_ok=True)
+
+    def _cached(
+        self,
+        cert_path: Path,
+        key_path: Path,
+        ca_cert: x509.Certificate,
+        wanted: tuple[str, ...],
+        server: bool,
+        client: bool,
+    ) -> Issued | None:
+        if not (cert_path.exists() and key_path.exists()):
+            return None
+        try:
+            cert_pem = cert_path.read_bytes()
+            key_pem = key_path.read_bytes()
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (OSError, ValueError):
+            return None
+        if key.public_key() != cert.public_key():
+            return None
+        if cert.issuer != ca_cert.subject:
+            return None
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (InvalidSignature, ValueError, TypeError):
+            return None
+        if _cert_sans(cert) != set(wanted) or _cert_usages(cert) != (server, client):
+            return None
+        lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+        if cert.not_valid_after_utc - _now() < lifetime * RENEW_FRACTION:
+            return None
+        if (key_path.stat().st_mode & 0o777) != 0o600:
+            os.chmod(key_path, 0o600)
+        return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)
+
+    def _issue(
+        self,
+        name: str,
+        cert_path: Path,
+        key_path: Path,
+        ca_cert: x509.Certificate,
+        ca_key: ec.EllipticCurvePrivateKey,
+        wanted: tuple[str, ...],
+        server: bool,
+        client: bool,
+    ) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        usages = [
+            oid
+            for oid, on in (
+                (ExtendedKeyUsageOID.SERVER_AUTH, server),
+                (ExtendedKeyUsageOID.CLIENT_AUTH, client),
+            )
+            if on
+        ]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "infra"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, name[:64]),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
+        if wanted:
+            builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            # Both under the file lock; readers through issue() never see a mismatched pair.
+            _write_private(key_path, key_pem, 0o600)
+            _write_private(cert_path, cert_pem, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}") from None
+        return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)
