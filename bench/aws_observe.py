@@ -58,10 +58,10 @@ def main() -> int:
     from moto import mock_aws
 
     from providers.aws import AwsProvider
-    from reconciler import netguard, registry
-    from reconciler.engine import Engine
-    from reconciler.model import stack_selector
-    from reconciler.stack import Group, Stack
+    from reconciler.core.model import stack_selector
+    from reconciler.core.stack import Group, Stack
+    from reconciler.engine.engine import Engine
+    from reconciler.kit import netguard, registry
 
     netguard.install()
     moto_world.index_moto_tags(setattr)

@@ -6,7 +6,7 @@ Run from the repository root::
     python bench/engine.py --quick    # small sizes, a few seconds: checks the bench itself works
 
 Every ``infra`` figure comes from a fresh Python child process (this script re-run with
-``--child``) that drives :class:`reconciler.engine.Engine` directly against the in-process
+``--child``) that drives :class:`reconciler.engine.engine.Engine` directly against the in-process
 ``memory`` provider, with one ``command``-role group (``config={"command": ["true"]}``), so each
 row starts from a clean heap and its peak RSS belongs to that row alone:
 
@@ -101,8 +101,8 @@ def _peak_rss_mib() -> float:
 
 
 def _engine(n: int, root: Path, **provider_config: Any) -> Any:
-    from reconciler.engine import Engine
-    from reconciler.stack import Group, Stack
+    from reconciler.core.stack import Group, Stack
+    from reconciler.engine.engine import Engine
 
     stack = Stack(
         name="bench",

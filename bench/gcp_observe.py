@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.engine import Engine  # noqa: E402
-from reconciler.loader import load_stack  # noqa: E402
-from reconciler.model import stack_selector  # noqa: E402
+from reconciler.core.model import stack_selector  # noqa: E402
+from reconciler.engine.engine import Engine  # noqa: E402
+from reconciler.engine.loader import load_stack  # noqa: E402
 from tests.gcp_fake import FakeCompute  # noqa: E402
 
 STACK_FILE = ROOT / "tests" / "gcp" / "stacks" / "web-gcp.py"

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.engine import Engine  # noqa: E402
-from reconciler.stack import Group, Stack  # noqa: E402
+from reconciler.core.stack import Group, Stack  # noqa: E402
+from reconciler.engine.engine import Engine  # noqa: E402
 from tests.pulumi.conftest import BIN, TOKEN, bridge_config  # noqa: E402
 
 

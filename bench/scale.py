@@ -8,7 +8,7 @@ Run from the repository root::
 Rows (every figure is measured here, in a fresh child process or a real daemon subprocess):
 
 * **large stack** — 10 groups of 10,000 ``command`` members (100,000) on the in-process ``memory``
-  provider, driven through :class:`reconciler.engine.Engine` in a child process: the apply from
+  provider, driven through :class:`reconciler.engine.engine.Engine` in a child process: the apply from
   empty, then the no-op plan (best of 3; ``CPU`` is the child's CPU time), and the child's peak
   RSS after the apply and after the no-op plans (``ru_maxrss``: interpreter, imports, the
   provider's 100,000 instances and the pass). Targets: no-op plan ≤ 2 s, peak RSS ≤ 400 MiB.
@@ -56,8 +56,8 @@ def _peak_rss_mib() -> float:
 
 
 def child_large(groups: int, size: int) -> dict[str, Any]:
-    from reconciler.engine import Engine
-    from reconciler.stack import Group, Stack
+    from reconciler.core.stack import Group, Stack
+    from reconciler.engine.engine import Engine
 
     stack = Stack(name="scale", provider="memory", provider_config={"world": uuid.uuid4().hex},
                   groups=tuple(Group(name=f"g{i}", size=size, config={"command": ["true"]}) for i in range(groups)))

@@ -1,5 +1,5 @@
 """Provider plugins: where instances run (memory, local, aws, gcp), one package each.
 
-Each implements :class:`reconciler.provider.Provider` and is registered under the
+Each implements :class:`reconciler.kit.provider.Provider` and is registered under the
 ``infra.providers`` entry-point group. Providers never import each other or any role.
 """

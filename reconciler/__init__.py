@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["Group", "Stack"]
 
 if TYPE_CHECKING:
-    from reconciler.stack import Group, Stack
+    from reconciler.core.stack import Group, Stack
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from reconciler import stack
+        from reconciler.core import stack
 
         return getattr(stack, name)
     raise AttributeError(name)

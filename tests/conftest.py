@@ -40,6 +40,6 @@ def _private_network() -> None:
 _private_network()
 os.environ.setdefault("INFRA_NETWORK_ALLOW", "127.0.0.0/8,::1/128")
 
-from reconciler import netguard  # noqa: E402
+from reconciler.kit import netguard  # noqa: E402
 
 netguard.install()

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reconciler.model import OWNERSHIP_LABELS
-from reconciler.settings import parse_settings
+from reconciler.core.model import OWNERSHIP_LABELS
+from reconciler.kit.settings import parse_settings
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")

@@ -1,4 +1,4 @@
-"""The one place where botocore failures become :mod:`reconciler.errors` types.
+"""The one place where botocore failures become :mod:`reconciler.core.errors` types.
 
 Called by :mod:`providers.aws.provider` around every EC2 call (``with translate(action)``). The
 mapping::
@@ -49,8 +49,7 @@ import re
 
 from botocore import exceptions as bexc
 
-from reconciler.errormap import ErrorTable
-from reconciler.errors import (
+from reconciler.core.errors import (
     ConfigError,
     InfraError,
     NotFoundError,
@@ -58,6 +57,7 @@ from reconciler.errors import (
     QuotaError,
     TransientError,
 )
+from reconciler.kit.errormap import ErrorTable
 
 _MAX_DETAIL = 300
 
@@ -269,7 +269,7 @@ def from_exception(exc: BaseException, action: str) -> InfraError | None:
     return None
 
 
-#: The aws provider's one error table (:mod:`reconciler.errormap`): botocore's exceptions become
+#: The aws provider's one error table (:mod:`reconciler.kit.errormap`): botocore's exceptions become
 #: infra's (``raise ... from exc``); anything else is left alone.
 TABLE = ErrorTable("aws", from_exception)
 translate = TABLE.translate

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reconciler.settings import parse_settings
+from reconciler.kit.settings import parse_settings
 
 #: Environment variable: send every Compute call to this URL, with anonymous credentials.
 ENDPOINT_ENV = "INFRA_GCP_ENDPOINT"

@@ -1,4 +1,4 @@
-"""The one place where Google API failures become :mod:`reconciler.errors` types.
+"""The one place where Google API failures become :mod:`reconciler.core.errors` types.
 
 Called around every Compute call (``with translate(...)``: by :mod:`providers.gcp.api` for the
 JSON reads, by :mod:`providers.gcp.provider` and :mod:`providers.gcp.images` for the writes, which
@@ -45,14 +45,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errormap import ErrorTable
-from reconciler.errors import (
+from reconciler.core.errors import (
     InfraError,
     NotFoundError,
     PermanentError,
     QuotaError,
     TransientError,
 )
+from reconciler.kit.errormap import ErrorTable
 
 if TYPE_CHECKING:
     from google.api_core import exceptions as gexc
@@ -203,7 +203,7 @@ def map_api_error(exc: BaseException, *, action: str) -> InfraError:
     return PermanentError(f"{where}: unexpected {type(exc).__name__}: {_detail(str(exc))}")
 
 
-#: The gcp provider's one error table (:mod:`reconciler.errormap`): every Compute and Storage
+#: The gcp provider's one error table (:mod:`reconciler.kit.errormap`): every Compute and Storage
 #: exception becomes an infra error.
 TABLE = ErrorTable("gcp", lambda exc, action: map_api_error(exc, action=action))
 translate = TABLE.translate

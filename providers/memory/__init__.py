@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import TransientError
-from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.ownership import require_owned
-from reconciler.provider import SdConfig
-from reconciler.settings import parse_settings
+from reconciler.core.errors import TransientError
+from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.kit.ownership import require_owned
+from reconciler.kit.provider import SdConfig
+from reconciler.kit.settings import parse_settings
 
 
 class MemoryConfig(BaseModel):

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reconciler.errors import ConfigError
-from reconciler.settings import parse_settings
+from reconciler.core.errors import ConfigError
+from reconciler.kit.settings import parse_settings
 
 
 class EnvValue(BaseModel):
@@ -28,7 +28,7 @@ class EnvValue(BaseModel):
 
 
 class ListFields(BaseModel):
-    """Where each field of infra's :class:`~reconciler.model.Instance` is in one listed item."""
+    """Where each field of infra's :class:`~reconciler.core.model.Instance` is in one listed item."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -13,8 +13,8 @@ import re
 
 import grpc
 
-from reconciler.errormap import ErrorTable
-from reconciler.errors import InfraError, NotFoundError, PermanentError, QuotaError, TransientError
+from reconciler.core.errors import InfraError, NotFoundError, PermanentError, QuotaError, TransientError
+from reconciler.kit.errormap import ErrorTable
 
 _TRANSIENT = re.compile(r"rate.?limit|too many requests|\b429\b|throttl|\b5\d\d\b|timeout|timed out|"
                         r"temporar|unavailable|try again|connection (reset|refused)|deadline", re.I)

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, provider_pb2_grpc
 
-from reconciler.errors import ConfigError, TransientError
+from reconciler.core.errors import ConfigError, TransientError
 
 _SEVERITY = {0: "debug", 1: "info", 2: "warning", 3: "error"}
 

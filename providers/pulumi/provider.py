@@ -12,7 +12,7 @@ instance), filtered on infra's ownership labels; there is no Pulumi state or sta
   and this stack's labels is adopted instead of created twice.
 * ``delete``: ``Read`` first (an empty id: already gone; empty properties ask the plugin to read
   the resource as an import), the ownership labels of what it read checked
-  (:func:`reconciler.ownership.require_owned`), then ``Delete`` with the read properties (what
+  (:func:`reconciler.kit.ownership.require_owned`), then ``Delete`` with the read properties (what
   Terraform-bridged providers need).
 * ``validate``: ``Check`` on each distinct member spec; failures are problems naming the input.
 * ``discovery``: Prometheus's ``hetzner_sd`` for ``hcloud``; none otherwise.
@@ -38,10 +38,10 @@ from providers.pulumi import values
 from providers.pulumi.config import PulumiConfig, parse_config
 from providers.pulumi.errors import translate
 from providers.pulumi.plugin import Plugin, find_plugin
-from reconciler.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
-from reconciler.model import LABEL_SPEC, LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.ownership import require_owned
-from reconciler.provider import SdConfig
+from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
+from reconciler.core.model import LABEL_SPEC, LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.kit.ownership import require_owned
+from reconciler.kit.provider import SdConfig
 
 _STATUS = {s.value: s for s in InstanceStatus}
 _EXISTS = ("already exists", "already in use", "is already used", "uniqueness", "name is taken", "conflict")

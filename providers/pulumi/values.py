@@ -3,7 +3,7 @@
 Called by :mod:`providers.pulumi.provider`. Pulumi marks a secret output as an object with the
 signature key ``4dabf18193072939515e22adb298388d`` (value ``1b47061264138c4ac30d75fd1eb44270``);
 :func:`unwrap` removes those wrappers and returns the secret values replaced by ``"[secret]"``,
-so a secret never reaches an :class:`~reconciler.model.Instance`, a plan or a log.
+so a secret never reaches an :class:`~reconciler.core.model.Instance`, a plan or a log.
 """
 
 from __future__ import annotations

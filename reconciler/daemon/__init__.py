@@ -9,7 +9,7 @@ The package, by job: :mod:`~reconciler.daemon.log` (structured events),
 scheduler, signals, HTTP), :mod:`~reconciler.daemon.command` (the click command).
 
 Each stack is a :class:`~reconciler.daemon.worker.StackLoop` whose turns run
-:meth:`reconciler.engine.Engine.reconcile` — the very pass ``infra apply`` runs, with no second
+:meth:`reconciler.engine.engine.Engine.reconcile` — the very pass ``infra apply`` runs, with no second
 code path — level-triggered, controller-runtime style, scheduled by one scheduler onto a few
 shared pass threads (:mod:`reconciler.daemon.process`), so threads do not grow with stacks:
 
@@ -21,7 +21,7 @@ shared pass threads (:mod:`reconciler.daemon.process`), so threads do not grow w
   at once to confirm); a pass that ends in an error backs off exponentially per stack, 1 s,
   2 s, 4 s … up to ``--backoff-max``, and the next healthy pass resets it. A stack whose quorum
   is lost is such an error: reported on every pass, never "fixed" by deleting anything;
-* only while this daemon *leads* the stack (:mod:`reconciler.leader`: the local file lock held
+* only while this daemon *leads* the stack (:mod:`reconciler.daemon.leader`: the local file lock held
   for the daemon's life, or an etcd lease with ``--lock etcd://HOST:PORT``). A follower
   retries the lock every ``min(interval, 2 s)``. Losing leadership mid-pass sets the
   executor's stop event: no new change starts.
@@ -33,7 +33,7 @@ after ``--grace`` seconds it exits 1 (a second signal exits 1 at once).
 Logs go to stderr, one event per line: readable text, or JSON objects with
 ``--log-format json`` (``ts``, ``level``, ``event``, ``msg`` and the event's fields). Every
 change is logged with its reason, every pass with its duration and result. Metrics and
-``/healthz`` are described in :mod:`reconciler.metrics`.
+``/healthz`` are described in :mod:`reconciler.daemon.metrics`.
 """
 
 from reconciler.daemon.command import daemon_command

@@ -51,10 +51,10 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     While it runs the daemon is the stacks' one writer: 'infra apply' fails at once naming it.
     SIGTERM/SIGINT finish the changes in flight, release the locks and exit 0.
     """
+    from reconciler.daemon.leader import parse_lock
     from reconciler.daemon.log import EventLog
     from reconciler.daemon.process import Daemon, parse_addr
     from reconciler.daemon.worker import Settings
-    from reconciler.leader import parse_lock
 
     etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key)
     addr = parse_addr(metrics_addr)

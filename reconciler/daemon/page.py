@@ -1,6 +1,6 @@
 """The daemon's live page at ``/``: what it reconciles, as a person looks at it.
 
-Served by :mod:`reconciler.metrics`'s HTTP server (the same loopback address as ``/metrics``)
+Served by :mod:`reconciler.daemon.metrics`'s HTTP server (the same loopback address as ``/metrics``)
 from the views the stack loops publish (:class:`StackView`, made from each pass's planned pass
 — no extra provider call). Server-rendered HTML that refreshes itself every few seconds with a
 ``<meta http-equiv="refresh">`` (no JavaScript, no front-end build); every value is escaped.
@@ -8,7 +8,7 @@ from the views the stack loops publish (:class:`StackView`, made from each pass'
 Per stack: its provider and leadership; each group's members (address, status, health, spec
 current or outdated); the role's facts (etcd's leader and quorum, Prometheus's targets); the
 pending plan of the latest pass (what the daemon is changing right now); the last passes with
-their outcome and duration; and the stack's graph (:mod:`reconciler.graph`), drawn from the
+their outcome and duration; and the stack's graph (:mod:`reconciler.views.graph`), drawn from the
 same data, inline as SVG when Graphviz's ``dot`` is installed.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reconciler.engine import GroupStatus
-    from reconciler.plan import Plan
+    from reconciler.core.plan import Plan
+    from reconciler.engine.views import GroupStatus
 
 REFRESH_SECONDS = 2
 HEALTH_CLASS = {"healthy": "ok", "unhealthy": "bad", "unknown": "unknown"}
@@ -122,7 +122,7 @@ def _group(g: GroupStatus, pending: dict[str, str]) -> str:
 
 
 def _graph(view: StackView) -> str:
-    from reconciler import graph
+    from reconciler.views import graph
 
     try:
         svg = graph.render(graph.build(view.stack, view.provider, view.groups, view.links, quorum=view.quorum,

@@ -2,7 +2,7 @@
 
 Built by :mod:`reconciler.daemon.command`. :meth:`Daemon.run` loads every stack (a bad one
 fails the start, exit 1, before anything runs), serves ``/metrics`` and ``/healthz``
-(:mod:`reconciler.metrics`; loopback by default) and the live page at ``/``
+(:mod:`reconciler.daemon.metrics`; loopback by default) and the live page at ``/``
 (:mod:`reconciler.daemon.page`), and schedules the stacks' turns
 (:class:`~reconciler.daemon.worker.StackLoop`): the scheduler wakes every ``WATCH_POLL``
 seconds, looks at each stack file and hands each stack whose pass is due to a pool of at most
@@ -30,9 +30,9 @@ from reconciler.daemon.log import Log
 from reconciler.daemon.worker import Settings, StackLoop, open_engine
 
 if TYPE_CHECKING:
-    from reconciler.engine import Engine
-    from reconciler.leader import EtcdTarget, Leader
-    from reconciler.metrics import HealthReport, MetricsServer
+    from reconciler.daemon.leader import EtcdTarget, Leader
+    from reconciler.daemon.metrics import HealthReport, MetricsServer
+    from reconciler.engine.engine import Engine
 
 #: How often the scheduler looks at the stack files and the clock.
 WATCH_POLL = 0.5
@@ -44,7 +44,7 @@ IDLE_STUCK = 30.0
 
 def parse_addr(value: str) -> tuple[str, int] | None:
     """``HOST:PORT`` of ``--metrics-addr`` (``none``: no server). ConfigError when malformed."""
-    from reconciler.errors import ConfigError
+    from reconciler.core.errors import ConfigError
 
     if value.lower() in ("none", "off", ""):
         return None
@@ -70,7 +70,7 @@ class Daemon:
     def __init__(self, paths: Sequence[str], *, settings: Settings, log: Log, lock: str,
                  lock_ttl: int, etcd: EtcdTarget | None, metrics_addr: tuple[str, int] | None,
                  grace: float) -> None:
-        from reconciler.metrics import DaemonMetrics
+        from reconciler.daemon.metrics import DaemonMetrics
 
         self.paths = list(paths)
         self.settings = settings
@@ -89,9 +89,9 @@ class Daemon:
         self._running: dict[str, Future[None]] = {}
 
     def _leader(self, engine: Engine) -> Leader:
-        from reconciler.leader import EtcdLeader, FileLeader
+        from reconciler.daemon.leader import EtcdLeader, FileLeader
 
-        local = FileLeader(engine.state_dir, engine.stack.name)
+        local = FileLeader(engine.state, engine.stack.name)
         if self.etcd is None:
             return local
         return EtcdLeader(self.etcd, engine.stack.name, ttl=self.lock_ttl, local=local,
@@ -99,8 +99,8 @@ class Daemon:
 
     def build(self) -> None:
         """Load every stack and wire its engine; ConfigError (exit 1) before anything runs."""
-        from reconciler.errors import ConfigError
-        from reconciler.loader import load_stack
+        from reconciler.core.errors import ConfigError
+        from reconciler.engine.loader import load_stack
 
         seen: dict[str, str] = {}
         for path in self.paths:
@@ -115,7 +115,7 @@ class Daemon:
                                          log=self.log, metrics=self.metrics, shutdown=self.shutdown))
 
     def health(self) -> HealthReport:
-        from reconciler.metrics import HealthReport
+        from reconciler.daemon.metrics import HealthReport
 
         now = time.monotonic()
         stacks: dict[str, Any] = {}
@@ -167,8 +167,8 @@ class Daemon:
         return forget
 
     def run(self) -> int:
-        from reconciler.errors import ConfigError
-        from reconciler.metrics import MetricsServer
+        from reconciler.core.errors import ConfigError
+        from reconciler.daemon.metrics import MetricsServer
 
         self.build()
         server: MetricsServer | None = None

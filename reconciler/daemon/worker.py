@@ -5,11 +5,11 @@ every half second, whether its stack file changed (:meth:`StackLoop.watch`) and 
 is due (:meth:`StackLoop.due`), and runs :meth:`StackLoop.turn` on one of a few shared pass
 threads — so a daemon's threads do not grow with its stacks. A turn:
 
-* takes (or keeps) the stack's leadership (:mod:`reconciler.leader`); a follower comes back
+* takes (or keeps) the stack's leadership (:mod:`reconciler.daemon.leader`); a follower comes back
   every ``min(interval, 2 s)``;
-* runs :meth:`reconciler.engine.Engine.reconcile` — the very pass ``infra apply`` runs — with a
+* runs :meth:`reconciler.engine.engine.Engine.reconcile` — the very pass ``infra apply`` runs — with a
   reporter that logs every change and counts it in the metrics, failed provider calls included;
-* turns the :class:`~reconciler.engine.PassResult` into the next due time: the interval, at once
+* turns the :class:`~reconciler.engine.engine.PassResult` into the next due time: the interval, at once
   after a pass that changed something (``requeue_after`` 0), or an exponential backoff per stack
   after an error (1 s, 2 s, 4 s … up to ``--backoff-max``; a lost quorum is such an error,
   reported on every pass and never "fixed" by deleting anything).
@@ -31,12 +31,12 @@ from reconciler.daemon.log import Log
 from reconciler.daemon.page import PassRecord, StackPage, StackView
 
 if TYPE_CHECKING:
-    from reconciler.engine import Engine, PassResult, PlannedPass
-    from reconciler.errors import InfraError
-    from reconciler.leader import Leader
-    from reconciler.metrics import DaemonMetrics
-    from reconciler.plan import Change, Plan
-    from reconciler.stack import Stack
+    from reconciler.core.errors import InfraError
+    from reconciler.core.plan import Change, Plan
+    from reconciler.core.stack import Stack
+    from reconciler.daemon.leader import Leader
+    from reconciler.daemon.metrics import DaemonMetrics
+    from reconciler.engine.engine import Engine, PassResult, PlannedPass
 
 #: First error backoff; doubled per failed pass up to --backoff-max.
 BACKOFF_BASE = 1.0
@@ -52,8 +52,8 @@ class Settings(NamedTuple):
 
 def open_engine(stack: Stack, path: str, *, log: Log, concurrency: int, timeout: float) -> Engine:
     """Wire ``stack`` exactly as the CLI does."""
-    from reconciler.engine import Engine
-    from reconciler.retry import RetryPolicy
+    from reconciler.engine.engine import Engine
+    from reconciler.kit.retry import RetryPolicy
 
     name = stack.name
     return Engine.open(stack, source=path, log=lambda m: log("info", "note", m, stack=name),
@@ -76,7 +76,7 @@ def _digest(path: Path) -> str | None:
 
 
 class _Reporter:
-    """The executor's progress, as log events and metrics (a :class:`~reconciler.executor.Reporter`)."""
+    """The executor's progress, as log events and metrics (a :class:`~reconciler.engine.executor.Reporter`)."""
 
     def __init__(self, loop: StackLoop) -> None:
         self.w = loop
@@ -205,13 +205,10 @@ class StackLoop:
         while they run). Runs on the pass thread, between the engine's steps: no race with it."""
         if not self.views:
             return
-        from reconciler.model import UpdatePolicy
-
         engine = self.engine
         self.view = StackView(
             stack=self.stack_name, provider=self.stack.provider, path=self.path,
-            groups=engine.status_of(planned.observed, planned.health, planned.desired), links=engine.links(),
-            quorum=[n for n, r in engine.roles.items() if r.policy == UpdatePolicy.QUORUM],
+            groups=engine.status_of_pass(planned), links=engine.links(), quorum=engine.quorum_groups,
             plan=planned.plan, observed_at=time.time(),
             applying=not planned.plan.empty and planned.refusal is None)
 
@@ -264,8 +261,8 @@ class StackLoop:
     # -- inside -----------------------------------------------------------------------------------
 
     def _reload(self) -> None:
-        from reconciler.errors import ConfigError, InfraError
-        from reconciler.loader import load_stack
+        from reconciler.core.errors import ConfigError, InfraError
+        from reconciler.engine.loader import load_stack
 
         self.progress()
         digest = _digest(self.file)
@@ -335,9 +332,9 @@ class StackLoop:
         self._account(result)
 
     def _pass(self, stop: threading.Event) -> PassResult:
-        from reconciler.engine import PassResult
-        from reconciler.errors import PermanentError
-        from reconciler.plan import Plan
+        from reconciler.core.errors import PermanentError
+        from reconciler.core.plan import Plan
+        from reconciler.engine.engine import PassResult
 
         start = time.monotonic()
         try:

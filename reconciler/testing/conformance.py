@@ -10,7 +10,7 @@ with the test stack's labels, so one failure does not cascade.
 A subclass provides two things:
 
 * a ``provider`` fixture yielding a provider open for the test's ``stack`` fixture
-  (``reconciler.provider.Provider``);
+  (``reconciler.kit.provider.Provider``);
 * ``add_foreign(provider, name, labels)``: put an instance at the provider *without* going
   through ``infra`` (another tool's VM, another stack's) and return its id.
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.errors import PermanentError
-from reconciler.model import Instance, MemberSpec, Service, group_selector, stack_selector
-from reconciler.provider import Provider
-from reconciler.role import Role, RoleConfig, RoleContext
+from reconciler.core.errors import PermanentError
+from reconciler.core.model import Instance, MemberSpec, Service, group_selector, stack_selector
+from reconciler.kit.provider import Provider
+from reconciler.kit.role import Role, RoleConfig, RoleContext
 
 
 class _ServicesRole(Role[RoleConfig]):
@@ -172,8 +172,8 @@ class ProviderConformance:
         self, provider: Provider, stack: str, tmp_path: Any
     ) -> None:
         """Terraform's acceptance shape: apply, re-plan is empty, scale, destroy, nothing leaks."""
-        from reconciler.engine import Engine
-        from reconciler.stack import Group, Stack
+        from reconciler.core.stack import Group, Stack
+        from reconciler.engine.engine import Engine
 
         fields = dict(self.spec_fields)
         role = _ServicesRole(self.services)

@@ -10,9 +10,9 @@ import pytest
 from moto import mock_aws
 
 from providers.aws import AwsProvider
-from reconciler import registry
-from reconciler.engine import Engine
-from reconciler.stack import Group, Stack
+from reconciler.core.stack import Group, Stack
+from reconciler.engine.engine import Engine
+from reconciler.kit import registry
 from tests.aws import moto_world
 from tests.aws.moto_world import World
 

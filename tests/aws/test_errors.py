@@ -8,7 +8,7 @@ import pytest
 from botocore import exceptions as bexc
 
 from providers.aws import errors
-from reconciler.errors import (
+from reconciler.core.errors import (
     ConfigError,
     InfraError,
     NotFoundError,

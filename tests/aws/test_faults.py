@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ConnectionClosedError
 
 from providers.aws import AwsProvider
-from reconciler.retry import RetryPolicy
+from reconciler.kit.retry import RetryPolicy
 from tests.aws import moto_world
 from tests.aws.conftest import make_engine, web_stack
 from tests.aws.moto_world import World, all_instances, tags_of

@@ -15,8 +15,8 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from providers.aws import AwsProvider
-from reconciler.errors import PermanentError, TransientError
-from reconciler.image import ImageSpec
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.image import ImageSpec
 from tests.aws import moto_fidelity
 from tests.aws.moto_world import World, tags_of
 from tests.linuxkit_standin.artefact import build_with_standin, web_image, yaml_of_bytes

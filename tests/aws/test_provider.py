@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from providers.aws import AwsProvider, client_token
-from reconciler.errors import ConfigError, PermanentError, TransientError
-from reconciler.model import ConfigFile, InstanceStatus, MemberSpec, stack_selector
+from reconciler.core.errors import ConfigError, PermanentError, TransientError
+from reconciler.core.model import ConfigFile, InstanceStatus, MemberSpec, stack_selector
 from tests.aws import moto_world
 from tests.aws.conftest import make_engine, web_stack
 from tests.aws.moto_world import REGION, World, all_instances, tags_of
@@ -177,7 +177,7 @@ def test_a_terminated_incarnation_does_not_block_its_replacement(provider: AwsPr
 def test_lost_responses_through_the_engine_converge_without_duplicates(
     provider: AwsProvider, ec2: Any, world: World, tmp_path: Path
 ) -> None:
-    from reconciler.retry import RetryPolicy
+    from reconciler.kit.retry import RetryPolicy
 
     lost = moto_world.lose_response(provider.client, "RunInstances", times=2)
     engine = make_engine(web_stack(world, 3), provider, tmp_path, retry=RetryPolicy(base=0.01, cap=0.05))
@@ -296,7 +296,7 @@ def test_fixed_addresses_are_known_before_launch_and_used(provider: AwsProvider,
 
 def test_discovery_is_an_ec2_sd_fragment_prometheus_accepts(provider: AwsProvider, tmp_path: Path) -> None:
     from plugins.prometheus.scrape import Job, render
-    from reconciler.role import MetricsTarget
+    from reconciler.kit.role import MetricsTarget
 
     sd = provider.discovery({"infra-stack": "st", "infra-group": "etcd"}, 2379)
     assert sd == {

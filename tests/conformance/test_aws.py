@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from providers.aws import AwsProvider
-from reconciler.provider import Provider
+from reconciler.kit.provider import Provider
 from reconciler.testing import ProviderConformance
 from tests.aws import moto_world
 

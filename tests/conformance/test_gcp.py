@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from providers.gcp import GcpProvider
-from reconciler.provider import Provider
+from reconciler.kit.provider import Provider
 from reconciler.testing import ProviderConformance
 from tests.gcp.support import IMAGE, MACHINE_TYPE, add_foreign, open_provider
 from tests.gcp_fake import FakeCompute

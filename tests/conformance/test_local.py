@@ -9,7 +9,7 @@ import pytest
 
 from providers.local import LocalProvider
 from providers.local.store import new_id, write_json
-from reconciler.provider import Provider
+from reconciler.kit.provider import Provider
 from reconciler.testing import ProviderConformance
 from tests.providers.test_local_support import http_get, http_service, teardown_root
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from providers.memory import MemoryProvider, world
-from reconciler.provider import Provider
+from reconciler.kit.provider import Provider
 from reconciler.testing import ProviderConformance
 
 

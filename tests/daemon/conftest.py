@@ -332,7 +332,7 @@ def start_coord_etcd(tmp_path: Path, *, tls: bool = False) -> CoordEtcd:
             "--heartbeat-interval", "50", "--election-timeout", "500"]
     files: dict[str, str] = {}
     if tls:
-        from reconciler.pki import StackCA
+        from reconciler.kit.pki import StackCA
 
         ca = StackCA(tmp_path / "coord-pki", common_name="coordinating etcd test CA")
         # client usage too: with --client-cert-auth, etcd's JSON gateway dials etcd with this cert.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reconciler.graph import FILL
+from reconciler.views.graph import FILL
 from tests.daemon.conftest import Harness, is_pass
 from tests.polling import wait_for
 

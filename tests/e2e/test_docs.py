@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 import pytest
 
-from reconciler.cli import _add_daemon, cli
+from reconciler.cli.commands import cli
+from reconciler.cli.main import add_daemon
 from tests.e2e.conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), REPO / "bench" / "README.md"]
@@ -47,7 +48,7 @@ def infra_commands(path: Path) -> list[list[str]]:
 
 
 def resolve(args: list[str]) -> tuple[click.Command, list[str]]:
-    _add_daemon()
+    add_daemon()
     command: click.Command = cli
     rest = list(args)
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):

@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from reconciler.errors import ConfigError
-from reconciler.pki import StackCA
+from reconciler.core.errors import ConfigError
+from reconciler.kit.pki import StackCA
 
 
 def _mode(path: Path) -> int:

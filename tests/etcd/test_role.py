@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from plugins.etcd import EtcdConfig, EtcdRole, render
 from plugins.etcd.client import EtcdApiError, _raise_for
-from reconciler.errors import QuorumLostError, RoleError
-from reconciler.model import Health, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.role import MetricsTarget, RoleContext, UpdatePolicy
-from reconciler.stack import Group, Stack
+from reconciler.core.errors import QuorumLostError, RoleError
+from reconciler.core.model import Health, Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.core.stack import Group, Stack
+from reconciler.kit.role import MetricsTarget, RoleContext, UpdatePolicy
 
 
 @dataclass

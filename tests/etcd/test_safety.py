@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from plugins.etcd import safety
 from plugins.etcd.client import EtcdUnreachable, Member, MemberList, Status
 from plugins.etcd.survey import Probe, Survey, quorum
-from reconciler.errors import QuorumLostError, RoleError, RoleTransientError
-from reconciler.model import Instance, InstanceStatus
+from reconciler.core.errors import QuorumLostError, RoleError, RoleTransientError
+from reconciler.core.model import Instance, InstanceStatus
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from google.cloud import compute_v1
 
 from providers.gcp import GcpProvider
 from providers.gcp.api import READS
-from reconciler.model import MemberSpec, stack_selector
+from reconciler.core.model import MemberSpec, stack_selector
 from tests.gcp.support import IMAGE, MACHINE_TYPE, PROJECT, ZONES, open_provider
 from tests.gcp_fake import FakeCompute
 

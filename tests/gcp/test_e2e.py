@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.engine import Engine
-from reconciler.loader import load_stack
+from reconciler.engine.engine import Engine
+from reconciler.engine.loader import load_stack
 from tests.gcp.support import PROJECT, add_foreign, admin, calls
 from tests.gcp_fake import FakeCompute
 from tests.linuxkit_standin.artefact import STANDIN

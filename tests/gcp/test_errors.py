@@ -8,7 +8,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from providers.gcp.errors import AlreadyExists, map_api_error, operation_error, translate
-from reconciler.errors import NotFoundError, PermanentError, QuotaError, TransientError
+from reconciler.core.errors import NotFoundError, PermanentError, QuotaError, TransientError
 
 
 def api_error(cls: type[gexc.GoogleAPICallError], message: str, reason: str | None = None) -> gexc.GoogleAPICallError:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from providers.gcp import GcpProvider
-from reconciler.errors import ConfigError, PermanentError, TransientError
-from reconciler.image import ImageSpec
-from reconciler.model import MemberSpec
+from reconciler.core.errors import ConfigError, PermanentError, TransientError
+from reconciler.core.image import ImageSpec
+from reconciler.core.model import MemberSpec
 from tests.gcp.support import open_provider
 from tests.gcp_fake import FakeCompute
 from tests.linuxkit_standin.artefact import build_with_standin, web_image, yaml_of

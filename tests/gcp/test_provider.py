@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from providers.gcp import GcpProvider, image_source, label_filter, request_id
-from reconciler import retry
-from reconciler.errors import ConfigError, PermanentError, QuotaError, TransientError
-from reconciler.model import ConfigFile, Instance, InstanceStatus, MemberSpec, group_selector, stack_selector
+from reconciler.core.errors import ConfigError, PermanentError, QuotaError, TransientError
+from reconciler.core.model import ConfigFile, Instance, InstanceStatus, MemberSpec, group_selector, stack_selector
+from reconciler.kit import retry
 from tests.gcp.support import IMAGE, MACHINE_TYPE, PROJECT, ZONES, add_foreign, admin, calls, open_provider
 from tests.gcp_fake import FakeCompute
 from tests.polling import wait_for

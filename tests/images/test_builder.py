@@ -1,4 +1,4 @@
-"""The builder (reconciler.imagebuild) running ``linuxkit build``: the stand-in, and a real CLI where one is installed.
+"""The builder (reconciler.engine.imagebuild) running ``linuxkit build``: the stand-in, and a real CLI where one is installed.
 
 Every test here runs once against the tests' stand-in (``tests/linuxkit_standin``) and once
 against a real ``linuxkit`` on PATH (marker ``real_linuxkit``; skipped on machines that have none,
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import imagebuild
-from reconciler.errors import ConfigError
-from reconciler.image import ImageSpec
-from reconciler.model import MemberSpec, Service
+from reconciler.core.errors import ConfigError
+from reconciler.core.image import ImageSpec
+from reconciler.core.model import MemberSpec, Service
+from reconciler.engine import imagebuild
 from tests.linuxkit_standin.artefact import STANDIN, yaml_of
 
 REAL = shutil.which("linuxkit")

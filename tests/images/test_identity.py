@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import linuxkit
-from reconciler.engine import Engine
-from reconciler.image import DIGEST_LEN, ImageSpec, digest_of
-from reconciler.loader import load_stack
-from reconciler.model import MemberSpec, Service
-from reconciler.plan import Plan
-from reconciler.stack import Stack
+from reconciler.core import linuxkit
+from reconciler.core.image import DIGEST_LEN, ImageSpec, digest_of
+from reconciler.core.model import MemberSpec, Service
+from reconciler.core.plan import Plan
+from reconciler.core.stack import Stack
+from reconciler.engine.engine import Engine
+from reconciler.engine.loader import load_stack
 from tests.gcp_fake import FakeCompute
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The LinuxKit image document (reconciler.linuxkit): LinuxKit's schema, no member data, boot-time values."""
+"""The LinuxKit image document (reconciler.core.linuxkit): LinuxKit's schema, no member data, boot-time values."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler import linuxkit
-from reconciler.model import ConfigFile, MemberSpec, Service
+from reconciler.core import linuxkit
+from reconciler.core.model import ConfigFile, MemberSpec, Service
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "linuxkit_standin" / "schema.json").read_text())
 

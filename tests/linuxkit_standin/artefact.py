@@ -8,9 +8,9 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler import imagebuild
-from reconciler.image import ImageSpec
-from reconciler.model import MemberSpec, Service
+from reconciler.core.image import ImageSpec
+from reconciler.core.model import MemberSpec, Service
+from reconciler.engine import imagebuild
 
 MAGIC = b"INFRA-LINUXKIT-STANDIN-DISK\n"
 STANDIN = Path(__file__).resolve().parent / "linuxkit"

@@ -32,10 +32,10 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from plugins.prometheus import PrometheusConfig, PrometheusRole
-from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.provider import SdConfig
-from reconciler.role import MetricsTarget, RoleContext
-from reconciler.stack import Group, Stack
+from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
+from reconciler.core.stack import Group, Stack
+from reconciler.kit.provider import SdConfig
+from reconciler.kit.role import MetricsTarget, RoleContext
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"

@@ -8,9 +8,9 @@ import pytest
 
 from plugins.prometheus import PrometheusRole
 from plugins.prometheus import role as role_module
-from reconciler.errors import HealthTimeoutError
-from reconciler.model import Health, Instance, InstanceStatus
-from reconciler.role import RoleContext
+from reconciler.core.errors import HealthTimeoutError
+from reconciler.core.model import Health, Instance, InstanceStatus
+from reconciler.kit.role import RoleContext
 from tests.prometheus.conftest import MetricsServer, free_port
 
 MakeCtx = Callable[..., RoleContext]

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from plugins.prometheus import PrometheusRole
-from reconciler.model import Health, Instance, InstanceStatus, MemberSpec
-from reconciler.pki import StackCA
-from reconciler.role import MetricsTarget, RoleContext
+from reconciler.core.model import Health, Instance, InstanceStatus, MemberSpec
+from reconciler.kit.pki import StackCA
+from reconciler.kit.role import MetricsTarget, RoleContext
 from tests.prometheus.conftest import (
     FakeDiscoveryProvider,
     MetricsServer,

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from plugins.prometheus import PrometheusConfig, PrometheusRole
 from plugins.prometheus.scrape import relabel_configs
-from reconciler.errors import ConfigError
-from reconciler.model import MemberSpec
-from reconciler.role import MetricsTarget, RoleContext, UpdatePolicy
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import MemberSpec
+from reconciler.kit.role import MetricsTarget, RoleContext, UpdatePolicy
 from tests.prometheus.conftest import PROMTOOL, require_binary, write_member_files
 
 MakeCtx = Callable[..., RoleContext]

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from providers.local import LocalProvider
-from reconciler.model import InstanceStatus, stack_selector
+from reconciler.core.model import InstanceStatus, stack_selector
 from tests.polling import wait_for
 from tests.providers.test_local_support import (
     http_get,
@@ -51,7 +51,7 @@ def test_concurrent_creates_of_one_name_start_one_instance(local_provider: Local
 _WORKER = """
 import json, os, sys, time
 from providers.local import LocalProvider
-from reconciler.model import MemberSpec, Service
+from reconciler.core.model import MemberSpec, Service
 root, stack, go = sys.argv[1], sys.argv[2], sys.argv[3]
 web = Service(name="web", image="python:3.11-alpine",
               command=("python3", "-m", "http.server", "8080", "--bind", "{address}"), ports=(8080,))

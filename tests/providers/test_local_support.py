@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from providers.local import LocalProvider
-from reconciler.model import ConfigFile, Instance, InstanceStatus, MemberSpec, Service
+from reconciler.core.model import ConfigFile, Instance, InstanceStatus, MemberSpec, Service
 
 PORT = 8080
 

@@ -14,9 +14,9 @@ import pytest
 from providers.pulumi import PulumiProvider
 from providers.pulumi.config import parse_config
 from providers.pulumi.plugin import find_plugin
-from reconciler import retry
-from reconciler.errors import ConfigError, PermanentError, TransientError
-from reconciler.model import MemberSpec, stack_selector
+from reconciler.core.errors import ConfigError, PermanentError, TransientError
+from reconciler.core.model import MemberSpec, stack_selector
+from reconciler.kit import retry
 from tests.pulumi.conftest import BIN, TOKEN, FakeCloud, bridge_config
 
 FAST = retry.RetryPolicy(attempts=6, base=0.01, cap=0.05)

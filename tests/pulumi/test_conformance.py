@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from providers.pulumi import PulumiProvider
-from reconciler.provider import Provider
+from reconciler.kit.provider import Provider
 from reconciler.testing import ProviderConformance
 from tests.pulumi.conftest import FakeCloud, bridge_config
 

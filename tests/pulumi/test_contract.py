@@ -13,7 +13,7 @@ from pathlib import Path
 
 from providers.pulumi import PulumiProvider
 from providers.pulumi.config import PRESETS, parse_config
-from reconciler.model import MemberSpec, stack_selector
+from reconciler.core.model import MemberSpec, stack_selector
 from tests.pulumi import fakecloud as plugin
 from tests.pulumi.conftest import FakeCloud
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from providers.pulumi.errors import map_rpc_error
-from reconciler.errors import InfraError, NotFoundError, PermanentError, QuotaError, TransientError
+from reconciler.core.errors import InfraError, NotFoundError, PermanentError, QuotaError, TransientError
 
 
 class Rpc(grpc.RpcError):

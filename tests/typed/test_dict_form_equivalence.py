@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from reconciler import registry
-from reconciler.loader import load_stack
-from reconciler.role import RoleContext
-from reconciler.stack import Stack
+from reconciler.core.stack import Stack
+from reconciler.engine.loader import load_stack
+from reconciler.kit import registry
+from reconciler.kit.role import RoleContext
 from tests.etcd.test_role import AddressBook
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import pytest
 
 from plugins.command import CommandConfig, CommandRole
 from providers.memory import MemoryProvider
-from reconciler.errors import HealthTimeoutError
-from reconciler.model import Health, Instance, InstanceStatus
-from reconciler.role import RoleContext
-from reconciler.stack import Group, Stack
+from reconciler.core.errors import HealthTimeoutError
+from reconciler.core.model import Health, Instance, InstanceStatus
+from reconciler.core.stack import Group, Stack
+from reconciler.kit.role import RoleContext
 
 
 def ctx(port: int, tmp_path: Path, **extra: object) -> RoleContext:

@@ -16,12 +16,12 @@ import pytest
 
 from plugins.command import CommandConfig, CommandRole
 from providers.memory import MemoryProvider, world
-from reconciler.engine import Engine
-from reconciler.errors import PermanentError, QuorumLostError, RoleTransientError, TransientError
-from reconciler.model import Instance, InstanceStatus, MemberSpec, stack_selector
-from reconciler.retry import RetryPolicy
-from reconciler.role import Role, RoleConfig, RoleContext, UpdatePolicy
-from reconciler.stack import Group, Stack
+from reconciler.core.errors import PermanentError, QuorumLostError, RoleTransientError, TransientError
+from reconciler.core.model import Instance, InstanceStatus, MemberSpec, stack_selector
+from reconciler.core.stack import Group, Stack
+from reconciler.engine.engine import Engine
+from reconciler.kit.retry import RetryPolicy
+from reconciler.kit.role import Role, RoleConfig, RoleContext, UpdatePolicy
 
 FAST = RetryPolicy(attempts=30, base=0.001, cap=0.01, change_timeout=10)
 

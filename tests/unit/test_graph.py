@@ -1,13 +1,13 @@
-"""``infra graph``'s picture (reconciler.graph): groups, members by health, links, and a plan's changes."""
+"""``infra graph``'s picture (reconciler.views.graph): groups, members by health, links, and a plan's changes."""
 
 from __future__ import annotations
 
 import shutil
 
-from reconciler import graph
-from reconciler.engine import GroupStatus, MemberStatus
-from reconciler.model import Instance, MemberSpec
-from reconciler.plan import Action, Change, GroupPlan, Plan, Reason
+from reconciler.core.model import Instance, MemberSpec
+from reconciler.core.plan import Action, Change, GroupPlan, Plan, Reason
+from reconciler.engine.views import GroupStatus, MemberStatus
+from reconciler.views import graph
 
 
 def member(group: str, i: int, healthy: str = "healthy", current: bool = True) -> MemberStatus:

@@ -6,7 +6,7 @@ from types import MappingProxyType
 
 import pytest
 
-from reconciler.model import MemberSpec, Service
+from reconciler.core.model import MemberSpec, Service
 
 
 def test_a_sibling_is_the_member_validation_would_build() -> None:

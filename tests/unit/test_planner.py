@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.model import Health, Instance, InstanceStatus, MemberSpec, Service
-from reconciler.plan import Action, Order, Plan, Reason
-from reconciler.planner import GroupDesire, plan
-from reconciler.role import UpdatePolicy
+from reconciler.core.model import Health, Instance, InstanceStatus, MemberSpec, Service
+from reconciler.core.plan import Action, Order, Plan, Reason
+from reconciler.core.planner import GroupDesire, plan
+from reconciler.kit.role import UpdatePolicy
 
 STACK = "demo"
 
@@ -143,7 +143,7 @@ def test_destroy_deletes_every_owned_instance_in_reverse_group_order() -> None:
 
 
 def test_plan_json_never_contains_file_contents_or_secrets() -> None:
-    from reconciler.model import ConfigFile
+    from reconciler.core.model import ConfigFile
 
     secret = "-----BEGIN EC PRIVATE KEY-----sekrit"
     a = member("web-0").with_files(ConfigFile(path="tls/key.pem", content=secret, mode=0o600, secret=True),
@@ -154,7 +154,7 @@ def test_plan_json_never_contains_file_contents_or_secrets() -> None:
 
 
 def test_secret_and_runtime_files_do_not_change_the_spec() -> None:
-    from reconciler.model import ConfigFile
+    from reconciler.core.model import ConfigFile
 
     a = member("web-0")
     assert a.with_files(ConfigFile(path="k", content="x", secret=True)).spec_hash == a.spec_hash
@@ -245,7 +245,7 @@ def test_dead_members_are_replaced_before_members_that_only_fail_a_health_check(
 def test_the_spec_hash_of_a_known_member_is_pinned() -> None:
     """A change here changes every instance's ``infra-spec`` label: after an upgrade, every member
     of every stack would be replaced. Change the hash only on purpose, and say so in the release."""
-    from reconciler.model import ConfigFile
+    from reconciler.core.model import ConfigFile
 
     m = MemberSpec(
         stack="demo", group="web", member="web-0", role="command", image="img:1", machine_type="e2-small",

@@ -1,4 +1,4 @@
-"""The one retry policy (reconciler.retry): what is retried, how often, and how long it waits."""
+"""The one retry policy (reconciler.kit.retry): what is retried, how often, and how long it waits."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from reconciler.errors import PermanentError, RoleTransientError, TransientError
-from reconciler.retry import RetryPolicy, call
+from reconciler.core.errors import PermanentError, RoleTransientError, TransientError
+from reconciler.kit.retry import RetryPolicy, call
 
 FAST = RetryPolicy(attempts=4, base=0.001, cap=0.002)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from reconciler.cli import render_status
-from reconciler.engine import GroupStatus, MemberStatus
+from reconciler.cli.render import render_status
+from reconciler.engine.views import GroupStatus, MemberStatus
 
 
 def etcd_group() -> GroupStatus:

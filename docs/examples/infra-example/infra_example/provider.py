@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from reconciler.errors import InfraError, PermanentError, TransientError
-from reconciler.kit import ErrorTable, parse_settings, require_owned
+from reconciler.kit import ErrorTable, InfraError, PermanentError, TransientError, parse_settings, require_owned
 from reconciler.model import Instance, InstanceStatus, MemberSpec, Problem
 from reconciler.provider import SdConfig
 

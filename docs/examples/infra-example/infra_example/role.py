@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from reconciler import Group
 from reconciler.model import ConfigFile, MemberSpec, Problem, Service
 from reconciler.role import Role, RoleConfig, RoleContext
-from reconciler.stack import Group
 
 
 class GreeterConfig(RoleConfig):

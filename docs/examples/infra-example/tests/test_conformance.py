@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from infra_example import DirectoryProvider, Greeter, GreeterConfig, GreeterRole
 
+from reconciler import Group, Stack
 from reconciler.model import Instance, InstanceStatus
 from reconciler.provider import Provider
 from reconciler.role import RoleContext
-from reconciler.stack import Group, Stack
 from reconciler.testing import ProviderConformance
 
 
