@@ -139,8 +139,10 @@ class PrometheusRole(Role[PrometheusConfig]):
             ca = StackCA(ctx.state_dir, create=ctx.writing)
             issued = ca.issue(f"{self.name}-{ctx.group.name}", client=True)
             files += [
-                ConfigFile(path=f"{CONFIG_DIR}/{CA_FILE}", content=ca.ca_cert_pem),
-                ConfigFile(path=f"{CONFIG_DIR}/{CERT_FILE}", content=issued.cert_pem),
+                # Runtime files, not the spec: a renewed certificate or another machine's CA view
+                # must not roll Prometheus (and a read-only plan's throwaway CA changes nothing).
+                ConfigFile(path=f"{CONFIG_DIR}/{CA_FILE}", content=ca.ca_cert_pem, in_spec=False),
+                ConfigFile(path=f"{CONFIG_DIR}/{CERT_FILE}", content=issued.cert_pem, in_spec=False),
                 ConfigFile(path=f"{CONFIG_DIR}/{KEY_FILE}", content=issued.key_pem, mode=0o600, secret=True),
             ]
         return tuple(files)

@@ -132,7 +132,7 @@ def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str 
     """Show what apply would change, and why."""
     engine = _open(stack_file)
     try:
-        planned = engine.plan(destroy=destroy)
+        planned = engine.plan(destroy=destroy, writing=False)
     finally:
         engine.close()
     the_plan, preflight_error = planned.plan, planned.refusal
@@ -322,7 +322,7 @@ def graph(stack_file: str, fmt: str | None, with_plan: bool, output: str | None)
     engine = _open(stack_file)
     try:
         if with_plan:  # one pass: the picture shows what that plan observed
-            planned = engine.plan()
+            planned = engine.plan(writing=False)
             groups, the_plan = engine.status_of_pass(planned), planned.plan
         else:
             groups, the_plan = engine.status(), None

@@ -23,14 +23,14 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from reconciler.core import fieldpath
-from reconciler.core.errors import ConfigError, InfraError, QuorumLostError
+from reconciler.core.errors import ConfigError, InfraError, PermanentError, QuorumLostError
 from reconciler.core.fieldpath import FieldPath
 from reconciler.core.image import ImageRecord, ImageSpec, pinned, with_image
 from reconciler.core.model import Health, Instance, MemberSpec, Problem, stack_selector
@@ -69,6 +69,9 @@ class PlannedPass:
     desired: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: stored images a ``destroy --images`` deletes once every member is gone
     images_to_delete: tuple[ImageRecord, ...] = ()
+    #: planned by a writer (under the stack's lock), so it may be applied; a read-only plan's
+    #: members may carry a throwaway CA's certificates and is never applied
+    writing: bool = True
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -408,18 +411,19 @@ class Engine:
             self._writing = before
 
     def plan(self, *, destroy: bool = False, images: bool = False, reporter: Reporter | None = None,
-             writing: bool = False) -> PlannedPass:
+             writing: bool = True) -> PlannedPass:
         """Observe, check, diff, and ask each quorum group with changes whether it could change now.
 
         Raises ConfigError when validation finds an error. The plan lists the pipeline images the
         provider lacks (pushed first by :meth:`apply`); a destroy plan with ``images`` also lists
         the stored images the declaration boots (deleted after the members). Changes nothing at
-        the provider. ``writing``: the caller holds the stack's lock and will apply this plan, so
-        the roles may make the stack's secrets (its CA) now; otherwise nothing is written
-        anywhere, not even locally.
+        the provider. ``writing`` (the default): the caller holds the stack's lock and may apply
+        this plan, so the roles may make the stack's secrets (its CA) now; ``writing=False`` (``infra
+        plan``, ``graph``) writes nothing of the stack's state, and the pass cannot be applied.
         """
         with self._mode(writing):
-            return self._plan(destroy=destroy, images=images, reporter=reporter)
+            planned = self._plan(destroy=destroy, images=images, reporter=reporter)
+        return planned if writing else replace(planned, writing=False)
 
     def _plan(self, *, destroy: bool, images: bool, reporter: Reporter | None) -> PlannedPass:
         observed = self.observe(reporter)
@@ -469,8 +473,12 @@ class Engine:
         """Execute a pass planned by :meth:`plan` on this engine. Caller holds the stack lock.
 
         The images the plan pushes go first; when one cannot be pushed, InfraError is raised and
-        no member is changed. The planned pass is not modified.
+        no member is changed. The planned pass is not modified. A read-only pass
+        (``plan(writing=False)``) is refused: its members may carry a throwaway CA's certificates.
         """
+        if not planned.writing:
+            raise PermanentError("a read-only plan cannot be applied: plan again with writing=True, under the "
+                                 "stack's lock")
         plan = planned.plan
         self.push_images(list(plan.images), reporter)
         observed = {k: list(v) for k, v in planned.observed.items()}
@@ -523,7 +531,7 @@ class Engine:
     # -- read-only views -------------------------------------------------------------------------
 
     def status(self) -> list[GroupStatus]:
-        """Every group's members as observed now, with health, and its role's facts."""
+        """Every group's members as observed now, with health, and its role's facts. Read-only."""
         observed = self.observe()
         health = self.health(observed)
         desired = {d.name: {m.member: m.spec_hash for m in d.members} for d in self.desired(observed)}
