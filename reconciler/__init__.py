@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Group", "Stack"]
+__all__ = ["Group", "Remediation", "Removed", "Stack"]
 
 if TYPE_CHECKING:
-    from reconciler.core.stack import Group, Stack
+    from reconciler.core.stack import Group, Remediation, Removed, Stack
 
 
 def __getattr__(name: str) -> Any:

@@ -54,7 +54,7 @@ from providers.aws.session import BOTO_CONFIG, Ec2Session, new_session
 from reconciler.core.errors import ConfigError, NotFoundError, PermanentError, TransientError
 from reconciler.core.image import ImageRecord, ImageSpec
 from reconciler.core.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.kit.ownership import require_owned
+from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
@@ -210,6 +210,7 @@ class AwsProvider:
         else:
             address = raw.get("PrivateIpAddress") or raw.get("PublicIpAddress")
         reason = raw.get("StateReason", {}).get("Message") or raw.get("StateTransitionReason") or None
+        launched = raw.get("LaunchTime")
         return Instance(
             id=raw.get("InstanceId", ""),
             name=tags.get("Name") or raw.get("InstanceId", ""),
@@ -217,6 +218,7 @@ class AwsProvider:
             address=address or None,
             status=_STATUS.get(state, InstanceStatus.UNKNOWN),
             detail=reason if state not in ("pending", "running") else None,
+            created_at=launched.timestamp() if launched is not None else None,
         )
 
     def list(self, selector: Mapping[str, str]) -> builtins.list[Instance]:
@@ -467,6 +469,31 @@ class AwsProvider:
                 self.client.terminate_instances(InstanceIds=[instance.id])
         except NotFoundError:
             return
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance:
+        """``CreateTags`` for the labels that differ and ``DeleteTags`` for the ``infra-`` tags not
+        in ``labels`` (a lifted protection), on the instance and its volumes; then the instance as
+        it is now. Re-reads it first and refuses one that is not this stack's, or a change of an
+        ownership tag."""
+        with errors.translate(f"read {instance.id} before tagging it"):
+            resp = self.client.describe_instances(InstanceIds=[instance.id])
+        found = [raw for res in resp.get("Reservations", []) for raw in res.get("Instances", [])]
+        if not found or found[0].get("State", {}).get("Name", "") in GONE_STATES:
+            raise NotFoundError(f"aws: {instance.name} ({instance.id}) is gone")
+        live = self._to_instance(found[0])
+        require_label_update("aws", live, labels, self.stack)
+        volumes = [m["Ebs"]["VolumeId"] for m in found[0].get("BlockDeviceMappings", [])
+                   if m.get("Ebs", {}).get("VolumeId")]
+        resources = [instance.id, *volumes]
+        changed = [{"Key": k, "Value": v} for k, v in labels.items() if live.labels.get(k) != v]
+        dropped = [{"Key": k} for k in live.labels if k.startswith("infra-") and k not in labels]
+        if changed:
+            with errors.translate(f"tag {instance.name} ({instance.id})"):
+                self.client.create_tags(Resources=resources, Tags=changed)  # type: ignore[arg-type]
+        if dropped:
+            with errors.translate(f"untag {instance.name} ({instance.id})"):
+                self.client.delete_tags(Resources=resources, Tags=dropped)  # type: ignore[arg-type]
+        return live.model_copy(update={"labels": merged_labels(live.labels, labels)})
 
     # -- validate ------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ raise the same ``google.api_core`` exceptions) and on every finished zone or glo
     404 other (the instance)                      NotFoundError
     409 alreadyExists                             :class:`AlreadyExists` (create treats it as success)
     409 other (resourceNotReady, in use)          TransientError
+    412 conditionNotMet (a stale fingerprint)     TransientError (read again and retry)
     400 other                                     PermanentError
 
     operation.error.errors[].code                 infra error
@@ -165,6 +166,8 @@ def map_api_error(exc: BaseException, *, action: str) -> InfraError:
             f"{where}: the credentials were rejected (401)",
             hint="run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS",
         )
+    if isinstance(exc, gexc.PreconditionFailed):  # 412: a stale labelFingerprint; read again and retry
+        return TransientError(f"{where}: changed meanwhile (412): {_message(exc)}")
     if isinstance(exc, gexc.Conflict):
         if "alreadyExists" in _reasons(exc) or "already exists" in str(exc.message):
             return AlreadyExists(f"{where}: already exists: {_message(exc)}")

@@ -34,6 +34,7 @@ Instance ids are ``<zone>/<name>``: what Compute needs to address an instance.
 from __future__ import annotations
 
 import builtins
+import datetime
 import json
 import os
 import re
@@ -52,7 +53,7 @@ from providers.gcp.config import ENDPOINT_ENV, GcpConfig, parse_config
 from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.core.image import ImageRecord, ImageSpec
 from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.kit import RetryPolicy, require_owned
+from reconciler.kit import RetryPolicy, merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import Progress, SdConfig
 
 if TYPE_CHECKING:
@@ -131,6 +132,16 @@ def image_source(image: str, project: str) -> str:
 
 def _last(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _timestamp(value: object) -> float | None:
+    """An RFC 3339 ``creationTimestamp`` as Unix time (None when absent or unreadable)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class GcpProvider:
@@ -245,6 +256,7 @@ class GcpProvider:
             address=address or None,
             status=status,
             detail=detail,
+            created_at=_timestamp(inst.get("creationTimestamp")),
         )
 
     def _instance_resource(self, spec: MemberSpec, cfg: GcpConfig, zone: str) -> compute_v1.Instance:
@@ -459,6 +471,40 @@ class GcpProvider:
         failure = errors.operation_error(op, action=action)
         if failure is not None and not isinstance(failure, NotFoundError):
             raise failure
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance:
+        """``instances.setLabels`` with the instance's current ``labelFingerprint``, then the
+        instance as it is now. Re-reads it first and refuses an instance that is not this stack's,
+        or a change of an ownership label; a fingerprint that changed meanwhile (412) is a
+        TransientError, retried with a fresh read."""
+        zone, sep, name = instance.id.partition("/")
+        if not sep or not _NAME_RE.match(name):
+            raise PermanentError(f"gcp: {instance.id!r} is not a gcp instance id (<zone>/<name>)")
+        current = self._get(zone, name)
+        if current is None:
+            raise NotFoundError(f"gcp: instance {name} in {zone} is gone")
+        require_label_update("gcp", self._to_instance(current, zone), labels, self.stack)
+        from google.cloud import compute_v1
+
+        action = f"set the labels of {name} in {zone}"
+        op = self._call(
+            action,
+            self.api.writes.instances.set_labels_unary,
+            request=compute_v1.SetLabelsInstanceRequest(
+                project=self.config.project, zone=zone, instance=name, request_id=str(uuid.uuid4()),
+                instances_set_labels_request_resource=compute_v1.InstancesSetLabelsRequest(
+                    labels=merged_labels(current.get("labels") or {}, labels),
+                    label_fingerprint=str(current.get("labelFingerprint") or "")),
+            ),
+        )
+        op = self._wait(op, zone, action)
+        failure = errors.operation_error(op, action=action)
+        if failure is not None:
+            raise failure
+        after = self._get(zone, name)
+        if after is None:
+            raise NotFoundError(f"gcp: instance {name} in {zone} is gone")
+        return self._to_instance(after, zone)
 
     def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
         """Problems found before anything is created; changes nothing.

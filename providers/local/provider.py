@@ -42,7 +42,7 @@ from providers.local.discovery import Discovery
 from providers.local.procs import ProcRef, adopt, alive, reap_children, ref_of, terminate
 from providers.local.store import Claims, InstanceRecord, Processes, ServiceRecord, Store, new_id, read_json
 from reconciler.core import linuxkit
-from reconciler.core.errors import ConfigError, InfraError, PermanentError, TransientError
+from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.core.model import (
     Instance,
     InstanceStatus,
@@ -50,7 +50,7 @@ from reconciler.core.model import (
     Problem,
 )
 from reconciler.kit.errormap import ErrorTable
-from reconciler.kit.ownership import require_owned
+from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import SdConfig
 from reconciler.kit.settings import first_problem
 
@@ -221,6 +221,7 @@ class LocalProvider:
             address=record.address,
             status=status,
             detail=detail,
+            created_at=record.created or None,
         )
 
     def _observe_all(self) -> Instances:
@@ -463,6 +464,26 @@ class LocalProvider:
             instance = self._observe(directory, record)
             self._refresh_discovery()
         return instance
+
+    # -- labels in place ---------------------------------------------------------------------
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance:
+        """Make ``labels`` the instance's labels, in its record; its processes are not touched.
+
+        Reads the record first (never the labels passed in) and refuses an instance that is not
+        this stack's, or a change of an ownership label.
+        """
+        with _os_errors(f"updating the labels of {instance.name}"), self.store.lock():
+            found = self.store.find(instance.name, instance.id)
+            if found is None:
+                raise NotFoundError(f"local: {instance.name} ({instance.id}) is gone")
+            directory, record = found
+            live = Instance(id=record.id, name=record.name, labels=record.labels)
+            require_label_update("local", live, labels, self.stack)
+            updated = record.model_copy(update={"labels": merged_labels(record.labels, labels)})
+            self.store.write(directory, updated)
+        self._refresh_discovery()
+        return self._observe(directory, updated)
 
     # -- deleting ----------------------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.core.errors import TransientError
+from reconciler.core.errors import NotFoundError, TransientError
 from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.kit.ownership import require_owned
+from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import SdConfig
 from reconciler.kit.settings import parse_settings
 
@@ -45,7 +45,7 @@ class World:
         self.by_name: dict[str, str] = {}
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
-        self.calls: dict[str, int] = {"list": 0, "create": 0, "delete": 0}
+        self.calls: dict[str, int] = {"list": 0, "create": 0, "delete": 0, "update": 0}
 
     def add_foreign(self, name: str, labels: Mapping[str, str] | None = None) -> Instance:
         """Put an instance there that ``infra`` did not create (for safety tests)."""
@@ -113,6 +113,7 @@ class MemoryProvider:
                 labels=spec.labels,
                 address=f"10.0.{spec.placement // 250 % 250}.{spec.placement % 250 + 1}",
                 status=InstanceStatus.RUNNING,
+                created_at=time.time(),
             )
             self.world.instances[inst.id] = inst
             self.world.by_name[inst.name] = inst.id
@@ -127,6 +128,18 @@ class MemoryProvider:
             require_owned("memory", current, self.stack)
             del self.world.instances[instance.id]
             self.world.by_name.pop(current.name, None)
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance:
+        """The instance's labels replaced in place (ownership checked on the record itself)."""
+        self._call("update")
+        with self.world.lock:
+            current = self.world.instances.get(instance.id)
+            if current is None:
+                raise NotFoundError(f"memory: {instance.name} ({instance.id}) is gone")
+            require_label_update("memory", current, labels, self.stack)
+            updated = current.model_copy(update={"labels": merged_labels(current.labels, labels)})
+            self.world.instances[instance.id] = updated
+            return updated
 
     def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
         return []

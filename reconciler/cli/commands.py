@@ -121,18 +121,26 @@ def validate(stack_file: str) -> None:
               f"({len(groups)} group{'s' * (len(groups) != 1)}, {members} members, provider {engine.stack.provider})")
 
 
+_TARGET = click.option("--target", "targets", multiple=True, metavar="GROUP[/MEMBER]",
+                       help="Only these changes; the others are shown as not targeted (repeatable).")
+
+
 @cli.command()
 @click.argument("stack_file", metavar="STACK")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when the stack matches its declaration, 2 when anything differs (held changes and "
+                   "groups no longer declared included).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan for 'apply --plan'.")
 @click.option("--destroy", is_flag=True, help="Plan the destruction of every instance of the stack.")
+@_TARGET
 @_debug_option
-def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str | None, destroy: bool) -> None:
+def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str | None, destroy: bool,
+         targets: tuple[str, ...]) -> None:
     """Show what apply would change, and why."""
     engine = _open(stack_file)
     try:
-        planned = engine.plan(destroy=destroy, writing=False)
+        planned = engine.plan(destroy=destroy, writing=False, conditions=_conditions(engine, targets, ()))
     finally:
         engine.close()
     the_plan, preflight_error = planned.plan, planned.refusal
@@ -145,10 +153,10 @@ def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str 
         render.render_plan(the_plan, console(), engine.stack.provider, engine.describe)
         if out_file:
             console().print(f"\nSaved the plan to {out_file}; apply exactly it with: "
-                             f"infra apply {stack_file} --plan {out_file}")
+                            f"infra apply {stack_file} --plan {out_file}")
     if preflight_error is not None:
         fail(str(preflight_error))
-    if detailed_exitcode and not the_plan.empty:
+    if detailed_exitcode and the_plan.drift:
         raise SystemExit(2)
 
 
@@ -161,10 +169,15 @@ def plan(stack_file: str, as_json: bool, detailed_exitcode: bool, out_file: str 
               help="Changes in flight at once (cattle groups).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds allowed per change, retries included.")
+@_TARGET
+@click.option("--replace", "replace", multiple=True, metavar="GROUP/MEMBER",
+              help="Replace this member even though it is healthy and current, through its role (repeatable).")
 @_debug_option
-def apply(stack_file: str, yes: bool, plan_file: str | None, concurrency: int, timeout: float) -> None:
-    """Converge the provider to the stack: create, replace and delete instances."""
-    _run_pass(stack_file, yes=yes, plan_file=plan_file, destroy=False, concurrency=concurrency, timeout=timeout)
+def apply(stack_file: str, yes: bool, plan_file: str | None, concurrency: int, timeout: float,
+          targets: tuple[str, ...], replace: tuple[str, ...]) -> None:
+    """Converge the provider to the stack: create, replace, update and delete instances."""
+    _run_pass(stack_file, yes=yes, plan_file=plan_file, destroy=False, concurrency=concurrency, timeout=timeout,
+              targets=targets, replace=replace)
 
 
 @cli.command()
@@ -176,37 +189,71 @@ def apply(stack_file: str, yes: bool, plan_file: str | None, concurrency: int, t
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1))
 @_debug_option
 def destroy(stack_file: str, yes: bool, with_images: bool, concurrency: int, timeout: float) -> None:
-    """Delete every instance of the stack (and its local state); images stay unless --images."""
+    """Delete every instance of the stack (and its local state); images stay unless --images.
+
+    A protected group (protect=True, recorded on its instances) is never deleted: destroy then
+    refuses and deletes nothing.
+    """
     _run_pass(stack_file, yes=yes, plan_file=None, destroy=True, concurrency=concurrency, timeout=timeout,
               with_images=with_images)
 
 
-def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: bool,
-              concurrency: int, timeout: float, with_images: bool = False) -> None:
+def _conditions(engine: Engine, targets: tuple[str, ...], replace: tuple[str, ...]) -> Any:
+    """The planner's conditions for a pass by hand: targets and replacements, checked against the
+    stack (no clock: a person's apply is explicit intent, see docs/safety.md)."""
+    from reconciler.core.planner import Conditions
 
+    groups = {g.name: g for g in engine.stack.groups}
+    known = sorted({*groups, *(r.group for r in engine.stack.removed)})
+
+    def parse(text: str, option: str, *, member_required: bool) -> tuple[str, str | None]:
+        group, _, member = text.partition("/")
+        if group not in known:
+            fail(f"{option} {text}: no group {group!r} in stack {engine.stack.name!r} (groups: {', '.join(known)})")
+        if member_required and not member:
+            fail(f"{option} {text}: name one member, as GROUP/MEMBER (e.g. {group}/{group}-0)")
+        return group, member or None
+
+    target_set = frozenset(parse(t, "--target", member_required=False) for t in targets) if targets else None
+    forced = set()
+    for text in replace:
+        group, member = parse(text, "--replace", member_required=True)
+        assert member is not None
+        forced.add((group, member))
+    if target_set is not None and forced:
+        target_set = target_set | frozenset(forced)
+    return Conditions(targets=target_set, replace=frozenset(forced))
+
+
+def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: bool,
+              concurrency: int, timeout: float, with_images: bool = False,
+              targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> None:
     saved = _read_saved(plan_file) if plan_file else None
     engine = _open(stack_file, concurrency=concurrency, timeout=timeout)
     out = console()
     try:
+        conditions = _conditions(engine, targets, replace)
         with engine.state.writing() as writing:
-            planned = engine.plan(destroy=destroy, images=with_images, writing=True)
+            planned = engine.plan(destroy=destroy, images=with_images, writing=True, conditions=conditions)
             the_plan = planned.plan
             if saved is not None:
                 saved.check(the_plan)
+            _refuse_blocked_or_paused(engine, planned, out)
+            _check_replaced(planned, replace)
             doomed = planned.images_to_delete
+            if planned.refusal is not None and the_plan.changes:  # e.g. etcd lost its quorum
+                render.render_plan(the_plan, out, engine.stack.provider, engine.describe)
+                fail(str(planned.refusal))
             if the_plan.empty:
-                if destroy and not doomed:
+                if destroy and not doomed and not the_plan.changes:
                     out.print(f"Nothing of stack [bold]{engine.stack.name}[/] exists; nothing to destroy.")
-                elif destroy:
+                elif destroy and doomed:
                     _delete_images(engine, planned, yes, out, writing.changing)
-                else:
+                else:  # nothing to do, or only held changes: show them and why
                     render.render_plan(the_plan, out, engine.stack.provider, engine.describe)
                 return_code = 0
             else:
                 render.render_plan(the_plan, out, engine.stack.provider, engine.describe)
-                refused = planned.refusal
-                if refused is not None:  # e.g. etcd lost its quorum: refuse before asking anything
-                    fail(str(refused))
                 if doomed:
                     out.print("  [bold]# images[/] (--images)\n" + "\n".join(
                         f"  [red]  - {r.name}[/]  [dim]({r.id})[/]" for r in doomed))
@@ -219,8 +266,9 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                     n = result.applied
                     pushed = (f"{len(the_plan.images)} image{'s' * (len(the_plan.images) != 1)} pushed, "
                               if the_plan.images else "")
+                    held = f" ({len(the_plan.held)} held, not applied)" if the_plan.held else ""
                     out.print(f"\n[bold green]{'Destroy' if destroy else 'Apply'} complete:[/] "
-                              f"{pushed}{len(n)} change{'s' * (len(n) != 1)} in {result.seconds:.1f}s.")
+                              f"{pushed}{len(n)} change{'s' * (len(n) != 1)} in {result.seconds:.1f}s{held}.")
                     if doomed:
                         _delete_images(engine, planned, True, out, writing.changing)
                     return_code = 0
@@ -235,11 +283,35 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
                     if result.skipped:
                         console(stderr=True).print(f"{len(result.skipped)} change(s) not attempted.")
                     return_code = 1
-            if destroy and return_code == 0:
+            if destroy and return_code == 0 and not the_plan.held:
                 engine.state.remove()  # while the lock is still held: no second writer in between
     finally:
         engine.close()
     raise SystemExit(return_code)
+
+
+def _refuse_blocked_or_paused(engine: Engine, planned: PlannedPass, out: Console) -> None:
+    """Exit 1, changing nothing, when the plan would delete a protected group, or the stack is paused."""
+    the_plan = planned.plan
+    stack_pause = planned.paused.get("")
+    if the_plan.blocked or (stack_pause is not None and the_plan.changes):
+        render.render_plan(the_plan, out, engine.stack.provider, engine.describe)
+        if the_plan.blocked:
+            fail("refusing to apply this plan: " + "; ".join(the_plan.blocked) + ". Nothing was changed.")
+        assert stack_pause is not None
+        fail(f"stack {engine.stack.name!r}: {stack_pause.describe()}. Nothing was changed; "
+             f"'infra resume {engine.source or engine.stack.name}' lifts the pause.")
+
+
+def _check_replaced(planned: PlannedPass, replace: tuple[str, ...]) -> None:
+    """Every ``--replace GROUP/MEMBER`` names an existing member of a declared group."""
+    planned_replaces = {(c.group, c.member) for c in planned.plan.changes if c.reason.value == "replace requested"}
+    for text in replace:
+        group, _, member = text.partition("/")
+        if (group, member) not in planned_replaces:
+            members = sorted(i.member or "" for i in planned.observed.get(group, []))
+            fail(f"--replace {text}: {group}/{member} is not a member of stack {planned.plan.stack!r} that can be "
+                 f"replaced (members of {group}: {', '.join(members) or 'none'})")
 
 
 def _read_saved(path: str) -> Any:
@@ -257,6 +329,54 @@ def _read_saved(path: str) -> Any:
     return SavedPlan.parse(text, path)
 
 
+def _pauses(stack_file: str, group: str | None) -> Any:
+    """The stack's pauses, and ``group`` checked against its declaration (no provider is opened)."""
+    from reconciler.engine.loader import load_stack
+    from reconciler.engine.pause import Pauses
+    from reconciler.engine.state import StateDir
+
+    stack = load_stack(stack_file)
+    if group is not None and group not in {g.name for g in stack.groups}:
+        fail(f"--group {group}: no group {group!r} in stack {stack.name!r} "
+             f"(groups: {', '.join(g.name for g in stack.groups) or 'none'})")
+    return stack, Pauses(StateDir(stack.name))
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--group", help="Pause only this group (default: the whole stack).")
+@click.option("--reason", required=True, help="Why: shown by plan, status, the daemon's log and page.")
+@_debug_option
+def pause(stack_file: str, group: str | None, reason: str) -> None:
+    """Stop every writer from changing the stack (or one group): it is observed, planned and reported.
+
+    Seen by 'infra apply' and the daemon from their next pass; a stopped or killed member is left
+    as it is until 'infra resume'.
+    """
+    _, pauses = _pauses(stack_file, group)
+    if not reason.strip():
+        fail("--reason: say why the stack is paused (it is shown to everyone who looks)")
+    made = pauses.pause(group or "", reason.strip())
+    console().print(f"Paused: {made.describe()}. 'infra resume {stack_file}"
+                    f"{f' --group {group}' if group else ''}' lifts it.")
+
+
+@cli.command()
+@click.argument("stack_file", metavar="STACK")
+@click.option("--group", help="Resume only this group (default: the whole stack).")
+@_debug_option
+def resume(stack_file: str, group: str | None) -> None:
+    """Lift a pause made by 'infra pause': writers change the stack (or group) again."""
+    stack, pauses = _pauses(stack_file, group)
+    lifted = pauses.resume(group or "")
+    what = f"group {group} of stack {stack.name}" if group else f"stack {stack.name}"
+    if lifted is None:
+        console().print(f"{what.capitalize()} was not paused.")
+        return
+    console().print(f"Resumed {what} (it was paused since "
+                    f"{lifted.describe().split(' paused since ', 1)[1]}).")
+
+
 @cli.command()
 @click.argument("stack_file", metavar="STACK")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
@@ -270,13 +390,16 @@ def status(stack_file: str, as_json: bool, wide: bool) -> None:
     """
     engine = _open(stack_file)
     try:
-        groups = engine.status()
+        whole = engine.stack_status()
     finally:
         engine.close()
+    groups = whole.groups
     if as_json:
         doc = {
             "stack": engine.stack.name,
             "provider": engine.stack.provider,
+            "paused": whole.paused,
+            "undeclared": [u.to_json() for u in whole.undeclared],
             "groups": [
                 {
                     "name": g.name, "role": g.role, "size": g.size,
@@ -288,13 +411,16 @@ def status(stack_file: str, as_json: bool, wide: bool) -> None:
                         for m in g.members
                     ],
                     **({"role_status": dict(g.extra)} if g.extra else {}),
+                    "held": g.held,
+                    "paused": g.paused,
                 }
                 for g in groups
             ],
         }
         click.echo(json.dumps(doc, indent=2, default=str))
         return
-    render.render_status(engine.stack.name, groups, console(), wide=wide)
+    render.render_status(engine.stack.name, groups, console(), wide=wide, paused=whole.paused,
+                         undeclared=[u.message for u in whole.undeclared])
 
 
 @cli.command()

@@ -6,7 +6,7 @@ returns, drawn with rich. Nothing here reads or changes anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from reconciler.engine.views import GroupStatus
 
 
-STYLE = {"create": "green", "delete": "red", "replace": "yellow"}
+STYLE = {"create": "green", "delete": "red", "replace": "yellow", "update": "cyan"}
 
 
 def render_plan(plan: Plan, console: Console, provider: str,
                 describe: Callable[[Problem], str] | None = None) -> None:
-    """The Terraform-like diff: ``+`` create, ``-`` delete, ``-/+`` replace, each with its reason.
+    """The Terraform-like diff: ``+`` create, ``-`` delete, ``-/+`` replace, ``~`` update in place,
+    each with its reason; held changes with why they are held; then what infra keeps (groups no
+    longer declared) and refuses (protected groups).
 
     Warnings come first, each named by ``describe`` (the engine's ``FILE:LINE: FIELD: message``).
     """
@@ -30,7 +32,12 @@ def render_plan(plan: Plan, console: Console, provider: str,
 
     show = describe or (lambda p: f"{p.field}: {p.message}")
     lines = [f"[yellow]warning:[/] {escape(show(p))}" for p in plan.problems]
-    if plan.empty:
+    kept = [f"  [bold]# {escape(u.message)}[/]" for u in plan.undeclared]
+    blocked = [f"  [bold red]# refused:[/] {escape(b)}" for b in plan.blocked]
+    if not plan.changes and not plan.images:
+        if kept or blocked:
+            lines.append("")
+            lines.extend(blocked + kept)
         lines.append(f"[green]No changes.[/] Stack [bold]{plan.stack}[/] matches its declaration "
                      f"({plan.observed} instances observed).")
         console.print("\n".join(lines))
@@ -46,28 +53,39 @@ def render_plan(plan: Plan, console: Console, provider: str,
     for gp in plan.groups:
         lines.append(f"  [bold]# group {gp.group}[/] ({gp.policy}{', bootstrap' if gp.bootstrap else ''})")
         for c in gp.changes:
-            style = STYLE[c.action.value]
+            style = "dim" if c.held else STYLE[c.action.value]
             why = c.reason.value + (f": {c.detail}" if c.detail else "")
             lines.append(f"  [{style}]{c.action.symbol:>3} {c.member}[/]  [dim]({escape(why)})[/]")
+            if c.held:
+                lines.append(f"        [yellow]held:[/] {escape(c.held)}")
+            if c.action.value == "update":
+                continue
             if c.before is not None and c.after is not None:
                 lines.append(f"        {c.before.name} → {c.after.name}  [dim]({c.order.value if c.order else ''})[/]")
             elif c.before is not None:
                 lines.append(f"        {c.before.name}  [dim]{c.before.address or ''}[/]")
             elif c.after is not None:
                 lines.append(f"        {c.after.name}")
+    if kept or blocked:
+        lines.append("")
+        lines.extend(blocked + kept)
     n = plan.counts()
     pushes = f"{len(plan.images)} image{'s' * (len(plan.images) != 1)} to push, " if plan.images else ""
+    held = f", {n['held']} held (not applied)" if n["held"] else ""
     lines.append(f"\n[bold]Plan:[/] {pushes}{n['create']} to create, {n['replace']} to replace, "
-                 f"{n['delete']} to delete.")
+                 f"{n['update']} to update in place, {n['delete']} to delete{held}.")
     console.print("\n".join(lines))
 
 
-
-def render_status(stack: str, groups: list[GroupStatus], out: Console, *, wide: bool = False) -> None:
+def render_status(stack: str, groups: list[GroupStatus], out: Console, *, wide: bool = False,
+                  paused: str | None = None, undeclared: Sequence[str] = ()) -> None:
     """The member tables and each role's facts; narrow enough for 80 columns unless ``wide``."""
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+    if paused:
+        out.print(f"[bold yellow]paused:[/] {escape(paused)}")
     for g in groups:
         table = Table(title=f"{stack}/{g.name} ({g.role}, {len(g.members)}/{g.size} members)",
                       title_justify="left")
@@ -79,7 +97,13 @@ def render_status(stack: str, groups: list[GroupStatus], out: Console, *, wide: 
                    "current" if m.spec_current else "[yellow]outdated[/]"]
             table.add_row(*row, *([m.name] if wide else []))
         out.print(table)
+        if g.paused:
+            out.print(f"  [yellow]paused:[/] {escape(g.paused)}")
+        for reason in g.held:
+            out.print(f"  [yellow]held:[/] {escape(reason)}")
         render_extra(out, g.extra, wide=wide)
+    for note in undeclared:
+        out.print(f"[bold]kept:[/] {escape(note)}")
 
 
 

@@ -42,7 +42,7 @@ class ConsoleReporter:
     def begin(self, plan: Plan) -> None:
         import time
 
-        self._total = len(plan.changes)
+        self._total = len(plan.actionable)
         self._last = time.monotonic()
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -73,7 +73,8 @@ class ConsoleReporter:
 
     def finished(self, change: Any, seconds: float) -> None:
         if self._total <= self.MANY:
-            done = {"create": "created", "delete": "deleted", "replace": "replaced"}[change.action.value]
+            done = {"create": "created", "delete": "deleted", "replace": "replaced",
+                    "update": "updated in place"}[change.action.value]
             style = STYLE[change.action.value]
             self.console.print(f"  [{style}]{change.action.symbol:>3} {change.member}[/] {done} in {seconds:.1f}s")
         self._count()

@@ -31,6 +31,11 @@ LABEL_GROUP = "infra-group"
 LABEL_MEMBER = "infra-member"
 LABEL_SPEC = "infra-spec"
 OWNERSHIP_LABELS = (LABEL_STACK, LABEL_GROUP, LABEL_MEMBER, LABEL_SPEC)
+# What a group is, recorded on each of its instances, so that a group the stack file no longer
+# declares is still known for what it is (and protected when it was).
+LABEL_ROLE = "infra-role"
+LABEL_POLICY = "infra-policy"
+LABEL_PROTECT = "infra-protect"  # "true" on the instances of a protected group; absent otherwise
 
 SPEC_HASH_LEN = 8
 
@@ -188,6 +193,11 @@ class MemberSpec(_Frozen):
         description="the address reserved for this member by Provider.address_for, known before "
         "creation so roles can write it into configuration; not part of the spec hash",
     )
+    extra_labels: ProviderSettings = Field(
+        default_factory=dict,
+        description="labels recorded on the instance besides ownership: the group's role, update policy "
+        "and protection, and the user's labels. Not part of the spec hash: they change in place",
+    )
     image_digest: str | None = Field(
         None,
         description="set when ``image`` is built by infra's image pipeline from the group's LinuxKit "
@@ -266,12 +276,32 @@ class MemberSpec(_Frozen):
 
     @property
     def labels(self) -> dict[str, str]:
+        """Every label the instance carries: the extra labels, then the ownership labels."""
         return {
+            **self.extra_labels,
             LABEL_STACK: self.stack,
             LABEL_GROUP: self.group,
             LABEL_MEMBER: self.member,
             LABEL_SPEC: self.spec_hash,
         }
+
+    def with_labels(self, extra: Mapping[str, str]) -> MemberSpec:
+        """This member with ``extra_labels`` set to ``extra`` (the same mapping for a whole group).
+
+        Labels are not part of the spec hash, so the copy keeps the hash computed for the group
+        and is made without validation, as :meth:`sibling` does (the engine labels every member of
+        every pass).
+        """
+        fields = dict(self.__dict__)
+        fields["extra_labels"] = extra
+        copy = MemberSpec.__new__(MemberSpec)
+        object.__setattr__(copy, "__dict__", fields)
+        key = frozenset(self.__pydantic_fields_set__ | {"extra_labels"})
+        shared = _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key))
+        object.__setattr__(copy, "__pydantic_fields_set__", shared)
+        object.__setattr__(copy, "__pydantic_extra__", None)
+        object.__setattr__(copy, "__pydantic_private__", None)
+        return copy
 
     def userdata(self) -> dict[str, Any]:
         """The member's files in the JSON shape LinuxKit's ``metadata`` package expands.
@@ -344,6 +374,7 @@ class Instance(_Frozen):
     address: str | None = None
     status: InstanceStatus = InstanceStatus.UNKNOWN
     detail: str | None = Field(None, description="provider's note, e.g. why it is dead")
+    created_at: float | None = Field(None, description="when it was created (Unix time), when the provider says")
 
     @property
     def stack(self) -> str | None:
@@ -370,6 +401,11 @@ class Instance(_Frozen):
     @property
     def alive(self) -> bool:
         return self.status in (InstanceStatus.PENDING, InstanceStatus.RUNNING)
+
+    @property
+    def protected(self) -> bool:
+        """Whether it carries its group's protection (``infra-protect=true``)."""
+        return self.labels.get(LABEL_PROTECT) == "true"
 
 
 class Health(str, enum.Enum):

@@ -1,9 +1,16 @@
 """A plan is data: the ordered changes one pass will make, each with its reason.
 
 Modelled on Terraform's ``plans`` package: an :class:`Action` (create, delete, replace — and for
-replace, which half goes first), a :class:`Change` with ``before`` (the observed instance) and
-``after`` (the desired member) and a :class:`Reason`, and a :class:`Plan` that renders as a
-diff, serialises to JSON, and can be saved and applied exactly (``apply --plan FILE``).
+replace, which half goes first — or update in place), a :class:`Change` with ``before`` (the
+observed instance) and ``after`` (the desired member) and a :class:`Reason`, and a :class:`Plan`
+that renders as a diff, serialises to JSON, and can be saved and applied exactly (``apply --plan
+FILE``).
+
+A change may be **held**: planned and shown, never carried out, with the reason (the stack or
+group is paused, it is outside ``--target``, remediation is held by the group's limits, a member
+is stopped or crash-looping). A plan also lists what infra keeps and why: groups found at the
+provider that the stack file no longer declares (:class:`Undeclared`), and deletions refused
+because a group is protected (``blocked``).
 
 Produced by :func:`reconciler.core.planner.plan`, executed by :mod:`reconciler.engine.executor`, rendered by
 the CLI. A plan never contains a secret: ``after`` is shown through ``MemberSpec.public_view``.
@@ -24,33 +31,37 @@ from reconciler.core.model import Instance, MemberSpec, Problem
 PLAN_FORMAT = 1
 
 
-#: (action, group, member, reason, id of the instance before, spec hash after)
-ChangeKey = tuple[str, str, str, str, str | None, str | None]
+#: (action, group, member, reason, id of the instance before, spec hash after, held or not)
+ChangeKey = tuple[str, str, str, str, str | None, str | None, bool]
 
 
 def change_key(doc: dict[str, Any]) -> ChangeKey:
     """The key of a change from its JSON form (:meth:`Change.to_json`, or a saved plan's)."""
     before = doc.get("before") or {}
     after = doc.get("after") or {}
-    return (doc["action"], doc["group"], doc["member"], doc["reason"], before.get("id"), after.get("spec"))
+    return (doc["action"], doc["group"], doc["member"], doc["reason"], before.get("id"), after.get("spec"),
+            doc.get("held") is not None)
 
 
 class Action(str, enum.Enum):
     CREATE = "create"
     DELETE = "delete"
     REPLACE = "replace"
+    UPDATE = "update"  # in place: labels (and protection) only, the instance is kept
 
     @property
     def symbol(self) -> str:
-        return {"create": "+", "delete": "-", "replace": "-/+"}[self.value]
+        return {"create": "+", "delete": "-", "replace": "-/+", "update": "~"}[self.value]
 
 
 class Reason(str, enum.Enum):
     MISSING = "missing"  # desired member has no instance
-    NOT_WANTED = "not wanted"  # instance of a member (or group) no longer declared
+    NOT_WANTED = "not wanted"  # instance of a member no longer declared (scale-in), or of a removed group
     SPEC_CHANGED = "spec changed"  # instance built from an older spec
     UNHEALTHY = "unhealthy"  # instance dead or failing its role's health check
     DUPLICATE = "duplicate"  # a second instance of the same member (e.g. after a lost response)
+    REQUESTED = "replace requested"  # apply --replace GROUP/MEMBER: healthy and current, replaced on request
+    LABELS = "labels changed"  # labels or protection differ: updated in place
 
 
 class Order(str, enum.Enum):
@@ -72,6 +83,8 @@ class Change:
     after: MemberSpec | None = None
     order: Order | None = None
     detail: str | None = None  # e.g. "process exited with code 1", "spec 1a2b → 3c4d"
+    #: why this change is shown but not carried out (paused, not targeted, remediation held, ...)
+    held: str | None = None
 
     def key(self) -> ChangeKey:
         """What must match between a saved plan and a fresh one."""
@@ -88,6 +101,8 @@ class Change:
             doc["detail"] = self.detail
         if self.order:
             doc["order"] = self.order.value
+        if self.held:
+            doc["held"] = self.held
         if self.before is not None:
             doc["before"] = {
                 "id": self.before.id,
@@ -110,6 +125,35 @@ class GroupPlan:
     changes: tuple[Change, ...]
     bootstrap: bool = False  # quorum group created from nothing: creates run together
 
+    @property
+    def actionable(self) -> tuple[Change, ...]:
+        """The changes that will be carried out (not held)."""
+        return tuple(c for c in self.changes if c.held is None)
+
+
+@dataclass(frozen=True)
+class Undeclared:
+    """A group found at the provider that the stack file no longer declares: kept, never deleted
+    implicitly. ``role``/``policy`` come from its instances' labels (None on instances made
+    before infra recorded them)."""
+
+    group: str
+    members: int
+    role: str | None = None
+    policy: str | None = None
+    protected: bool = False
+
+    @property
+    def message(self) -> str:
+        what = f"{self.members} member{'s' * (self.members != 1)} kept"
+        role = f" ({self.role}{', protected' if self.protected else ''})" if self.role else ""
+        return (f"group {self.group}{role} is no longer declared: {what}. To delete it, declare "
+                f"removed=[Removed({self.group!r})] in the stack file; to keep it, declare it again")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": self.group, "members": self.members, "role": self.role, "policy": self.policy,
+                "protected": self.protected, "message": self.message}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -123,22 +167,48 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Pipeline images the provider lacks: built and pushed before any member change.
     images: tuple[ImageSpec, ...] = ()
+    #: Groups at the provider the stack file no longer declares (kept).
+    undeclared: tuple[Undeclared, ...] = ()
+    #: Deletions refused because the group is protected (apply and destroy exit 1).
+    blocked: tuple[str, ...] = ()
 
     @property
     def changes(self) -> list[Change]:
+        """Every planned change, held ones included (what a person reviews)."""
         return [c for g in self.groups for c in g.changes]
+
+    @property
+    def actionable(self) -> list[Change]:
+        """The changes that will be carried out."""
+        return [c for c in self.changes if c.held is None]
+
+    @property
+    def held(self) -> list[Change]:
+        return [c for c in self.changes if c.held is not None]
 
     def __iter__(self) -> Iterator[Change]:
         return iter(self.changes)
 
     @property
     def empty(self) -> bool:
-        return not self.images and not any(g.changes for g in self.groups)
+        """Nothing will be carried out (held changes, undeclared groups and blocks may remain)."""
+        return not self.images and not any(c.held is None for g in self.groups for c in g.changes)
+
+    @property
+    def drift(self) -> bool:
+        """Anything differs from the declaration: a change (held or not), an image to push, a
+        group no longer declared, a refused deletion (``plan --detailed-exitcode`` exits 2)."""
+        return bool(self.images or self.changes or self.undeclared or self.blocked)
 
     def counts(self) -> dict[str, int]:
+        """Actionable changes by action, and ``held``."""
         out = {a.value: 0 for a in Action}
+        out["held"] = 0
         for c in self.changes:
-            out[c.action.value] += 1
+            if c.held is not None:
+                out["held"] += 1
+            else:
+                out[c.action.value] += 1
         return out
 
     def keys(self) -> list[ChangeKey]:
@@ -152,6 +222,8 @@ class Plan:
             "images": [{"action": "push", **i.public_view()} for i in self.images],
             "changes": [c.to_json() for c in self.changes],
             "summary": self.counts(),
+            "undeclared": [u.to_json() for u in self.undeclared],
+            "blocked": list(self.blocked),
             "warnings": [p.model_dump() for p in self.problems if not p.is_error],
         }
 

@@ -16,6 +16,13 @@ A group is declared in one of two equal forms:
 Both give the engine the same ``Group.config`` (only the settings that were set), so an equal
 declaration in either form expands to members with the same spec hashes.
 
+What keeps a group safe is declared with it: ``protect=True`` (no plan deletes the group as a
+whole while any member carries it, recorded on the instances so it survives the declaration),
+``labels`` (recorded on every instance, changed in place), and ``remediation``
+(:class:`Remediation`: how many unhealthy members infra may replace at once, after how long, and
+when it stops). A group deleted from the file is kept until the stack says so with
+``removed=[Removed("name")]`` (Terraform's ``removed`` block).
+
 Each Stack and Group remembers where it was built (``declared_at``: the stack file and line, set
 while :mod:`reconciler.engine.loader` runs the file), so an error found later — by a role, a provider, or
 the image pipeline — can point at the line that declared the field (:mod:`reconciler.core.fieldpath`).
@@ -65,6 +72,73 @@ Name = Annotated[str, AfterValidator(_check_name)]
 
 #: Settings passed through to a provider or role, validated by that plugin's own model.
 Settings = dict[str, JsonValue]
+
+_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+#: Label keys infra keeps for itself (ownership, role, policy, protection).
+RESERVED_LABEL_PREFIX = "infra-"
+
+
+def _check_labels(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if not _LABEL_KEY_RE.match(key):
+            raise ValueError(f"label key {key!r} is not valid: a lowercase letter, then at most 62 lowercase "
+                             "letters, digits, '_' or '-' (valid as a GCE label and an EC2 tag)")
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise ValueError(f"label key {key!r}: keys starting with {RESERVED_LABEL_PREFIX!r} are infra's own")
+        if not _LABEL_VALUE_RE.match(val):
+            raise ValueError(f"label {key}={val!r}: a value is at most 63 lowercase letters, digits, '_' or '-'")
+    return value
+
+
+#: Labels recorded on every instance of a group (cost centre, team): changed in place.
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+
+_PERCENT_RE = re.compile(r"^(\d{1,3})%$")
+
+
+class Remediation(BaseModel):
+    """How infra replaces a group's unhealthy members (Cluster API's MachineHealthCheck).
+
+    Safe with no settings: a group whose members fail together (a shared dependency is down) is
+    held, not replaced; one failed probe replaces nothing; a member just made is not judged; a
+    member replaced again and again is held with the reason.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_unhealthy: int | str = Field(
+        "40%", description="above this many unhealthy members (a count, or a percentage of the group's "
+        "size) no unhealthy member of the group is replaced; one is always allowed")
+    unhealthy_after: float = Field(
+        10.0, ge=0, description="seconds a member must have been seen failing its health check before it is "
+        "replaced (the daemon remembers the first sighting; a dead instance is replaced at once)")
+    startup_grace: float = Field(30.0, ge=0, description="seconds after its creation a member is not judged")
+    crash_loop: int = Field(3, ge=1, description="replacements of one member within crash_window after which "
+                            "it is held, not replaced again")
+    crash_window: float = Field(600.0, gt=0, description="seconds over which replacements are counted")
+
+    @model_validator(mode="after")
+    def _limit(self) -> Remediation:
+        value = self.max_unhealthy
+        if isinstance(value, str):
+            m = _PERCENT_RE.match(value.strip())
+            if m is None or int(m.group(1)) > 100:
+                raise ValueError(f"max_unhealthy {value!r}: a count (2) or a percentage from 0% to 100% (40%)")
+        elif value < 0:
+            raise ValueError("max_unhealthy: a count may not be negative")
+        return self
+
+    def allowed(self, size: int) -> int:
+        """How many unhealthy members of a group of ``size`` may be replaced (at least one)."""
+        value = self.max_unhealthy
+        limit = value if isinstance(value, int) else int(value.strip().rstrip("%")) * size // 100
+        return max(1, limit)
+
+    @property
+    def limit(self) -> str:
+        """The limit as declared: ``40%`` or ``2``."""
+        return str(self.max_unhealthy).strip()
 
 
 #: The stack file :mod:`reconciler.engine.loader` is running (its resolved path), so that the models
@@ -128,6 +202,11 @@ class Group(_Declared):
         default_factory=dict,
         description="per-group provider settings (zones, subnets) merged over the stack's",
     )
+    protect: bool = Field(
+        False, description="recorded on every instance: while any member carries it, no plan deletes the "
+        "group as a whole (destroy, removed, no longer declared); set False and apply it first")
+    labels: Labels = Field(default_factory=dict, description="recorded on every instance; changed in place")
+    remediation: Remediation = Field(default_factory=Remediation)
 
     #: Set by a role's typed group class (``plugins.etcd.Etcd``), which also inherits that model:
     #: the role's settings are then keywords of the group, and ``config`` is made from them.
@@ -166,6 +245,29 @@ class Group(_Declared):
         return type(self).settings_model is not None
 
 
+class Removed(_Declared):
+    """A group the stack deletes on purpose (Terraform's ``removed`` block): ``Removed("etcd")``.
+
+    Its members are deleted through its role (a quorum group one member at a time, as its role
+    tears it down), never as cattle; ``role`` names that role when the instances were made before
+    infra recorded it on them. A protected group is not deleted.
+    """
+
+    group: Name
+    role: str | None = None
+
+    def __init__(self, group: str | None = None, /, **data: Any) -> None:
+        if group is not None:
+            data["group"] = group
+        super().__init__(**data)
+
+
+def _removed(value: Any) -> Any:
+    if isinstance(value, str):
+        return Removed(value)
+    return value
+
+
 class Stack(_Declared):
     """Everything one ``infra apply`` converges: a named set of groups at one provider."""
 
@@ -173,6 +275,9 @@ class Stack(_Declared):
     provider: str = "local"
     provider_config: Settings = Field(default_factory=dict)
     groups: tuple[Group, ...] = ()
+    labels: Labels = Field(default_factory=dict, description="recorded on every instance of every group")
+    removed: tuple[Annotated[Removed, BeforeValidator(_removed)], ...] = Field(
+        (), description="groups to delete on purpose; a group merely left out of the file is kept")
 
     @model_validator(mode="after")
     def _unique_groups(self) -> Stack:
@@ -181,7 +286,14 @@ class Stack(_Declared):
             if group.name in seen:
                 raise ValueError(f"group {group.name!r} is declared twice; group names must be unique")
             seen.add(group.name)
+        for gone in self.removed:
+            if gone.group in seen:
+                raise ValueError(f"group {gone.group!r} is both declared and removed; keep one of the two")
         return self
+
+    def labels_of(self, group: Group) -> dict[str, str]:
+        """The user labels of ``group``'s instances: the stack's, with the group's laid over them."""
+        return {**self.labels, **group.labels}
 
     def group(self, name: str) -> Group:
         for group in self.groups:

@@ -71,7 +71,8 @@ class DaemonMetrics:
                                       ["stack", "group", "action", "reason"], registry=r)
         self.drift = Counter("infra_drift_detected", "Passes whose plan was not empty (drift from the stack).",
                              ["stack"], registry=r)
-        self.planned = Gauge("infra_planned_changes", "Changes in the last pass's plan.", ["stack"], registry=r)
+        self.planned = Gauge("infra_planned_changes", "Changes in the last pass's plan that it carries out.",
+                             ["stack"], registry=r)
         self.observed = Gauge("infra_instances_observed", "Instances observed by the last pass, per group.",
                               ["stack", "group"], registry=r)
         self.provider_errors = Counter("infra_provider_errors", "Provider calls that raised, by call and type.",
@@ -84,6 +85,13 @@ class DaemonMetrics:
                              ["stack"], registry=r)
         self.last_pass = Gauge("infra_last_pass_timestamp_seconds", "When the last pass ended (Unix time).",
                                ["stack"], registry=r)
+        self.held = Gauge("infra_changes_held", "Changes the last pass planned and held (not applied), by why: "
+                          "remediation (limits), stopped, crash_loop, paused, other.", ["stack", "group", "why"],
+                          registry=r)
+        self.paused = Gauge("infra_paused", "1 while the stack (group \"\") or a group is paused, else 0.",
+                            ["stack", "group"], registry=r)
+        self.undeclared = Gauge("infra_undeclared_instances", "Instances of a group the stack file no longer "
+                                "declares (kept, never deleted implicitly).", ["stack", "group"], registry=r)
 
     def init_stack(self, stack: str, groups: list[str]) -> None:
         """Make every series of ``stack`` visible at 0 before its first pass."""
@@ -96,8 +104,10 @@ class DaemonMetrics:
         self.backoff.labels(stack).set(0)
         for result in ("ok", "error"):
             self.reloads.labels(stack, result)
+        self.paused.labels(stack, "").set(0)
         for group in groups:
             self.observed.labels(stack, group)
+            self.paused.labels(stack, group).set(0)
 
     def set_observed(self, stack: str, counts: Mapping[str, int]) -> None:
         for group, n in counts.items():

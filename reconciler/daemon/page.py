@@ -54,6 +54,8 @@ class StackView:
     plan: Plan | None = None
     observed_at: float = 0.0
     applying: bool = False
+    #: the pause of the whole stack, described, when it is paused
+    paused: str | None = None
 
 
 @dataclass
@@ -146,13 +148,24 @@ def _stack(page: StackPage, now: float) -> str:
         changes = view.plan.changes if view.plan is not None else []
         for c in changes:
             pending.setdefault(c.group, {})[c.member] = (f"{c.action.symbol} {c.reason.value}"
-                                                         + (f": {c.detail}" if c.detail else ""))
+                                                         + (f": {c.detail}" if c.detail else "")
+                                                         + (f" — held: {c.held}" if c.held else ""))
+        for g in view.groups:
+            if g.paused:
+                parts.append(f"<p class='paused'>paused: {_e(g.paused)}</p>")
+        if view.paused:
+            parts.append(f"<p class='paused'>paused: {_e(view.paused)}</p>")
         if changes:
-            items = "".join(f"<li>{_e(c.action.symbol)} {_e(c.group)}/{_e(c.member)} ({_e(c.reason.value)}"
-                            f"{': ' + _e(c.detail) if c.detail else ''})</li>" for c in changes)
+            items = "".join(f"<li class='{'held' if c.held else 'change'}'>{_e(c.action.symbol)} {_e(c.group)}/"
+                            f"{_e(c.member)} ({_e(c.reason.value)}{': ' + _e(c.detail) if c.detail else ''})"
+                            f"{' <b>held:</b> ' + _e(c.held) if c.held else ''}</li>" for c in changes)
             parts.append(f"<div class='plan'><h3>pending plan</h3><ul>{items}</ul></div>")
         else:
             parts.append("<p class='plan none'>pending plan: no changes</p>")
+        if view.plan is not None and (view.plan.undeclared or view.plan.blocked):
+            notes = "".join(f"<li>{_e(u.message)}</li>" for u in view.plan.undeclared)
+            notes += "".join(f"<li>refused: {_e(b)}</li>" for b in view.plan.blocked)
+            parts.append(f"<div class='kept'><h3>kept</h3><ul>{notes}</ul></div>")
         parts.extend(_group(g, pending.get(g.name, {})) for g in view.groups)
         parts.append(_graph(view))
     if page.error:
@@ -176,6 +189,7 @@ tr.ok td.health{background:#c8e6c9}tr.bad td.health{background:#ffcdd2}tr.unknow
 tr.pending{color:#2e7d32;font-style:italic}.plan li{font-family:monospace}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:0 1em}dt{color:#666}
 .error{color:#c62828}figure.graph svg{max-width:100%;height:auto}
+.paused{background:#fff3cd;padding:.3em .6em}li.held{color:#8a6d3b}
 """
 
 

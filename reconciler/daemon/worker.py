@@ -163,6 +163,12 @@ class StackLoop:
         self.views = False
         self.view: StackView | None = None
         self.history: deque[PassRecord] = deque(maxlen=10)
+        #: the daemon's memory between passes, an input of the pure planner: when each instance was
+        #: first seen failing its health check, and when each member was replaced as unhealthy
+        self.first_unhealthy: dict[str, float] = {}
+        self.replaced: dict[tuple[str, str], list[float]] = {}
+        #: what was last reported of held changes, pauses and undeclared groups (logged on change)
+        self._reported: dict[str, Any] = {}
         leader.on_lost = self._lost
 
     # -- called from other threads ---------------------------------------------------------------
@@ -201,16 +207,69 @@ class StackLoop:
                          name=self.stack_name, error=last.error if last is not None else None)
 
     def _planned(self, planned: PlannedPass) -> None:
-        """The view of a pass, published before it applies anything (so the page shows the changes
-        while they run). Runs on the pass thread, between the engine's steps: no race with it."""
+        """Remember what this pass saw (first sightings of unhealthy members), report what it holds,
+        and publish its view before it applies anything (so the page shows the changes while they
+        run). Runs on the pass thread, between the engine's steps: no race with it."""
+        self._remember(planned)
+        self._report(planned)
         if not self.views:
             return
         engine = self.engine
         self.view = StackView(
             stack=self.stack_name, provider=self.stack.provider, path=self.path,
             groups=engine.status_of_pass(planned), links=engine.links(), quorum=engine.quorum_groups,
+            paused=planned.paused[""].describe() if "" in planned.paused else None,
             plan=planned.plan, observed_at=time.time(),
             applying=not planned.plan.empty and planned.refusal is None)
+
+    def _remember(self, planned: PlannedPass) -> None:
+        from reconciler.core.model import Health
+
+        now = time.time()
+        sick = {i.id for insts in planned.observed.values() for i in insts
+                if i.alive and planned.health.get(i.id) is Health.UNHEALTHY}
+        self.first_unhealthy = {iid: self.first_unhealthy.get(iid, now) for iid in sick}
+
+    def _report(self, planned: PlannedPass) -> None:
+        """Log held changes, pauses and undeclared groups when they change; set their metrics."""
+        plan, m, name = planned.plan, self.metrics, self.stack_name
+        kinds: dict[tuple[str, str], int] = {}
+        reasons: dict[str, list[str]] = {}
+        for c in plan.held:
+            held = c.held or ""
+            why = ("remediation" if held.startswith("remediation held") else "stopped" if held.startswith("stopped")
+                   else "crash_loop" if held.startswith("crash loop") else "paused" if held.startswith("paused")
+                   else "other")
+            kinds[(c.group, why)] = kinds.get((c.group, why), 0) + 1
+            text = held if why == "remediation" else f"{c.member}: {held}"
+            if text not in reasons.setdefault(c.group, []):
+                reasons[c.group].append(text)
+        for (group, why), n in kinds.items():
+            m.held.labels(name, group, why).set(n)
+        for key in self._reported.get("held_kinds", set()) - set(kinds):
+            m.held.labels(name, *key).set(0)
+        paused = {g: p.describe() for g, p in planned.paused.items()}
+        for group in {*self._reported.get("paused", {}), *paused, ""}:
+            m.paused.labels(name, group).set(1 if group in paused else 0)
+        undeclared = {u.group: u.message for u in plan.undeclared}
+        for u in plan.undeclared:
+            m.undeclared.labels(name, u.group).set(u.members)
+        for group in set(self._reported.get("undeclared", {})) - set(undeclared):
+            m.undeclared.labels(name, group).set(0)
+        if reasons != self._reported.get("held"):
+            for group, texts in sorted(reasons.items()):
+                self.log("warning", "held", f"group {group}: " + "; ".join(texts), stack=name, group=group,
+                         held=len([c for c in plan.held if c.group == group]))
+        if paused != self._reported.get("paused"):
+            for group, text in sorted(paused.items()):
+                self.log("warning", "paused", text, stack=name, group=group)
+            for group in set(self._reported.get("paused", {})) - set(paused):
+                self.log("info", "resumed", f"{'group ' + group if group else 'the stack'} resumed", stack=name,
+                         group=group)
+        if undeclared != self._reported.get("undeclared"):
+            for group, text in sorted(undeclared.items()):
+                self.log("warning", "undeclared", text, stack=name, group=group)
+        self._reported = {"held": reasons, "held_kinds": set(kinds), "paused": paused, "undeclared": undeclared}
 
     # -- asked by the scheduler ------------------------------------------------------------------
 
@@ -334,11 +393,15 @@ class StackLoop:
     def _pass(self, stop: threading.Event) -> PassResult:
         from reconciler.core.errors import PermanentError
         from reconciler.core.plan import Plan
+        from reconciler.core.planner import Conditions
         from reconciler.engine.engine import PassResult
 
         start = time.monotonic()
+        conditions = Conditions(now=time.time(), first_unhealthy=dict(self.first_unhealthy),
+                                replaced={k: tuple(v) for k, v in self.replaced.items()})
         try:
-            return self.engine.reconcile(reporter=_Reporter(self), stop=stop, on_planned=self._planned)
+            return self.engine.reconcile(reporter=_Reporter(self), stop=stop, on_planned=self._planned,
+                                         conditions=conditions)
         except Exception as exc:  # a plugin bug outside the executor's guard: an error pass
             err = PermanentError(f"unexpected {type(exc).__name__} during the pass: {exc}")
             return PassResult(Plan(self.stack_name), None, error=err, seconds=time.monotonic() - start)
@@ -346,8 +409,14 @@ class StackLoop:
     def _account(self, result: PassResult) -> None:
         self.passes += 1
         plan, applied, err, outcome = result.plan, result.applied, result.error, result.outcome
+        if applied is not None:  # members replaced because unhealthy: the crash-loop memory
+            now = time.time()
+            for c in applied.applied:
+                if c.reason.value == "unhealthy":
+                    times = [t for t in self.replaced.get((c.group, c.member), []) if now - t < 3600][-9:]
+                    self.replaced[(c.group, c.member)] = [*times, now]
         self.history.append(PassRecord(at=time.time(), outcome=outcome, seconds=result.seconds,
-                                       planned=len(plan.changes), applied=len(applied.applied) if applied else 0,
+                                       planned=len(plan.actionable), applied=len(applied.applied) if applied else 0,
                                        failed=len(applied.failed) if applied else 0,
                                        error=str(err) if err is not None else None))
         if self.view is not None and self.view.applying:
@@ -355,7 +424,7 @@ class StackLoop:
         m = self.metrics
         m.passes.labels(self.stack_name, outcome).inc()
         m.pass_seconds.labels(self.stack_name).observe(result.seconds)
-        m.planned.labels(self.stack_name).set(len(plan.changes))
+        m.planned.labels(self.stack_name).set(len(plan.actionable))
         m.last_pass.labels(self.stack_name).set(time.time())
         if not plan.empty:
             m.drift.labels(self.stack_name).inc()
@@ -377,8 +446,9 @@ class StackLoop:
         n = plan.counts()
         fields: dict[str, Any] = {
             "stack": self.stack_name, "result": outcome, "seconds": round(result.seconds, 3),
-            "observed": plan.observed, "planned": len(plan.changes),
-            "create": n["create"], "replace": n["replace"], "delete": n["delete"],
+            "observed": plan.observed, "planned": len(plan.actionable),
+            "create": n["create"], "replace": n["replace"], "delete": n["delete"], "update": n["update"],
+            "held": n["held"],
             "applied": len(applied.applied) if applied else 0,
             "failed": len(applied.failed) if applied else 0,
             "skipped": len(applied.skipped) if applied else 0,
@@ -398,7 +468,8 @@ class StackLoop:
         elif outcome == "applied":
             msg = f"pass applied {fields['applied']} change(s) in {result.seconds:.2f}s"
         else:
-            msg = f"pass: no changes ({plan.observed} instances observed) in {result.seconds:.2f}s"
+            held = f"; {n['held']} change(s) held" if n["held"] else ""
+            msg = f"pass: no changes ({plan.observed} instances observed) in {result.seconds:.2f}s{held}"
         level = "error" if err is not None else ("warning" if outcome == "interrupted" else "info")
         self.log(level, "pass", msg, **fields)
         for p in plan.problems:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,19 +33,20 @@ from reconciler.core import fieldpath
 from reconciler.core.errors import ConfigError, InfraError, PermanentError, QuorumLostError
 from reconciler.core.fieldpath import FieldPath
 from reconciler.core.image import ImageRecord, ImageSpec, pinned, with_image
-from reconciler.core.model import Health, Instance, MemberSpec, Problem, stack_selector
+from reconciler.core.model import LABEL_ROLE, Health, Instance, MemberSpec, Problem, stack_selector
 from reconciler.core.plan import Plan
-from reconciler.core.planner import GroupDesire, member_sort_key
+from reconciler.core.planner import Conditions, GroupDesire, labels_differ, member_sort_key
 from reconciler.core.planner import plan as make_plan
-from reconciler.core.stack import Stack
+from reconciler.core.stack import Group, Stack
 from reconciler.engine import pipeline
-from reconciler.engine.binding import GroupBinding
+from reconciler.engine.binding import GroupBinding, group_labels
 from reconciler.engine.executor import ApplyResult, Executor, GroupHooks, NullReporter, Reporter
 from reconciler.engine.health import parallel_health
+from reconciler.engine.pause import Pause, Pauses
 from reconciler.engine.state import StateDir
-from reconciler.engine.views import GroupStatus, status_of
+from reconciler.engine.views import GroupStatus, StackStatus, annotate, status_of
 from reconciler.kit import registry
-from reconciler.kit.provider import Provider, image_store
+from reconciler.kit.provider import Provider, image_store, label_updater
 from reconciler.kit.retry import RetryPolicy
 from reconciler.kit.role import AnyContext, AnyRole, MetricsTarget, RoleContext, UpdatePolicy
 
@@ -72,6 +73,10 @@ class PlannedPass:
     #: planned by a writer (under the stack's lock), so it may be applied; a read-only plan's
     #: members may carry a throwaway CA's certificates and is never applied
     writing: bool = True
+    #: the groups the stack file removes, bound to their roles (their deletions run through them)
+    removed: tuple[GroupBinding, ...] = ()
+    #: the pauses in force when it was planned, by group (``""``: the whole stack)
+    paused: Mapping[str, Pause] = field(default_factory=dict)
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -153,7 +158,8 @@ class Engine:
         self.stack = stack
         self.provider = provider
         self.bindings: tuple[GroupBinding, ...] = tuple(
-            GroupBinding(i, g, roles[g.name], configs[g.name]) for i, g in enumerate(stack.groups))
+            GroupBinding(i, g, roles[g.name], configs[g.name], group_labels(stack, g, roles[g.name]))
+            for i, g in enumerate(stack.groups))
         self.state = state_dir if isinstance(state_dir, StateDir) else StateDir(stack.name, path=Path(state_dir))
         #: the stack's private directory (roles keep the stack's CA here); made on first write
         self.state_dir = self.state.path
@@ -287,10 +293,21 @@ class Engine:
 
     def desired(self, observed: Observed) -> list[GroupDesire]:
         """Each group's desired members, booting their pipeline images (as :meth:`plan` diffs them)."""
-        expanded = {b.name: b.role.expand(self.context(b, observed)) if b.group.size else []
+        expanded = {b.name: self._expand(b, self.context(b, observed)) if b.group.size else []
                     for b in self.bindings}
         self._resolve_images(expanded)
-        return [GroupDesire(b.name, b.policy, expanded[b.name]) for b in self.bindings]
+        return [self._desire(b, expanded[b.name]) for b in self.bindings]
+
+    @staticmethod
+    def _expand(binding: GroupBinding, ctx: AnyContext) -> list[MemberSpec]:
+        """The group's members as its role expands them, each recording the group's labels."""
+        labels = binding.labels
+        return [m.with_labels(labels) for m in binding.role.expand(ctx)]
+
+    @staticmethod
+    def _desire(binding: GroupBinding, members: Sequence[MemberSpec]) -> GroupDesire:
+        return GroupDesire(binding.name, binding.policy, members, labels=binding.labels,
+                           remediation=binding.group.remediation, removed=binding.removed)
 
     def health(self, observed: Observed) -> dict[str, Health]:
         """Each alive instance's health by its role; checks that do I/O run in parallel."""
@@ -329,7 +346,7 @@ class Engine:
                 problems.append(p if p.field.startswith("groups") else
                                 p.model_copy(update={"field": str(binding.path / p.field)}))
             if not any(p.is_error for p in problems) and binding.group.size:
-                expanded[binding.name] = binding.role.expand(ctx)
+                expanded[binding.name] = self._expand(binding, ctx)
         if any(p.is_error for p in problems):
             return _Checked(problems, expanded, [])
         images = self._resolve_images(expanded)
@@ -411,7 +428,7 @@ class Engine:
             self._writing = before
 
     def plan(self, *, destroy: bool = False, images: bool = False, reporter: Reporter | None = None,
-             writing: bool = True) -> PlannedPass:
+             writing: bool = True, conditions: Conditions | None = None) -> PlannedPass:
         """Observe, check, diff, and ask each quorum group with changes whether it could change now.
 
         Raises ConfigError when validation finds an error. The plan lists the pipeline images the
@@ -420,36 +437,90 @@ class Engine:
         the provider. ``writing`` (the default): the caller holds the stack's lock and may apply
         this plan, so the roles may make the stack's secrets (its CA) now; ``writing=False`` (``infra
         plan``, ``graph``) writes nothing of the stack's state, and the pass cannot be applied.
+        ``conditions``: the time and memory of the pass, targets and requested replacements
+        (:class:`~reconciler.core.planner.Conditions`); the pauses in force are read here, every
+        pass, whoever plans.
         """
         with self._mode(writing):
-            planned = self._plan(destroy=destroy, images=images, reporter=reporter)
+            planned = self._plan(destroy=destroy, images=images, reporter=reporter,
+                                 conditions=conditions or Conditions())
         return planned if writing else replace(planned, writing=False)
 
-    def _plan(self, *, destroy: bool, images: bool, reporter: Reporter | None) -> PlannedPass:
+    def pauses(self) -> dict[str, Pause]:
+        """The pauses in force for this stack (``""``: the whole stack)."""
+        return Pauses(self.state).read()
+
+    def _conditions(self, given: Conditions, pauses: Mapping[str, Pause]) -> Conditions:
+        paused = {g: f"{p.reason} (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(p.since))}, by {p.by})"
+                  for g, p in pauses.items()}
+        return replace(given, paused={**given.paused, **paused}, in_place=label_updater(self.provider) is not None)
+
+    def _removed(self, observed: Observed) -> list[GroupBinding]:
+        """The groups the stack file removes and that still have instances, bound to their roles."""
+        out = []
+        for i, gone in enumerate(self.stack.removed):
+            insts = observed.get(gone.group, [])
+            if not insts:
+                continue
+            at = FieldPath(("removed", i))
+            recorded = sorted({x.labels[LABEL_ROLE] for x in insts if x.labels.get(LABEL_ROLE)})
+            name = gone.role or (recorded[0] if len(recorded) == 1 else None)
+            if name is None:
+                why = (f"its instances record roles {', '.join(recorded)}" if recorded else
+                       f"its instances carry no {LABEL_ROLE} label (made before infra recorded it)")
+                raise ConfigError(f"{fieldpath.where(self.stack, self.source, at)}: group {gone.group}: {why}; "
+                                  f"name the role that deletes it: Removed({gone.group!r}, role='...')")
+            role = registry.role(name, where=fieldpath.where(self.stack, self.source, at / "role"))
+            try:  # its settings are gone with its declaration: the role deletes it with its defaults
+                config = role.parse({})
+            except ValidationError:  # settings without defaults (a command): unset for its delete hooks
+                config = role.config_model.model_construct()
+            group = Group(name=gone.group, size=0, role=name)
+            out.append(GroupBinding(i, group, role, config, removed=True))
+        return out
+
+    def _plan(self, *, destroy: bool, images: bool, reporter: Reporter | None, conditions: Conditions) -> PlannedPass:
         observed = self.observe(reporter)
         instances = [i for v in observed.values() for i in v]
+        pauses = self.pauses()
+        cond = self._conditions(conditions, pauses)
         if destroy:
             groups = [GroupDesire(b.name, b.policy, []) for b in self.bindings]
             doomed = tuple(s.record for s in self.images() if s.record is not None) if images else ()
-            return PlannedPass(make_plan(self.stack.name, groups, instances, destroy=True), observed,
-                               images_to_delete=doomed)
+            return PlannedPass(make_plan(self.stack.name, groups, instances, destroy=True, conditions=cond),
+                               observed, images_to_delete=doomed, paused=pauses)
+        removed = self._removed(observed)
         checked = self._validate(observed, reporter=reporter)
         problems, expanded = checked.problems, checked.expanded
         errors = [p for p in problems if p.is_error]
         if errors:
             raise ConfigError("; ".join(self.describe(p) for p in errors))
-        desired = [GroupDesire(b.name, b.policy, expanded.get(b.name, [])) for b in self.bindings]
+        desired = [self._desire(b, expanded.get(b.name, [])) for b in self.bindings]
+        desired += [self._desire(b, []) for b in removed]
+        if not cond.in_place:
+            problems.extend(self._outdated_labels(observed))
         health = self.health(observed)
-        result = make_plan(self.stack.name, desired, instances, health)
-        the_plan = Plan(
-            stack=result.stack, groups=result.groups, problems=tuple(problems),
-            observed=result.observed, destroy=result.destroy,
-            images=tuple(s.spec for s in checked.images if not s.present),
-        )
+        result = make_plan(self.stack.name, desired, instances, health, conditions=cond)
+        the_plan = replace(result, problems=tuple(problems),
+                           images=tuple(s.spec for s in checked.images if not s.present))
         wanted = {g: {m.member: m.spec_hash for m in ms} for g, ms in expanded.items()}
-        return PlannedPass(the_plan, observed, health, self._refusal(the_plan, observed), wanted)
+        return PlannedPass(the_plan, observed, health, self._refusal(the_plan, observed, removed), wanted,
+                           removed=tuple(removed), paused=pauses)
 
-    def _refusal(self, the_plan: Plan, observed: Observed) -> InfraError | None:
+    def _outdated_labels(self, observed: Observed) -> list[Problem]:
+        """Warnings: members whose labels differ, on a provider that cannot change them in place."""
+        out = []
+        for b in self.bindings:
+            stale = [i for i in observed.get(b.name, []) if labels_differ(i, b.labels)]
+            if stale:
+                out.append(Problem(field=str(b.path / "labels"), severity="warning",
+                                   message=f"{len(stale)} member(s) carry other labels than declared; provider "
+                                   f"{self.stack.provider!r} cannot change labels in place, so they are left as "
+                                   "they are (nothing is replaced for a label)"))
+        return out
+
+    def _refusal(self, the_plan: Plan, observed: Observed,
+                 removed: Sequence[GroupBinding] = ()) -> InfraError | None:
         """A quorum group's refusal of its pending changes (its preflight, read-only), if any.
 
         Only a lost quorum refuses here; anything else a preflight raises (an election under way)
@@ -458,8 +529,10 @@ class Engine:
         for gp in the_plan.groups:
             if the_plan.destroy or gp.bootstrap or gp.policy != UpdatePolicy.QUORUM.value:
                 continue
+            binding = self._by_name.get(gp.group) or next((b for b in removed if b.name == gp.group), None)
+            if binding is None:
+                continue
             try:
-                binding = self._by_name[gp.group]
                 binding.role.preflight(self.context(binding, observed))
             except QuorumLostError as exc:
                 return exc
@@ -480,11 +553,14 @@ class Engine:
             raise PermanentError("a read-only plan cannot be applied: plan again with writing=True, under the "
                                  "stack's lock")
         plan = planned.plan
+        if planned.refusal is not None:  # a quorum group refused at plan time: nothing is attempted
+            changes = plan.actionable or plan.changes
+            return ApplyResult(failed=[(changes[0], planned.refusal)] if changes else [], skipped=changes[1:])
         self.push_images(list(plan.images), reporter)
         observed = {k: list(v) for k, v in planned.observed.items()}
         with self._mode(True):
             hooks = {b.name: GroupHooks(b.role, self.context(b, observed, destroying=plan.destroy))
-                     for b in self.bindings}
+                     for b in (*self.bindings, *planned.removed)}
         executor = Executor(
             self.provider, hooks, concurrency=self.concurrency, retry=self.retry,
             reporter=reporter, stop=stop,
@@ -493,7 +569,7 @@ class Engine:
 
     def reconcile(
         self, *, reporter: Reporter | None = None, stop: threading.Event | None = None, dry_run: bool = False,
-        on_planned: Callable[[PlannedPass], None] | None = None,
+        on_planned: Callable[[PlannedPass], None] | None = None, conditions: Conditions | None = None,
     ) -> PassResult:
         """One level-triggered pass: plan, then apply unless ``dry_run``. Never raises InfraError.
 
@@ -509,7 +585,7 @@ class Engine:
                               observed=counts or {})
 
         try:
-            planned = self.plan(reporter=reporter, writing=not dry_run)
+            planned = self.plan(reporter=reporter, writing=not dry_run, conditions=conditions)
         except InfraError as exc:
             return result(Plan(self.stack.name), error=exc)
         counts = {b.name: len(planned.observed.get(b.name, [])) for b in self.bindings}
@@ -544,8 +620,24 @@ class Engine:
                          lambda b: b.role.status(self.context(b, observed)))
 
     def status_of_pass(self, planned: PlannedPass) -> list[GroupStatus]:
-        """The status of a planned pass: what it observed, with the health it saw."""
-        return self.status_of(planned.observed, planned.health, planned.desired)
+        """The status of a planned pass: what it observed, with the health it saw, what it holds."""
+        groups = self.status_of(planned.observed, planned.health, planned.desired)
+        return annotate(groups, planned.plan, planned.paused)
+
+    def stack_status(self) -> StackStatus:
+        """``infra status``: every group as observed now, what is held and why, the pauses, and the
+        groups the stack file no longer declares. Read-only; plans without a clock (as by hand)."""
+        observed = self.observe()
+        health = self.health(observed)
+        desires = self.desired(observed)
+        pauses = self.pauses()
+        the_plan = make_plan(self.stack.name, desires, [i for v in observed.values() for i in v], health,
+                             conditions=self._conditions(Conditions(), pauses))
+        desired = {d.name: {m.member: m.spec_hash for m in d.members} for d in desires}
+        groups = annotate(self.status_of(observed, health, desired), the_plan, pauses)
+        stack_pause = pauses.get("")
+        return StackStatus(groups, stack_pause.describe() if stack_pause is not None else None,
+                           list(the_plan.undeclared))
 
     def links(self) -> list[tuple[str, str, str]]:
         """(from group, to group, what for) for every link a role declares (``Role.links``)."""

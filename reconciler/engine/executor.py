@@ -5,7 +5,11 @@ every daemon pass). Groups run in plan order. Inside a group:
 
 * **cattle** — every change at once, at most ``concurrency`` (default 50) in flight;
 * **quorum** — one change at a time, ``preflight`` before each, health gate after each; a
-  group created from nothing (``bootstrap``) creates all members together, then gates on each.
+  group created from nothing (``bootstrap``) creates all members together, then gates on each;
+* **updates in place** (labels, protection) — after the group's other changes, in parallel, with
+  no role hook: the instance and what runs on it stay as they are.
+
+Held changes (paused, not targeted, remediation held) are never carried out.
 
 Every provider call and role hook is retried under the one retry policy
 (:mod:`reconciler.kit.retry`: retryable errors only, backoff with jitter, at least the server's
@@ -25,14 +29,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from reconciler.core.errors import InfraError, PermanentError, QuorumLostError
 from reconciler.core.model import Instance, MemberSpec
 from reconciler.core.plan import Action, Change, GroupPlan, Order, Plan
 from reconciler.kit import retry
-from reconciler.kit.provider import Provider
+from reconciler.kit.provider import Provider, label_updater
 from reconciler.kit.retry import RetryPolicy
 from reconciler.kit.role import AnyContext, AnyRole, UpdatePolicy
 
@@ -238,12 +242,28 @@ class Executor:
         self._call(lambda: self.provider.delete(inst), deadline, "delete")
         self._observe_remove(hooks, change.group, inst)
 
+    def _update(self, change: Change, deadline: float) -> None:
+        """Labels in place: the instance is kept (no role hook: nothing about the member changes)."""
+        updater = label_updater(self.provider)
+        inst, member = change.before, change.after
+        assert inst is not None and member is not None
+        if updater is None:
+            raise PermanentError(f"provider {self.provider.name!r} cannot update labels in place")
+        labels = member.labels
+        updated = self._call(lambda: updater.update_labels(inst, labels), deadline, "update")
+        if not labels.items() <= dict(updated.labels).items():
+            raise PermanentError(f"provider {self.provider.name!r} bug: asked to set labels {labels} on {inst.name}, "
+                                 f"it returned {dict(updated.labels)}")
+        self._observe_add(self._hooks(change.group), change.group, updated)
+
     def _run(self, change: Change, *, gate: bool = True) -> None:
         deadline = time.monotonic() + self.retry.change_timeout
         if change.action is Action.CREATE:
             self._create(change, deadline, gate=gate)
         elif change.action is Action.DELETE:
             self._delete(change, deadline)
+        elif change.action is Action.UPDATE:
+            self._update(change, deadline)
         elif change.order is Order.CREATE_FIRST:
             self._create(change, deadline, gate=gate)
             self._delete(change, deadline)
@@ -288,10 +308,13 @@ class Executor:
                 result.failed.append((change, exc))
             self.reporter.failed(gp.changes[0], exc)
             return
+        self._parallel(gp.changes, result, pool)
+
+    def _parallel(self, changes: tuple[Change, ...], result: ApplyResult, pool: ThreadPoolExecutor) -> None:
         # ``concurrency`` workers each take the next change in plan order until none is left
         # or ``stop`` is set: at most ``concurrency`` in flight, as with one task per change,
         # without a wake-up of this thread per change (GIL hand-offs that dominated wall time).
-        queue = deque(gp.changes)
+        queue = deque(changes)
 
         def worker() -> None:
             while not self.stop.is_set():
@@ -351,16 +374,23 @@ class Executor:
         self.reporter.begin(plan)
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="infra-change") as pool:
-                for gp in plan.groups:
+                for whole in plan.groups:
+                    # held changes are shown, never carried out; labels change in place, in
+                    # parallel, after the group's other changes (no preflight: no member changes)
+                    changes = whole.actionable
+                    updates = tuple(c for c in changes if c.action is Action.UPDATE)
+                    gp = replace(whole, changes=tuple(c for c in changes if c.action is not Action.UPDATE))
                     if self.stop.is_set():
-                        result.skipped.extend(gp.changes)
+                        result.skipped.extend(changes)
                         continue
-                    if gp.policy == UpdatePolicy.QUORUM.value and not plan.destroy:
+                    if gp.changes and gp.policy == UpdatePolicy.QUORUM.value and not plan.destroy:
                         self._quorum(gp, result, pool)
-                    else:
+                    elif gp.changes:
                         self._cattle(gp, result, pool)
                     if result.quorum_lost is not None:
                         break
+                    if updates and not (result.failed and gp.policy == UpdatePolicy.QUORUM.value):
+                        self._parallel(updates, result, pool)
         finally:
             result.seconds = time.monotonic() - start
             self.reporter.end()

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.core.errors import InfraError
 from reconciler.core.model import Health, Instance
+from reconciler.core.plan import Plan, Undeclared
 from reconciler.engine.binding import GroupBinding
 
 
@@ -34,6 +35,36 @@ class GroupStatus:
     size: int
     members: list[MemberStatus] = field(default_factory=list)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: why changes of this group are held (remediation limits, a stopped member, a pause), distinct
+    held: list[str] = field(default_factory=list)
+    #: the pause of this group, described, when it is paused
+    paused: str | None = None
+
+
+@dataclass
+class StackStatus:
+    """``infra status``: the groups, and what concerns the stack as a whole."""
+
+    groups: list[GroupStatus]
+    #: the pause of the whole stack, described, when it is paused
+    paused: str | None = None
+    #: groups found at the provider that the stack file no longer declares (kept)
+    undeclared: list[Undeclared] = field(default_factory=list)
+
+
+def annotate(groups: list[GroupStatus], plan: Plan, pauses: Mapping[str, Any]) -> list[GroupStatus]:
+    """Each group's held reasons (from ``plan``) and pause (``pauses``: group → Pause, ``""`` the stack)."""
+    for gs in groups:
+        reasons: list[str] = []
+        for c in plan.changes:
+            if c.group == gs.name and c.held and not c.held.startswith(("paused", "not targeted")):
+                reason = c.held if c.held.startswith("remediation held") else f"{c.member}: {c.held}"
+                if reason not in reasons:
+                    reasons.append(reason)
+        gs.held = reasons
+        pause = pauses.get(gs.name)
+        gs.paused = pause.describe() if pause is not None else None
+    return groups
 
 
 def status_of(

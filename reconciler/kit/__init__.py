@@ -36,7 +36,7 @@ from reconciler.core.errors import (
     TransientError,
 )
 from reconciler.kit.errormap import ErrorTable
-from reconciler.kit.ownership import require_owned
+from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.retry import RetryPolicy
 from reconciler.kit.retry import call as retry_call
 from reconciler.kit.settings import parse_settings
@@ -54,7 +54,9 @@ __all__ = [
     "RoleError",
     "RoleTransientError",
     "TransientError",
+    "merged_labels",
     "parse_settings",
+    "require_label_update",
     "require_owned",
     "retry_call",
 ]

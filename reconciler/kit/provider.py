@@ -73,6 +73,18 @@ instances, and implements:
     image's artefact. Must make no call to a real cloud; absent means False.
 
 The local and memory providers run no images and implement none of these.
+
+Labels in place (optional; :class:`LabelUpdater`, found through :func:`label_updater`):
+
+``update_labels(instance, labels)``
+    Sets every label (tag) of ``labels`` on the instance and removes its ``infra-`` labels that
+    are not in ``labels`` (a lifted protection), leaving any other label as it is
+    (:func:`reconciler.kit.ownership.merged_labels`), without replacing it: GCE ``setLabels``, EC2
+    ``CreateTags``/``DeleteTags``. Re-reads the instance first and refuses
+    (PermanentError) one that lacks this stack's ownership labels, and a change of an ownership
+    label (:func:`reconciler.kit.ownership.require_label_update`). Returns the instance as it is
+    now. A provider without it has its members' labels left as they were (the plan warns): a
+    label or protection change never replaces a member.
 """
 
 from __future__ import annotations
@@ -124,6 +136,18 @@ class ImageStore(Protocol):
     def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord: ...
 
     def delete_image(self, record: ImageRecord) -> None: ...
+
+
+@runtime_checkable
+class LabelUpdater(Protocol):
+    """The optional in-place label update of a provider. See the module docstring."""
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance: ...
+
+
+def label_updater(provider: Provider) -> LabelUpdater | None:
+    """``provider`` as a :class:`LabelUpdater` when it can change labels in place, else None."""
+    return provider if isinstance(provider, LabelUpdater) else None
 
 
 def image_store(provider: Provider) -> ImageStore | None:

@@ -28,7 +28,7 @@ import pytest
 
 from reconciler.core.errors import PermanentError
 from reconciler.core.model import Instance, MemberSpec, Service, group_selector, stack_selector
-from reconciler.kit.provider import Provider
+from reconciler.kit.provider import Provider, label_updater
 from reconciler.kit.role import Role, RoleConfig, RoleContext
 
 
@@ -167,6 +167,30 @@ class ProviderConformance:
         self.settle(provider)
         assert other in self.ids(provider.list(stack_selector(stack + "o")))
         provider.delete(mine)
+
+    def test_labels_change_in_place_when_the_provider_can(self, provider: Provider, stack: str) -> None:
+        """``update_labels`` (optional) keeps the instance, sets the labels, lifts an ``infra-`` label
+        not asked for, and refuses a change of ownership or another stack's instance."""
+        updater = label_updater(provider)
+        if updater is None:
+            pytest.skip(f"provider {provider.name!r} does not change labels in place (optional)")
+        spec = self.spec(stack).with_labels({"infra-protect": "true", "team": "blue"})
+        inst = provider.create(spec)
+        self.settle(provider)
+        wanted = {**self.spec(stack).with_labels({"team": "green"}).labels}
+        updated = updater.update_labels(inst, wanted)
+        self.settle(provider)
+        (seen,) = provider.list(stack_selector(stack))
+        assert seen.id == inst.id == updated.id
+        assert dict(seen.labels).items() >= wanted.items() and "infra-protect" not in seen.labels
+        with pytest.raises(PermanentError, match="ownership"):
+            updater.update_labels(seen, {**wanted, "infra-group": "other"})
+        theirs = self.spec(stack + "o").labels
+        other = self.add_foreign(provider, f"{stack}o-web-web-0-{theirs['infra-spec']}", theirs)
+        self.settle(provider)
+        with pytest.raises(PermanentError):
+            updater.update_labels(Instance(id=other, name=f"{stack}o-web-web-0-{theirs['infra-spec']}",
+                                           labels=seen.labels), wanted)
 
     def test_engine_steps_apply_replan_empty_then_destroy_leaves_nothing(
         self, provider: Provider, stack: str, tmp_path: Any

@@ -139,7 +139,8 @@ def test_apply_plan_heal_and_destroy_through_the_cli(moto_server: str, ec2: Any,
     assert sorted(tags_of(i)["infra-member"] for i in made) == ["web-0", "web-1", "web-2"]
     for inst in made:
         tags = tags_of(inst)
-        assert set(tags) == {"Name", "infra-stack", "infra-group", "infra-member", "infra-spec"}
+        assert set(tags) == {"Name", "infra-stack", "infra-group", "infra-member", "infra-spec", "infra-role",
+                             "infra-policy"}
         assert tags["Name"] == f"webaws-web-{tags['infra-member']}-{tags['infra-spec']}"
         assert inst["ImageId"] == world.ami_id and inst["InstanceType"] == "t3.micro"
         assert user_data(ec2, inst["InstanceId"])["web"]["entries"]["index.html"] == {

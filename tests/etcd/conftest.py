@@ -71,17 +71,22 @@ class EtcdStack:
 
     # -- the stack file -----------------------------------------------------------------------
 
-    def write(self, *, size: int | None = None, flags: Mapping[str, Any] | None = None) -> Path:
+    def write(self, *, size: int | None = None, flags: Mapping[str, Any] | None = None,
+              group_kw: Mapping[str, Any] | None = None, removed: tuple[str, ...] = ()) -> Path:
+        """The stack file: one etcd group (``group_kw``: its other keywords, e.g. labels or protect),
+        and ``removed``: groups the file removes on purpose."""
         if size is not None:
             self.size = size
         if flags is not None:
             self.flags = dict(flags)
         config = {**FAST, **self.extra, "flags": self.flags}
+        more = "".join(f", {k}={v!r}" for k, v in (group_kw or {}).items())
+        gone = f", removed=[{', '.join(f'Removed({g!r})' for g in removed)}]" if removed else ""
         self.stack_file.write_text(
-            "from reconciler import Group, Stack\n\n"
+            "from reconciler import Group, Removed, Stack\n\n"
             f"stack = Stack(name={self.name!r}, provider='local', groups=(\n"
-            f"    Group(name={self.group!r}, size={self.size}, role='etcd', config={config!r}),\n"
-            "))\n"
+            f"    Group(name={self.group!r}, size={self.size}, role='etcd', config={config!r}{more}),\n"
+            f"){gone})\n"
         )
         return self.stack_file
 

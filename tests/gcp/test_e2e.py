@@ -87,7 +87,7 @@ def test_apply_plan_heal_and_destroy_through_the_cli(fake: FakeCompute, tmp_path
     assert sorted(i["labels"]["infra-member"] for i in made) == ["web-0", "web-1", "web-2"]
     for inst in made:
         labels = inst["labels"]
-        assert set(labels) == {"infra-stack", "infra-group", "infra-member", "infra-spec"}
+        assert set(labels) == {"infra-stack", "infra-group", "infra-member", "infra-spec", "infra-role", "infra-policy"}
         assert inst["name"] == f"webgcp-web-{labels['infra-member']}-{labels['infra-spec']}"
         assert user_data(inst)["web"]["entries"]["index.html"]["content"] == "<h1>hello from gce</h1>\n"
     assert {i["zone"].rsplit("/", 1)[-1] for i in made} == {"us-central1-a", "us-central1-b"}

@@ -8,7 +8,8 @@ setting ``INFRA_GCP_ENDPOINT=http://127.0.0.1:PORT``.
 
 Reproduced, because the provider depends on it:
 
-* ``instances``: insert, get, list, aggregatedList, delete; ``zoneOperations``: get, wait;
+* ``instances``: insert, get, list, aggregatedList, delete, setLabels (with its
+  ``labelFingerprint``: a stale one answers 412 ``conditionNotMet``); ``zoneOperations``: get, wait;
   ``machineTypes``: get, list; ``images``: get, getFromFamily. Paths, query parameters and JSON
   field names are the real ones (``/compute/v1/projects/{p}/zones/{z}/instances`` ...).
 * Asynchronous operations: an operation is PENDING, then RUNNING, then DONE ``op_delay`` seconds
@@ -44,9 +45,8 @@ Not reproduced (the provider does not depend on it, or tests must not): authenti
 answers (403 only through the admin ``/_admin/fail`` queue), real VMs (nothing boots; addresses
 are allocated from ``address_prefix`` and nothing listens on them), regions, networks and
 subnetworks (accepted and echoed, not checked), disks as separate resources, global and region
-operations, ``orderBy``, ``returnPartialSuccess``, label fingerprints and setLabels, quotas other
-than an instance count, and eventual consistency of list after insert (the fake is immediately
-consistent).
+operations, ``orderBy``, ``returnPartialSuccess``, quotas other than an instance count, and
+eventual consistency of list after insert (the fake is immediately consistent).
 
 Admin API (no faults, not counted), for tests and demos:
 
@@ -158,6 +158,8 @@ class FakeCompute(InstancesApi, ImagesApi, AdminApi):
             return fake.api_get(*args)
         if method == "instances.getSerialPortOutput":
             return fake.serial_output(*args)
+        if method == "instances.setLabels":
+            return fake.api_set_labels(args[0], args[1], args[2], query, body)
         if method == "instances.delete":
             return fake.api_delete(args[0], args[1], args[2], query)
         if method == "zoneOperations.get":

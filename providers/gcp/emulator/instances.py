@@ -24,6 +24,7 @@ from providers.gcp.emulator.resources import (
     _op_error,
     _strip_api,
     invalid,
+    label_fingerprint,
     not_found,
 )
 
@@ -153,6 +154,25 @@ class InstancesApi(ImagesApi):
         inst.status_override = "STOPPING"
         op = self._new_op(project, zone, "delete", name, inst.id, request_id)
         return op.to_json(now)
+
+    def api_set_labels(self, project: str, zone: str, name: str, query: Mapping[str, str],
+                       body: JsonDict) -> JsonDict:
+        """``instances.setLabels``: the labels replaced at once (the operation is DONE after op_delay),
+        refused with 412 when ``labelFingerprint`` is not the instance's current one."""
+        self._check_zone(project, zone)
+        request_id = query.get("requestId")
+        replayed = self._replayed(project, request_id)
+        if replayed is not None:
+            return replayed
+        inst = self.instances.get((project, zone, name))
+        if inst is None:
+            raise not_found(_instance_path(project, zone, name))
+        labels = _checked_labels(body)
+        if body.get("labelFingerprint") != label_fingerprint(inst.labels):
+            raise ApiError(412, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed")
+        inst.labels = dict(labels)
+        op = self._new_op(project, zone, "setLabels", name, inst.id, request_id)
+        return op.to_json(time.monotonic())
 
     def api_list(self, project: str, zone: str, query: Mapping[str, str]) -> JsonDict:
         self._check_zone(project, zone)

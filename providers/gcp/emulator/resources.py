@@ -68,7 +68,7 @@ METADATA_VALUE_MAX = 256 * 1024
 
 
 #: Methods whose faults may happen after the change was applied (a lost response).
-MUTATING = {"instances.insert", "instances.delete"}
+MUTATING = {"instances.insert", "instances.delete", "instances.setLabels"}
 
 
 class ApiError(Exception):
@@ -228,7 +228,7 @@ class FakeInstance:
             "networkInterfaces": [nic],
             "disks": disks,
             "metadata": metadata,
-            "labelFingerprint": "42WmSpB8rSM=",
+            "labelFingerprint": label_fingerprint(self.labels),
             "selfLink": f"{zone_url}/instances/{self.name}",
             "cpuPlatform": "Intel Broadwell",
             "deletionProtection": False,
@@ -240,6 +240,12 @@ class FakeInstance:
             if key in self.body:
                 out[key] = self.body[key]
         return out
+
+
+def label_fingerprint(labels: Mapping[str, str]) -> str:
+    """The fingerprint of a label set, as ``setLabels`` must be sent it (changes with the labels)."""
+    digest = hashlib.sha256(json.dumps(dict(labels), sort_keys=True).encode()).digest()[:8]
+    return base64.b64encode(digest).decode()
 
 
 def _expand(ref: str, project: str) -> str:

@@ -52,6 +52,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/serialPort"),
      "instances.getSerialPortOutput"),
     ("DELETE", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)"), "instances.delete"),
+    ("POST", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/setLabels"),
+     "instances.setLabels"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)"), "zoneOperations.get"),
     ("POST", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)/wait"), "zoneOperations.wait"),
     ("GET", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/machineTypes/([^/]+)"), "machineTypes.get"),
