@@ -345,3 +345,33 @@ def test_an_image_that_cannot_be_pushed_changes_no_member(fake: FakeCompute, tmp
     assert applied.returncode == 1
     assert f"an image named {name} exists without label infra-image" in applied.stderr
     assert members_of(fake, "failgcp") == [] and fake.api_image(PROJECT, name)["family"] == "someone-elses"
+
+
+def test_labels_change_in_place_and_a_renamed_group_is_kept_on_gce(fake: FakeCompute, tmp_path: Path) -> None:
+    """Through the Compute API: setLabels (with its fingerprint) instead of a replacement; a group
+    renamed in the file keeps its instances; protection refuses destroy."""
+    env = {"WEB_GCP_STACK": "lab", "WEB_GCP_SIZE": "2", "WEB_GCP_LABELS": "team=blue"}
+    assert infra(fake, tmp_path, "apply", str(WEB), "--yes", **env).returncode == 0
+    before = {m["name"]: m["id"] for m in members_of(fake, "lab")}
+    assert all(m["labels"]["team"] == "blue" and m["labels"]["infra-role"] == "command"
+               for m in members_of(fake, "lab"))
+    fake.reset_calls()
+    env["WEB_GCP_LABELS"] = "team=green"
+    changed = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env, WEB_GCP_PROTECT="1")
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "2 to update in place" in changed.stdout and "0 to replace" in changed.stdout
+    assert fake.call_counts().get("instances.setLabels") == 2 and "instances.insert" not in fake.call_counts()
+    after = members_of(fake, "lab")
+    assert {m["name"]: m["id"] for m in after} == before
+    assert all(m["labels"]["team"] == "green" and m["labels"]["infra-protect"] == "true" for m in after)
+
+    refused = infra(fake, tmp_path, "destroy", str(WEB), "--yes", **env, WEB_GCP_PROTECT="1")
+    assert refused.returncode == 1 and "group web is protected" in refused.stdout + refused.stderr
+    typo = {**env, "WEB_GCP_GROUP": "wbe", "WEB_GCP_SIZE": "0"}
+    renamed = infra(fake, tmp_path, "plan", str(WEB), **typo)
+    assert "group web (command, protected) is no longer declared: 2 members kept" in renamed.stdout
+    assert infra(fake, tmp_path, "apply", str(WEB), "--yes", **typo).returncode == 0
+    assert {m["name"]: m["id"] for m in members_of(fake, "lab")} == before
+    assert infra(fake, tmp_path, "apply", str(WEB), "--yes", **env).returncode == 0  # protection lifted
+    assert infra(fake, tmp_path, "destroy", str(WEB), "--yes", **env).returncode == 0
+    assert members_of(fake, "lab") == []

@@ -4,7 +4,9 @@ Name and size come from the environment so each test runs its own stack against 
 ``WEB_GCP_STACK`` (default ``webgcp``) and ``WEB_GCP_SIZE`` (default 3); ``WEB_GCP_IMAGE`` pins
 the image (default ``family/infra-etcd``; empty: the image built from the group's LinuxKit
 document, uploaded to ``INFRA_GCP_IMAGE_BUCKET``); ``WEB_GCP_PORT`` is a flag of the service's
-command, so part of that image. Health checks are off: the fake's instances run nothing.
+command, so part of that image. ``WEB_GCP_GROUP`` names the group (default ``web``),
+``WEB_GCP_LABELS`` gives it labels (``team=blue,tier=front``) and ``WEB_GCP_PROTECT=1`` protects it.
+Health checks are off: the fake's instances run nothing.
 """
 
 import os
@@ -21,7 +23,9 @@ stack = Stack(
     },
     groups=(
         Group(
-            name="web",
+            name=os.environ.get("WEB_GCP_GROUP", "web"),
+            labels=dict(kv.split("=", 1) for kv in os.environ.get("WEB_GCP_LABELS", "").split(",") if kv),
+            protect=os.environ.get("WEB_GCP_PROTECT") == "1",
             size=int(os.environ.get("WEB_GCP_SIZE", "3")),
             role="command",
             image=os.environ.get("WEB_GCP_IMAGE", "family/infra-etcd") or None,
