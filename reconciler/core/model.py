@@ -59,6 +59,8 @@ def instance_name(stack: str, group: str, member: str, spec_hash: str) -> str:
 
 #: One shared ``__pydantic_fields_set__`` per distinct set of field names (see _Frozen).
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}
+#: id of a shared fields set → (that set, the shared set with ``extra_labels`` added).
+_WITH_LABELS: dict[int, tuple[set[str], set[str]]] = {}
 
 
 class _Frozen(BaseModel):
@@ -296,9 +298,13 @@ class MemberSpec(_Frozen):
         fields["extra_labels"] = extra
         copy = MemberSpec.__new__(MemberSpec)
         object.__setattr__(copy, "__dict__", fields)
-        key = frozenset(self.__pydantic_fields_set__ | {"extra_labels"})
-        shared = _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key))
-        object.__setattr__(copy, "__pydantic_fields_set__", shared)
+        given = self.__pydantic_fields_set__
+        shared = _WITH_LABELS.get(id(given))
+        if shared is None or shared[0] is not given:  # (the same shared set, not a reused id)
+            key = frozenset(given | {"extra_labels"})
+            shared = (given, _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key)))
+            _WITH_LABELS[id(given)] = shared
+        object.__setattr__(copy, "__pydantic_fields_set__", shared[1])
         object.__setattr__(copy, "__pydantic_extra__", None)
         object.__setattr__(copy, "__pydantic_private__", None)
         return copy

@@ -69,7 +69,7 @@ from reconciler.core.model import (
     UpdatePolicy,
 )
 from reconciler.core.plan import Action, Change, GroupPlan, Order, Plan, Reason, Undeclared
-from reconciler.core.stack import RESERVED_LABEL_PREFIX, Remediation
+from reconciler.core.stack import Remediation
 
 _NUM = re.compile(r"(\d+)")
 _DEFAULT_REMEDIATION = Remediation()
@@ -146,13 +146,23 @@ def _unhealthy(inst: Instance, health: Mapping[str, Health]) -> str | None:
     return None
 
 
+#: The labels beyond ownership that infra sets, and so removes when they are no longer wanted.
+_MANAGED = (LABEL_ROLE, LABEL_POLICY, LABEL_PROTECT)
+
+
 def labels_differ(inst: Instance, wanted: Mapping[str, str]) -> list[str]:
     """The label keys to set or remove on ``inst`` so that it carries ``wanted``: every wanted
-    label, and no ``infra-`` label beyond ownership that is not wanted (protection lifted)."""
+    label, and none of infra's role, policy or protection labels that is not wanted (protection
+    lifted). Other labels (someone else's) are not infra's to remove."""
     have = inst.labels
+    for k, v in wanted.items():  # the usual case, once per member of a no-op plan: all current
+        if have.get(k) != v:
+            break
+    else:
+        if not any(k in have and k not in wanted for k in _MANAGED):
+            return []
     keys = [k for k, v in wanted.items() if have.get(k) != v]
-    keys += [k for k in have if k.startswith(RESERVED_LABEL_PREFIX) and k not in wanted
-             and k not in (LABEL_MEMBER, LABEL_SPEC) and k not in ("infra-stack", "infra-group")]
+    keys += [k for k in _MANAGED if k in have and k not in wanted]
     return sorted(keys)
 
 
