@@ -40,7 +40,7 @@ from providers.pulumi.errors import translate
 from providers.pulumi.plugin import Plugin, find_plugin
 from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.core.model import LABEL_SPEC, LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
-from reconciler.kit.ownership import require_owned
+from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import SdConfig
 
 _STATUS = {s.value: s for s in InstanceStatus}
@@ -235,6 +235,44 @@ class PulumiProvider:
                 type=self.config.resource))
         except NotFoundError:
             return
+
+    def update_labels(self, instance: Instance, labels: Mapping[str, str]) -> Instance:
+        """Read, check ownership, then ``Diff`` and ``Update`` with the label input changed.
+
+        The inputs templated ``"{labels}"`` or ``"{label_tags}"`` carry the labels. When the plugin's
+        ``Diff`` says the change replaces the resource, nothing is done and PermanentError says so:
+        infra changes labels only in place (the plan then keeps reporting the difference)."""
+        read = self._rpc(f"read {instance.name}", "Read", provider_pb2.ReadRequest(
+            id=instance.id, properties=values.to_struct({}), inputs=values.to_struct({}),
+            urn=self._urn(instance.name), name=instance.name, type=self.config.resource))
+        if not read.id:
+            raise NotFoundError(f"pulumi: {instance.name} ({instance.id}) is gone")
+        live = self._instance({**values.unwrap(values.from_struct(read.properties)), "id": read.id},
+                              fallback_name=instance.name, fallback_id=read.id)
+        require_label_update("pulumi", live, labels, self.stack)
+        merged = merged_labels(live.labels, labels)
+        olds = dict(values.unwrap(values.from_struct(read.inputs)))
+        news = dict(olds)
+        for key, template in self.config.inputs.items():
+            if template in ("{labels}", "{label_tags}"):
+                news[key] = values.render(template, {"labels": merged})
+        if news == olds:
+            return live
+        urn = self._urn(instance.name)
+        diff = self._rpc(f"diff {instance.name}", "Diff", provider_pb2.DiffRequest(
+            id=read.id, urn=urn, olds=read.properties, news=values.to_struct(news), old_inputs=read.inputs,
+            name=instance.name, type=self.config.resource))
+        if diff.replaces:
+            raise PermanentError(f"pulumi: {self.config.resource} would replace {instance.name} to change "
+                                 f"{', '.join(diff.replaces)}; infra changes labels only in place",
+                                 hint="the labels are left as they are; nothing is replaced for a label")
+        checked = self._rpc(f"check {instance.name}", "Check", provider_pb2.CheckRequest(
+            olds=read.inputs, news=values.to_struct(news), urn=urn, name=instance.name, type=self.config.resource))
+        updated = self._rpc(f"update {instance.name}", "Update", provider_pb2.UpdateRequest(
+            id=read.id, urn=urn, olds=read.properties, news=checked.inputs, old_inputs=read.inputs,
+            timeout=self.config.call_timeout, name=instance.name, type=self.config.resource))
+        props = values.unwrap(values.from_struct(updated.properties))
+        return self._instance({**props, "id": read.id}, fallback_name=instance.name, fallback_id=read.id)
 
     def validate(self, members: Sequence[MemberSpec]) -> builtins.list[Problem]:
         """``Check`` on each distinct member spec (one per group and spec); failures name the input."""

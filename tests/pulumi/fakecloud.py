@@ -29,7 +29,10 @@ rate limited; ``FAKECLOUD_CREATE_SECONDS`` makes each create take that long; ``{
 (a lost answer); ``{"crash_create": N}`` makes the next N creates happen and the process exit
 before answering.
 
-Not reproduced: Diff/Update (infra replaces, it never updates), previews, other resource types,
+* ``Diff`` says ``labels`` change in place and every other input replaces; ``Update`` changes the
+  labels (infra's in-place label updates);
+
+Not reproduced: previews, other resource types,
 real networking (servers get loopback addresses only; nothing boots), pagination of the list.
 """
 
@@ -57,6 +60,8 @@ from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, plugin_pb2, provid
 TYPES = {"fakecloud:index/server:Server", "hcloud:index/server:Server"}
 LISTS = {"fakecloud:index/getServers:getServers", "hcloud:index/getServers:getServers"}
 SERVER_TYPES = {"cx22", "cx32", "cpx11"}
+#: A server's inputs, as pulumi-hcloud names them.
+INPUTS = ("name", "serverType", "image", "labels", "userData")
 #: What one item of getServers' ``servers`` carries (a subset of pulumi-hcloud's GetServersServer).
 LIST_ITEM = ("id", "name", "labels", "ipv4Address", "status", "serverType", "image")
 SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
@@ -193,6 +198,31 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
         outputs = self._outputs(server)
         inputs = {k: server[k] for k in ("name", "serverType", "image", "labels", "userData")}
         return provider_pb2.ReadResponse(id=request.id, properties=struct(outputs), inputs=struct(inputs))
+
+    def Diff(self, request: Any, context: Any) -> Any:
+        """As pulumi-hcloud's server: ``labels`` change in place; ``name``, ``serverType``,
+        ``image`` and ``userData`` replace the server."""
+        self._guard(context)
+        olds, news = plain(request.old_inputs) or plain(request.olds), plain(request.news)
+        changed = sorted(k for k in set(olds) | set(news) if k in INPUTS and olds.get(k) != news.get(k))
+        replaces = [k for k in changed if k != "labels"]
+        return provider_pb2.DiffResponse(
+            changes=provider_pb2.DiffResponse.DIFF_SOME if changed else provider_pb2.DiffResponse.DIFF_NONE,
+            diffs=changed, replaces=replaces)
+
+    def Update(self, request: Any, context: Any) -> Any:
+        """Labels in place (anything else is refused: a replacement, which Diff announced)."""
+        self._guard(context)
+        news = plain(request.news)
+        with self.cloud.state() as doc:
+            server = doc["servers"].get(request.id)
+            if server is None:
+                context.abort(grpc.StatusCode.UNKNOWN, f"error: server {request.id} not found (not_found)")
+            for key in ("name", "serverType", "image", "userData"):
+                if key in news and news[key] != server[key]:
+                    context.abort(grpc.StatusCode.UNKNOWN, f"error: {key} cannot be changed in place")
+            server["labels"] = news.get("labels", {})
+        return provider_pb2.UpdateResponse(properties=struct(self._outputs(server)))
 
     def Delete(self, request: Any, context: Any) -> Any:
         self._guard(context)
