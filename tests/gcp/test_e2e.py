@@ -226,7 +226,7 @@ def test_validate_names_a_missing_pinned_image_before_anything_is_created(fake: 
     run = infra(fake, tmp_path, "validate", str(WEB), WEB_GCP_IMAGE="family/no-such-family")
     assert run.returncode == 1
     out = run.stdout + run.stderr
-    assert "web-gcp.py:23: groups[0].image: " in out and "family/no-such-family" in out  # the group's line
+    assert "web-gcp.py:25: groups[0].image: " in out and "family/no-such-family" in out  # the group's line
     assert fake.all_instances() == []
 
 
