@@ -150,6 +150,7 @@ class PulumiProvider:
         spec = self.config.list
         args = values.render(spec.args, {
             "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            "selector_map": dict(selector),
             "stack_tag": f"{LABEL_STACK}:{selector.get(LABEL_STACK, self.stack)}"})
         answer = self._rpc(f"list with {spec.function}", "Invoke",
                            provider_pb2.InvokeRequest(tok=spec.function, args=values.to_struct(args)))
@@ -178,7 +179,8 @@ class PulumiProvider:
         """Any instance the list function returns with this name (ours or not)."""
         spec = self.config.list
         answer = self._rpc(f"list with {spec.function}", "Invoke", provider_pb2.InvokeRequest(
-            tok=spec.function, args=values.to_struct(values.render(spec.args, {"selector": "", "stack_tag": ""}))))
+            tok=spec.function, args=values.to_struct(values.render(spec.args, {"selector": "", "selector_map": {},
+                                                                               "stack_tag": ""}))))
         found = values.dig(values.unwrap(values.from_struct(getattr(answer, "return"))), spec.items) or []
         for item in found:
             if isinstance(item, dict) and values.dig(item, spec.fields.name) == name:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from providers.pulumi import PulumiProvider
+from providers.pulumi import PulumiProvider, values
 from providers.pulumi.config import parse_config
 from providers.pulumi.plugin import find_plugin
 from reconciler.core.errors import ConfigError, PermanentError, TransientError
@@ -174,6 +174,23 @@ def test_presets_fill_the_generic_keys_and_explicit_keys_win() -> None:
     assert do.inputs["tags"] == "{label_tags}" and do.list.fields.labels_as == "tags"
     mine = parse_config({"preset": "hcloud", "resource": "hcloud:index/server:Server", "status": {"up": "running"}})
     assert mine.status == {"up": "running"}
+
+
+def test_every_template_is_checked_against_the_variables_of_its_place() -> None:
+    """A variable that does not exist where it is written is a validate error naming the key and
+    what is available, not a KeyError at plan time; the selector is there as a map too."""
+    base = {"plugin": "p", "resource": "r"}
+    with pytest.raises(ConfigError, match=r"list\.args\.filter: \{labels\} is not a variable here \(available: "
+                                          r"\{selector\}, \{selector_map\}, \{stack_tag\}\)"):
+        parse_config({**base, "list": {"function": "f", "args": {"filter": "{labels}"}}})
+    with pytest.raises(ConfigError, match=r"inputs\.name: \{nme\} is not a variable here"):
+        parse_config({**base, "inputs": {"name": "{nme}"}, "list": {"function": "f"}})
+    with pytest.raises(ConfigError, match=r"inputs\.note: \{labels\} stands for a whole value"):
+        parse_config({**base, "inputs": {"note": "x-{labels}"}, "list": {"function": "f"}})
+    tags = parse_config({**base, "list": {"function": "aws:ec2/getInstances:getInstances",
+                                          "args": {"instanceTags": "{selector_map}"}}})
+    assert values.render(tags.list.args, {"selector": "a=1", "selector_map": {"a": "1"}, "stack_tag": "x"}) == {
+        "instanceTags": {"a": "1"}}
 
 
 def test_discovery_is_the_clouds_own_service_discovery_with_no_token_in_it(fakecloud: FakeCloud) -> None:
