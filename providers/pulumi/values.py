@@ -32,6 +32,12 @@ def from_struct(struct: struct_pb2.Struct | None) -> dict[str, Any]:
     return out
 
 
+def secret(value: Any) -> dict[str, Any]:
+    """``value`` wrapped as a Pulumi secret (the engine's sentinel): a plugin that accepts secrets
+    keeps it out of its logs and state in the clear."""
+    return {SIG_KEY: SECRET_SIG, "value": value}
+
+
 def unwrap(value: Any) -> Any:
     """``value`` with Pulumi's secret wrappers replaced by ``"[secret]"`` (recursively)."""
     if isinstance(value, dict):

@@ -3,9 +3,11 @@ and what it does instead of keeping a Pulumi state (fakecloud plugin, a real gRP
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -25,6 +27,15 @@ FAST = retry.RetryPolicy(attempts=6, base=0.01, cap=0.05)
 def member(n: int = 0, stack: str = "br", machine_type: str = "cx22") -> MemberSpec:
     return MemberSpec(stack=stack, group="web", member=f"web-{n}", role="command", machine_type=machine_type,
                       placement=n)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
 
 
 @pytest.fixture
@@ -62,7 +73,10 @@ def test_secrets_never_reach_an_instance_an_error_or_a_log(bridge: PulumiProvide
     stored = next(iter(fakecloud.servers().values()))["rootPassword"]
     assert stored not in repr(inst) and stored not in repr(bridge.list(stack_selector("br")))
     assert TOKEN not in bridge.config.model_dump_json()  # the settings hold the variable's name, not its value
-    assert all(TOKEN not in m for _, m in bridge.logs)  # type: ignore[attr-defined]
+    logs = bridge.logs  # type: ignore[attr-defined]
+    assert wait_until(lambda: any("stderr: fakecloud: configured with token=[secret]" in m for _, m in logs))
+    assert all(TOKEN not in m for _, m in logs)  # its stderr reached the log, scrubbed
+    assert json.loads(fakecloud.state.read_text())["secret_inputs"][inst.id] == ["userData"]  # the member's files (keys): a secret
 
 
 def test_a_rate_limited_call_is_transient_and_the_retry_converges(bridge: PulumiProvider, fakecloud: FakeCloud) -> None:
@@ -131,7 +145,8 @@ def test_a_wrong_token_is_a_permanent_error_that_never_shows_the_token(
     try:
         with pytest.raises(PermanentError, match="not authorised") as err:
             p.list(stack_selector("br"))
-        assert "wrong-token-123" not in str(err.value)
+        assert "wrong-token-123" not in str(err.value)  # the plugin's error quotes it: scrubbed
+        assert "[secret]" in str(err.value)
     finally:
         p.close()
 
