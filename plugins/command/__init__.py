@@ -15,12 +15,12 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from reconciler.core.errors import HealthTimeoutError
-from reconciler.core.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service
+from reconciler.core.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, check_env_names
 from reconciler.core.stack import Group
 from reconciler.kit.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
 
@@ -32,7 +32,8 @@ class CommandConfig(RoleConfig):
     port: int | None = Field(None, ge=1, le=65535, description="TCP port the command listens on")
     health: Literal["tcp", "http", "none"] = "tcp"  # without a port there is nothing to check
     http_path: str = "/"
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Annotated[dict[str, str], AfterValidator(check_env_names)] = Field(
+        default_factory=dict, description="environment of the command; names are shell identifiers")
     files: dict[str, str] = Field(default_factory=dict, description="config files: relative path → content")
     renamed = {"image": "container_image"}  # the setting's name before typed groups
     container_image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")

@@ -18,11 +18,13 @@ renamed over the old one. Called by :mod:`providers.local.provider`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -33,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from providers.local.procs import ProcRef
+from reconciler.core.errors import TransientError
 
 #: Addresses are taken from this network, lowest free first.
 NETWORK = ipaddress.IPv4Network("127.77.0.0/16")
@@ -122,15 +125,71 @@ def read_json(path: Path) -> Any:
         return None
 
 
+#: How long a lock of the local provider is waited for before a clear error (never for ever).
+LOCK_WAIT = 120.0
+
+
 @contextlib.contextmanager
-def flock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``: excludes other threads and other processes."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def flock(path: Path, *, wait: float | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``: excludes other threads and other processes.
+
+    The file is opened without following a symlink (a link planted at the path is refused), and
+    the lock is waited for at most ``wait`` seconds (:data:`LOCK_WAIT`): then TransientError says
+    which file is held, instead of blocking for ever.
+    """
+    limit = LOCK_WAIT if wait is None else wait
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + limit
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"local: {path} has been locked by another process for {limit:g}s",
+                        hint="another infra run (or a stuck one) holds it; it is released when that process exits",
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can use: made 0700, or found and checked.
+
+    A shared location (``/tmp``) is where another user can plant a path first: it must be a real
+    directory (not a symlink), owned by this user, with no access for anyone else. Otherwise
+    PermissionError says what is wrong and nothing is used.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(errno.EPERM, "is not a directory of this user's (a symlink or a file was put there)",
+                              str(path))
+    if info.st_uid != os.getuid():
+        raise PermissionError(errno.EPERM, f"belongs to uid {info.st_uid}, not to this user (uid {os.getuid()})",
+                              str(path))
+    if info.st_mode & 0o077:
+        raise PermissionError(errno.EPERM, f"is open to other users (mode {stat.S_IMODE(info.st_mode):04o})",
+                              str(path))
+    return path
+
+
+def claims_dir() -> Path:
+    """Where this user's machine-wide address claims live: ``$XDG_RUNTIME_DIR/infra-local`` (a
+    directory only this user has), else ``<tmp>/infra-local-<uid>``, checked by :func:`private_dir`."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "infra-local"
+    return Path(tempfile.gettempdir()) / f"infra-local-{os.getuid()}"
 
 
 class Store:
@@ -247,10 +306,11 @@ class Claims:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        self.dir = directory or Path(tempfile.gettempdir()) / f"infra-local-{os.getuid()}"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir = directory or claims_dir()
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The machine-wide claims lock; its directory is made (or checked) here, on first write."""
+        private_dir(self.dir)
         return flock(self.dir / "claims.lock")
 
     def load(self) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from providers.pulumi import values
 from reconciler.core.errors import ConfigError
 from reconciler.kit.settings import parse_settings
 
@@ -46,7 +47,9 @@ class ListSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     function: str = Field(description="the function token, e.g. hcloud:index/getServers:getServers")
-    args: dict[str, Any] = Field(default_factory=dict, description="templates; {selector} is the label selector")
+    args: dict[str, Any] = Field(default_factory=dict, description="templates: {selector} is the label selector "
+                                 "as k=v,k2=v2; {selector_map} the same as a map; {stack_tag} the stack as a "
+                                 "key:value tag")
     items: str = Field("servers", description="the key of the list in the function's answer")
     fields: ListFields = Field(default_factory=ListFields)
 
@@ -113,6 +116,15 @@ class PulumiConfig(BaseModel):
             if preset is not None:
                 return {**preset, **data}
         return data
+
+    @model_validator(mode="after")
+    def _templates(self) -> PulumiConfig:
+        """Every template uses only the variables of its place (checked at validate, not at plan)."""
+        problems = values.template_problems(self.inputs, values.INPUT_VARIABLES, "inputs")
+        problems += values.template_problems(self.list.args, values.LIST_VARIABLES, "list.args")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def config_values(self) -> dict[str, Any]:
         """The plugin configuration with ``{"env": NAME}`` values read. ConfigError when unset."""

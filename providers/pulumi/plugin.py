@@ -125,9 +125,12 @@ class Plugin:
         return proc.poll() is not None
 
     def _start(self) -> None:
-        proc = subprocess.Popen([str(self.binary), self.engine_address], stdout=subprocess.PIPE, stderr=None,
-                                stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+        proc = subprocess.Popen([str(self.binary), self.engine_address], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
                                 preexec_fn=_die_with_parent)
+        if proc.stderr is not None:  # its stderr reaches infra's log line by line, through the redactor
+            threading.Thread(target=self._relay, args=(proc.stderr,), daemon=True,
+                             name=f"infra-pulumi-stderr-{proc.pid}").start()
         port: list[str] = []
         reader = threading.Thread(target=lambda: port.append((proc.stdout.readline() if proc.stdout else "").strip()),
                                   daemon=True)
@@ -144,6 +147,17 @@ class Plugin:
         grpc.channel_ready_future(self._channel).result(timeout=self.start_timeout)
         self._stub = provider_pb2_grpc.ResourceProviderStub(self._channel)
         self.starts += 1
+
+    def _relay(self, stream: Any) -> None:
+        """The plugin's stderr, each line to ``log`` (the provider's, which scrubs secrets)."""
+        try:
+            for line in stream:
+                if line.strip():
+                    self.log("warning", f"stderr: {line.rstrip()}")
+        except (OSError, ValueError):
+            return
+        finally:
+            stream.close()
 
     def _drop(self) -> None:
         if self._channel is not None:

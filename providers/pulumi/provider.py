@@ -76,28 +76,47 @@ class PulumiProvider:
 
     # -- talking to the plugin --------------------------------------------------------------
 
+    def scrub(self, text: str) -> str:
+        """``text`` with every configured secret value replaced by ``[secret]``."""
+        for secret in sorted((str(v) for v in self.secrets.values() if v), key=len, reverse=True):
+            text = text.replace(secret, "[secret]")
+        return text
+
     def _plugin_log(self, level: str, message: str) -> None:
-        for secret in (str(v) for v in self.secrets.values() if v):
-            message = message.replace(secret, "[secret]")
-        self._log(level, f"pulumi plugin {self.config.plugin}: {message}")
+        """What the plugin logs (``Log`` calls and its stderr), scrubbed of the configured secrets."""
+        self._log(level, f"pulumi plugin {self.config.plugin}: {self.scrub(message)}")
+
+    def _scrubbed(self, exc: InfraError) -> InfraError:
+        """``exc`` with its message and hint scrubbed of the configured secrets (a plugin's error
+        details may quote its configuration)."""
+        message, hint = self.scrub(exc.message), self.scrub(exc.hint) if exc.hint else exc.hint
+        if message != exc.message or hint != exc.hint:
+            exc.message, exc.hint, exc.args = message, hint, (message,)
+        return exc
 
     def _configure(self, stub: Any) -> None:
         """CheckConfig, then Configure, with the plugin's configuration (right after it starts)."""
         urn = f"urn:pulumi:{self.stack}::infra::pulumi:providers:{self.config.plugin}::default"
         news = values.to_struct({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in self.secrets.items()})
-        with translate(f"check the configuration of {self.config.plugin}"):
-            checked = stub.CheckConfig(provider_pb2.CheckRequest(urn=urn, olds=values.to_struct({}), news=news),
-                                       timeout=self.config.call_timeout)
+        try:
+            with translate(f"check the configuration of {self.config.plugin}"):
+                checked = stub.CheckConfig(provider_pb2.CheckRequest(urn=urn, olds=values.to_struct({}), news=news),
+                                           timeout=self.config.call_timeout)
+        except InfraError as exc:
+            raise self._scrubbed(exc) from None
         if checked.failures:
             f = checked.failures[0]
             field = f"provider_config.config.{f.property}"
             raise ConfigError(f"{field}: {f.reason}", field=field)
         variables = {f"{self.config.plugin}:config:{k}": (v if isinstance(v, str) else json.dumps(v))
                      for k, v in self.secrets.items()}
-        with translate(f"configure {self.config.plugin}"):
-            stub.Configure(provider_pb2.ConfigureRequest(variables=variables, args=checked.inputs or news,
-                                                         acceptSecrets=True, acceptResources=True),
-                           timeout=self.config.call_timeout)
+        try:
+            with translate(f"configure {self.config.plugin}"):
+                stub.Configure(provider_pb2.ConfigureRequest(variables=variables, args=checked.inputs or news,
+                                                             acceptSecrets=True, acceptResources=True),
+                               timeout=self.config.call_timeout)
+        except InfraError as exc:
+            raise self._scrubbed(exc) from None
 
     def _rpc(self, action: str, method: str, request: Any) -> Any:
         """One call to the plugin; a plugin that dies during it is a transient error (it restarts)."""
@@ -113,7 +132,7 @@ class PulumiProvider:
             if self.plugin.died(wait=2.0 if broken else 0.0):
                 raise TransientError(f"pulumi: {action}: the plugin exited during the call; it is restarted "
                                      "on the next one") from None
-            raise
+            raise self._scrubbed(exc) from None
 
     def _urn(self, name: str) -> str:
         return f"urn:pulumi:{self.stack}::infra::{self.config.resource}::{name}"
@@ -137,11 +156,16 @@ class PulumiProvider:
         )
 
     def _inputs(self, spec: MemberSpec) -> dict[str, Any]:
-        rendered = values.render(self.config.inputs, {
+        """The resource's inputs for ``spec``; the inputs carrying the member's files (``{userdata}``:
+        its private keys) are marked secret, so the plugin and its logs treat them as secrets."""
+        rendered = dict(values.render(self.config.inputs, {
             "name": spec.name, "labels": spec.labels, "userdata": json.dumps(spec.userdata()),
             "image": spec.image, "machine_type": spec.machine_type, "stack": spec.stack, "group": spec.group,
-            "member": spec.member})
-        return dict(rendered)
+            "member": spec.member}))
+        for key, template in self.config.inputs.items():
+            if isinstance(template, str) and "{userdata}" in template and key in rendered:
+                rendered[key] = values.secret(rendered[key])
+        return rendered
 
     # -- the provider protocol ---------------------------------------------------------------
 
@@ -150,6 +174,7 @@ class PulumiProvider:
         spec = self.config.list
         args = values.render(spec.args, {
             "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            "selector_map": dict(selector),
             "stack_tag": f"{LABEL_STACK}:{selector.get(LABEL_STACK, self.stack)}"})
         answer = self._rpc(f"list with {spec.function}", "Invoke",
                            provider_pb2.InvokeRequest(tok=spec.function, args=values.to_struct(args)))
@@ -178,7 +203,8 @@ class PulumiProvider:
         """Any instance the list function returns with this name (ours or not)."""
         spec = self.config.list
         answer = self._rpc(f"list with {spec.function}", "Invoke", provider_pb2.InvokeRequest(
-            tok=spec.function, args=values.to_struct(values.render(spec.args, {"selector": "", "stack_tag": ""}))))
+            tok=spec.function, args=values.to_struct(values.render(spec.args, {"selector": "", "selector_map": {},
+                                                                               "stack_tag": ""}))))
         found = values.dig(values.unwrap(values.from_struct(getattr(answer, "return"))), spec.items) or []
         for item in found:
             if isinstance(item, dict) and values.dig(item, spec.fields.name) == name:

@@ -32,6 +32,12 @@ def from_struct(struct: struct_pb2.Struct | None) -> dict[str, Any]:
     return out
 
 
+def secret(value: Any) -> dict[str, Any]:
+    """``value`` wrapped as a Pulumi secret (the engine's sentinel): a plugin that accepts secrets
+    keeps it out of its logs and state in the clear."""
+    return {SIG_KEY: SECRET_SIG, "value": value}
+
+
 def unwrap(value: Any) -> Any:
     """``value`` with Pulumi's secret wrappers replaced by ``"[secret]"`` (recursively)."""
     if isinstance(value, dict):
@@ -44,6 +50,38 @@ def unwrap(value: Any) -> Any:
 
 
 _PLACEHOLDER = re.compile(r"\{(name|userdata|image|machine_type|stack|group|member|selector|stack_tag)\}")
+#: Any ``{word}`` in a template (to tell a variable that does not exist in its place).
+_ANY = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: The variables of each place a template is written in.
+INPUT_VARIABLES = ("name", "labels", "label_tags", "userdata", "image", "machine_type", "stack", "group", "member")
+LIST_VARIABLES = ("selector", "selector_map", "stack_tag")
+#: Variables that stand for a whole value (a map or a list), so only as the whole string.
+_WHOLE = {"labels", "label_tags", "selector_map"}
+
+
+def template_problems(template: Any, variables: tuple[str, ...], where: str) -> list[str]:
+    """What is wrong with ``template`` in a place whose variables are ``variables``: each problem
+    names the key (``where``-based path) and lists what is available there."""
+    problems: list[str] = []
+    available = ", ".join("{" + v + "}" for v in variables)
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            for m in _ANY.finditer(value):
+                name = m.group(1)
+                if name not in variables:
+                    problems.append(f"{path}: {{{name}}} is not a variable here (available: {available})")
+                elif name in _WHOLE and value != m.group(0):
+                    problems.append(f"{path}: {{{name}}} stands for a whole value; write it alone, as \"{{{name}}}\"")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+
+    walk(template, where)
+    return problems
 
 
 def render(template: Any, variables: Mapping[str, Any]) -> Any:
@@ -60,6 +98,8 @@ def render(template: Any, variables: Mapping[str, Any]) -> Any:
             return dict(variables["labels"])
         if template == "{label_tags}":
             return [f"{k}:{v}" for k, v in sorted(dict(variables["labels"]).items())]
+        if template == "{selector_map}":
+            return dict(variables["selector_map"])
         whole = _PLACEHOLDER.fullmatch(template)
         if whole:
             return variables.get(whole.group(1))

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import yaml
 
-from reconciler.core.model import ConfigFile, Service
+from reconciler.core.model import ENV_NAME_RE, ConfigFile, Service
 
 #: Pinned LinuxKit component images. These are *pins*, not discovered at run time: LinuxKit
 #: publishes its packages under content-hash tags, and an image built from this YAML is only
@@ -97,6 +97,9 @@ def _boot_wrapper(command: list[str], env: list[tuple[str, str]]) -> list[str]:
     """``sh -c`` that reads the boot values, exports ``env`` and execs ``command``."""
     used = sorted({m.group(1) for word in [*command, *(v for _, v in env)] for m in _BOOT_RE.finditer(word)})
     lines = ["set -eu", *(f"infra_{key}={BOOT_VALUES[key]}" for key in used)]
+    for key, _ in env:  # names were checked where declared (Service.env); never splice one that is not
+        if not ENV_NAME_RE.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
     lines += [f"export {key}={_shell_word(value)}" for key, value in env]
     lines.append("exec " + " ".join(_shell_word(word) for word in command))
     return ["/bin/sh", "-c", "\n".join(lines) + "\n"]

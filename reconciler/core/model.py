@@ -18,12 +18,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, computed_field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, computed_field
 
 # Ownership labels (valid GCE labels and EC2 tags).
 LABEL_STACK = "infra-stack"
@@ -99,6 +100,23 @@ class ConfigFile(_Frozen):
     in_spec: bool = True
 
 
+#: A name a shell and ``env`` accept as a variable: it is spliced into a boot wrapper (``export NAME=``).
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_env_names(value: Mapping[str, str]) -> Mapping[str, str]:
+    """``value`` when every key is a shell identifier; ValueError naming the first that is not."""
+    for key in value:
+        if not ENV_NAME_RE.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name: use letters, digits and '_', "
+                             "not starting with a digit")
+    return value
+
+
+#: Environment variables: names checked as shell identifiers wherever they are declared.
+EnvVars = Annotated[Mapping[str, str], AfterValidator(check_env_names)]
+
+
 class Service(_Frozen):
     """A long-running service of the member: a LinuxKit service and its local stand-in.
 
@@ -112,7 +130,7 @@ class Service(_Frozen):
     name: str
     image: str
     command: tuple[str, ...]
-    env: Mapping[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
     ports: tuple[int, ...] = ()
 
 

@@ -15,6 +15,9 @@ import click
               help="Seconds between passes of each stack.")
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True,
               help="HOST:PORT for /metrics and /healthz (port 0: any free port; 'none' to disable).")
+@click.option("--http-token-file", type=click.Path(dir_okay=False),
+              help="A file holding a bearer token every request to the metrics address must carry "
+                   "(required to listen beyond loopback).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: readable text or JSON objects.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -37,7 +40,8 @@ import click
               help="Changes in flight at once (cattle groups).")
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds allowed per change, retries included.")
-def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: str, log_format: str,
+def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: str, http_token_file: str | None,
+                   log_format: str,
                    log_level: str, lock: str, lock_ttl: int, lock_cacert: str | None, lock_cert: str | None,
                    lock_key: str | None, grace: float, backoff_max: float, stuck_after: float | None,
                    concurrency: int, timeout: float) -> None:
@@ -53,14 +57,15 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     """
     from reconciler.daemon.leader import parse_lock
     from reconciler.daemon.log import EventLog
-    from reconciler.daemon.process import Daemon, parse_addr
+    from reconciler.daemon.process import Daemon, parse_addr, read_token
     from reconciler.daemon.worker import Settings
 
     etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key)
     addr = parse_addr(metrics_addr)
+    token = read_token(http_token_file, addr)
     settings = Settings(interval=interval, backoff_max=backoff_max, concurrency=concurrency, timeout=timeout,
                         stuck_after=stuck_after or timeout + 60.0)
     log = EventLog(log_format, level=log_level)
     daemon = Daemon(stack_files, settings=settings, log=log, lock="etcd" if etcd else "file", lock_ttl=lock_ttl,
-                    etcd=etcd, metrics_addr=addr, grace=grace)
+                    etcd=etcd, metrics_addr=addr, grace=grace, http_token=token)
     raise SystemExit(daemon.run())

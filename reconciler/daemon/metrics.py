@@ -34,6 +34,7 @@ Every metric carries a ``stack`` label. What they mean:
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -127,10 +128,21 @@ class HealthReport:
 Health = Callable[[], HealthReport]
 
 
+#: Seconds a connection may take to send its request (a slow client is cut off).
+HANDLER_TIMEOUT = 10.0
+#: Connections served at once; more are answered 503 at once instead of queued.
+MAX_CONNECTIONS = 16
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
+    timeout = HANDLER_TIMEOUT
 
     def do_GET(self) -> None:
+        if not self._authorized():
+            self._send(401, "text/plain; charset=utf-8", b"a bearer token is required\n",
+                       {"WWW-Authenticate": 'Bearer realm="infra daemon"'})
+            return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             body = self.server.metrics.exposition()
@@ -147,10 +159,20 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
-    def _send(self, code: int, ctype: str, body: bytes) -> None:
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def _send(self, code: int, ctype: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -159,18 +181,41 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsServer(ThreadingHTTPServer):
-    """``/metrics`` and ``/healthz`` on one address, served from a daemon thread."""
+    """``/metrics``, ``/healthz`` and the page on one address, served from a daemon thread.
+
+    At most :data:`MAX_CONNECTIONS` at once (more are answered 503 and closed), each cut off after
+    :data:`HANDLER_TIMEOUT` seconds of silence; with a ``token``, every request must carry
+    ``Authorization: Bearer <token>`` (the daemon requires one to listen beyond loopback).
+    """
 
     daemon_threads = True
 
     def __init__(self, host: str, port: int, metrics: DaemonMetrics, health: Health,
-                 page: Callable[[], str] | None = None) -> None:
+                 page: Callable[[], str] | None = None, token: str | None = None) -> None:
         self.metrics = metrics
         self.health = health
         self.page = page
+        self.token = token
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), _Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="infra-metrics", daemon=True)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: answer at once, queue nothing
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def address(self) -> str:

@@ -56,6 +56,8 @@ class StackView:
     applying: bool = False
     #: the pause of the whole stack, described, when it is paused
     paused: str | None = None
+    #: the picture of this view, drawn once per pass (:func:`draw`), never per page request
+    svg: str = ""
 
 
 @dataclass
@@ -123,7 +125,9 @@ def _group(g: GroupStatus, pending: dict[str, str]) -> str:
             f"{len(g.members)}/{g.size} members</small></h3>{table}{_facts(g.extra)}</section>")
 
 
-def _graph(view: StackView) -> str:
+def draw(view: StackView) -> str:
+    """The view's picture as inline SVG (or a note saying why there is none). Called once per pass
+    by the stack's loop, so a page request never runs Graphviz."""
     from reconciler.views import graph
 
     try:
@@ -167,7 +171,7 @@ def _stack(page: StackPage, now: float) -> str:
             notes += "".join(f"<li>refused: {_e(b)}</li>" for b in view.plan.blocked)
             parts.append(f"<div class='kept'><h3>kept</h3><ul>{notes}</ul></div>")
         parts.extend(_group(g, pending.get(g.name, {})) for g in view.groups)
-        parts.append(_graph(view))
+        parts.append(view.svg)
     if page.error:
         parts.append(f"<p class='error'>{_e(page.error)}</p>")
     if page.history:

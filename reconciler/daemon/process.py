@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.daemon.log import Log
@@ -55,6 +56,27 @@ def parse_addr(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def read_token(path: str | None, addr: tuple[str, int] | None) -> str | None:
+    """The bearer token in ``path`` (its first line), or None. ConfigError when the file cannot be
+    read or is empty, or when ``addr`` is beyond loopback and no token is given: a page and metrics
+    about the stacks are not served to the network for anyone who asks."""
+    from reconciler.core.errors import ConfigError
+
+    if path is None:
+        if addr is not None and not _is_loopback(addr[0]):
+            raise ConfigError(f"--metrics-addr {addr[0]}:{addr[1]}: serving beyond loopback needs a bearer token",
+                              hint="put a long random token in a file only you can read and pass "
+                                   "--http-token-file FILE; clients send 'Authorization: Bearer <token>'")
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--http-token-file {path}: cannot read it: {exc.strerror or exc}") from None
+    if not token or len(token[0]) < 16:
+        raise ConfigError(f"--http-token-file {path}: the token must be one line of at least 16 characters")
+    return token[0]
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -69,6 +91,7 @@ class Daemon:
 
     def __init__(self, paths: Sequence[str], *, settings: Settings, log: Log, lock: str,
                  lock_ttl: int, etcd: EtcdTarget | None, metrics_addr: tuple[str, int] | None,
+                 http_token: str | None = None,
                  grace: float) -> None:
         from reconciler.daemon.metrics import DaemonMetrics
 
@@ -79,6 +102,7 @@ class Daemon:
         self.lock_ttl = lock_ttl
         self.etcd = etcd
         self.metrics_addr = metrics_addr
+        self.http_token = http_token
         self.grace = grace
         self.metrics = DaemonMetrics()
         self.shutdown = threading.Event()
@@ -175,11 +199,12 @@ class Daemon:
         if self.metrics_addr is not None:
             host, port = self.metrics_addr
             try:
-                server = MetricsServer(host, port, self.metrics, self.health, page=self.page)
+                server = MetricsServer(host, port, self.metrics, self.health, page=self.page, token=self.http_token)
             except OSError as exc:
                 raise ConfigError(f"--metrics-addr {host}:{port}: cannot listen: {exc.strerror or exc}") from None
             if not _is_loopback(host):
-                self.log("warning", "metrics", f"metrics and /healthz are served beyond loopback on {host}:{port}")
+                self.log("warning", "metrics", f"metrics, /healthz and the page are served beyond loopback on "
+                         f"{host}:{port}, to bearers of the token only")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if server is not None:

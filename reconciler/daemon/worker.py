@@ -221,6 +221,9 @@ class StackLoop:
             paused=planned.paused[""].describe() if "" in planned.paused else None,
             plan=planned.plan, observed_at=time.time(),
             applying=not planned.plan.empty and planned.refusal is None)
+        from reconciler.daemon.page import draw
+
+        self.view.svg = draw(self.view)
 
     def _remember(self, planned: PlannedPass) -> None:
         from reconciler.core.model import Health

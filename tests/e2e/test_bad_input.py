@@ -151,3 +151,23 @@ def test_destroy_of_an_empty_stack_succeeds_and_says_so(infra: Infra, tmp_path: 
 def test_unknown_command_is_a_usage_error(infra: Infra) -> None:
     proc = infra.run("frobnicate")
     assert proc.returncode == 2 and "No such command" in proc.stderr
+
+
+def test_an_env_name_that_is_not_a_shell_identifier_is_refused_at_its_line(infra: Infra, tmp_path: Path) -> None:
+    """A name is spliced into the member's boot wrapper (``export NAME=...``): one that is not an
+    identifier is an error at the line that declared it, and nothing runs it."""
+    pwned = tmp_path / "pwned"
+    typed = tmp_path / "typed.py"
+    typed.write_text("from plugins.command import Command\nfrom reconciler import Stack\n"
+                     f"stack = Stack(name='envs', groups=[Command(name='web', size=1, command=['true'],\n"
+                     f"    env={{'X;touch {pwned};Y': 'v'}})])\n")
+    generic = write_stack(tmp_path / "generic.py", "stack = Stack(name='envs', groups=[Group(name='web', size=1, "
+                          "config={'command': ['true'], 'env': {'A B': 'v'}})])\n")
+    for command in ("validate", "plan", "apply"):
+        extra = ["--yes"] if command == "apply" else []
+        assert_clean_error(infra.run(command, str(typed), *extra), "typed.py:3: Command.env",
+                           "is not a valid environment variable name")
+        assert_clean_error(infra.run(command, str(generic), *extra), "generic.py:2: groups[0].config.env",
+                           "'A B' is not a valid environment variable name")
+    assert not pwned.exists()
+    assert list(infra.state.iterdir()) == []

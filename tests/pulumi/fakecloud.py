@@ -64,7 +64,8 @@ SERVER_TYPES = {"cx22", "cx32", "cpx11"}
 INPUTS = ("name", "serverType", "image", "labels", "userData")
 #: What one item of getServers' ``servers`` carries (a subset of pulumi-hcloud's GetServersServer).
 LIST_ITEM = ("id", "name", "labels", "ipv4Address", "status", "serverType", "image")
-SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+SECRET_KEY = "4dabf18193072939515e22adb298388d"
+SECRET = {SECRET_KEY: "1b47061264138c4ac30d75fd1eb44270"}
 VERSION = "0.1.0"
 
 
@@ -75,8 +76,19 @@ def struct(doc: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def plain(s: struct_pb2.Struct) -> dict[str, Any]:
-    out: dict[str, Any] = json_format.MessageToDict(s)
+    """A Struct as plain values, secret-wrapped inputs unwrapped (as a provider that accepts secrets)."""
+    out: dict[str, Any] = _unwrap(json_format.MessageToDict(s))
     return out
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("4dabf18193072939515e22adb298388d") == "1b47061264138c4ac30d75fd1eb44270":
+            return _unwrap(value.get("value"))
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
 
 
 class Cloud:
@@ -125,8 +137,9 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
             context.abort(grpc.StatusCode.UNKNOWN, "error: limit of 3600 requests per hour reached (rate_limit_exceeded)")
         if self.token is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the provider is not configured")
-        if self.token != os.environ.get("FAKECLOUD_TOKEN", "good-token"):
-            context.abort(grpc.StatusCode.UNKNOWN, "error: unable to authenticate (unauthorized, 401)")
+        if self.token != os.environ.get("FAKECLOUD_TOKEN", "good-token"):  # as some clouds, quoting the token
+            context.abort(grpc.StatusCode.UNKNOWN,
+                          f"error: unable to authenticate with token {self.token} (unauthorized, 401)")
 
     @staticmethod
     def _outputs(server: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +160,8 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
     def Configure(self, request: Any, context: Any) -> Any:
         args = plain(request.args)
         self.token = args.get("token") or request.variables.get("fakecloud:config:token")
+        # a careless plugin: its configuration, token included, on stderr (infra must scrub it)
+        print(f"fakecloud: configured with token={self.token}", file=sys.stderr, flush=True)
         if self.engine is not None:
             self.engine.Log(engine_pb2.LogRequest(severity=engine_pb2.INFO, message="fakecloud configured"))
         return provider_pb2.ConfigureResponse(acceptSecrets=True, acceptResources=True)
@@ -166,11 +181,17 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
                 property="serverType", reason=f"server type {server_type!r} does not exist (try {sorted(SERVER_TYPES)})"))
         news.setdefault("image", "debian-12")
         news.setdefault("labels", {})
+        raw = json_format.MessageToDict(request.news)  # inputs that came as secrets stay secrets
+        for key, value in raw.items():
+            if isinstance(value, dict) and value.get(SECRET_KEY) and key in news:
+                news[key] = {**SECRET, "value": news[key]}
         return provider_pb2.CheckResponse(inputs=struct(news), failures=failures)
 
     def Create(self, request: Any, context: Any) -> Any:
         self._guard(context)
         props = plain(request.properties)
+        secret_inputs = sorted(k for k, v in json_format.MessageToDict(request.properties).items()
+                               if isinstance(v, dict) and v.get("4dabf18193072939515e22adb298388d"))
         time.sleep(float(os.environ.get("FAKECLOUD_CREATE_SECONDS", "0")))  # a cloud takes its time
         with self.cloud.state() as doc:
             if any(s["name"] == props["name"] for s in doc["servers"].values()):
@@ -182,6 +203,7 @@ class FakeCloud(provider_pb2_grpc.ResourceProviderServicer):
                       "image": props["image"], "labels": props.get("labels", {}), "userData": props.get("userData", ""),
                       "status": "running", "ipv4Address": f"127.92.{n // 250 % 250}.{n % 250 + 1}",
                       "rootPassword": secrets.token_hex(8)}
+            doc.setdefault("secret_inputs", {})[str(server_id)] = secret_inputs
             doc["servers"][str(server_id)] = server
         if fault("crash_create"):
             os._exit(3)

@@ -3,15 +3,17 @@ and what it does instead of keeping a Pulumi state (fakecloud plugin, a real gRP
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from providers.pulumi import PulumiProvider
+from providers.pulumi import PulumiProvider, values
 from providers.pulumi.config import parse_config
 from providers.pulumi.plugin import find_plugin
 from reconciler.core.errors import ConfigError, PermanentError, TransientError
@@ -25,6 +27,15 @@ FAST = retry.RetryPolicy(attempts=6, base=0.01, cap=0.05)
 def member(n: int = 0, stack: str = "br", machine_type: str = "cx22") -> MemberSpec:
     return MemberSpec(stack=stack, group="web", member=f"web-{n}", role="command", machine_type=machine_type,
                       placement=n)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
 
 
 @pytest.fixture
@@ -62,7 +73,10 @@ def test_secrets_never_reach_an_instance_an_error_or_a_log(bridge: PulumiProvide
     stored = next(iter(fakecloud.servers().values()))["rootPassword"]
     assert stored not in repr(inst) and stored not in repr(bridge.list(stack_selector("br")))
     assert TOKEN not in bridge.config.model_dump_json()  # the settings hold the variable's name, not its value
-    assert all(TOKEN not in m for _, m in bridge.logs)  # type: ignore[attr-defined]
+    logs = bridge.logs  # type: ignore[attr-defined]
+    assert wait_until(lambda: any("stderr: fakecloud: configured with token=[secret]" in m for _, m in logs))
+    assert all(TOKEN not in m for _, m in logs)  # its stderr reached the log, scrubbed
+    assert json.loads(fakecloud.state.read_text())["secret_inputs"][inst.id] == ["userData"]  # the member's files (keys): a secret
 
 
 def test_a_rate_limited_call_is_transient_and_the_retry_converges(bridge: PulumiProvider, fakecloud: FakeCloud) -> None:
@@ -131,7 +145,8 @@ def test_a_wrong_token_is_a_permanent_error_that_never_shows_the_token(
     try:
         with pytest.raises(PermanentError, match="not authorised") as err:
             p.list(stack_selector("br"))
-        assert "wrong-token-123" not in str(err.value)
+        assert "wrong-token-123" not in str(err.value)  # the plugin's error quotes it: scrubbed
+        assert "[secret]" in str(err.value)
     finally:
         p.close()
 
@@ -174,6 +189,23 @@ def test_presets_fill_the_generic_keys_and_explicit_keys_win() -> None:
     assert do.inputs["tags"] == "{label_tags}" and do.list.fields.labels_as == "tags"
     mine = parse_config({"preset": "hcloud", "resource": "hcloud:index/server:Server", "status": {"up": "running"}})
     assert mine.status == {"up": "running"}
+
+
+def test_every_template_is_checked_against_the_variables_of_its_place() -> None:
+    """A variable that does not exist where it is written is a validate error naming the key and
+    what is available, not a KeyError at plan time; the selector is there as a map too."""
+    base = {"plugin": "p", "resource": "r"}
+    with pytest.raises(ConfigError, match=r"list\.args\.filter: \{labels\} is not a variable here \(available: "
+                                          r"\{selector\}, \{selector_map\}, \{stack_tag\}\)"):
+        parse_config({**base, "list": {"function": "f", "args": {"filter": "{labels}"}}})
+    with pytest.raises(ConfigError, match=r"inputs\.name: \{nme\} is not a variable here"):
+        parse_config({**base, "inputs": {"name": "{nme}"}, "list": {"function": "f"}})
+    with pytest.raises(ConfigError, match=r"inputs\.note: \{labels\} stands for a whole value"):
+        parse_config({**base, "inputs": {"note": "x-{labels}"}, "list": {"function": "f"}})
+    tags = parse_config({**base, "list": {"function": "aws:ec2/getInstances:getInstances",
+                                          "args": {"instanceTags": "{selector_map}"}}})
+    assert values.render(tags.list.args, {"selector": "a=1", "selector_map": {"a": "1"}, "stack_tag": "x"}) == {
+        "instanceTags": {"a": "1"}}
 
 
 def test_discovery_is_the_clouds_own_service_discovery_with_no_token_in_it(fakecloud: FakeCloud) -> None:
