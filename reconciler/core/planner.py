@@ -232,21 +232,16 @@ def _plan_group(desire: GroupDesire, instances: Sequence[Instance], health: Mapp
             requested.append(Change(Action.REPLACE, desire.name, member, Reason.REQUESTED, before=keeper,
                                     after=spec, order=order, detail="asked with --replace"))
             continue
-        if current and keeper.status is running and verdict(keeper.id) is not sick:
-            if labels and cond.in_place:  # the usual case of a no-op pass ends here
-                keys = labels_differ(keeper, labels)
-                if keys:
-                    updates.append(Change(Action.UPDATE, desire.name, member, Reason.LABELS, before=keeper,
-                                          after=spec, detail="labels: " + ", ".join(keys)))
-            continue
-        why = _unhealthy(keeper, health)
-        if why is None and current:
-            if labels and cond.in_place and labels_differ(keeper, labels):
+        # a running member its role does not call unhealthy needs no closer look (the usual case)
+        why = None if keeper.status is running and verdict(keeper.id) is not sick else _unhealthy(keeper, health)
+        if why is None and current:  # the usual case of a no-op pass ends here
+            keys = labels_differ(keeper, labels) if labels and cond.in_place else []
+            if keys:
                 updates.append(Change(Action.UPDATE, desire.name, member, Reason.LABELS, before=keeper,
-                                      after=spec, detail="labels: " + ", ".join(labels_differ(keeper, labels))))
+                                      after=spec, detail="labels: " + ", ".join(keys)))
             continue
         if why is not None:
-            held = None
+            held: str | None
             if _stopped(keeper):
                 held = (f"stopped: left alone (started again, it is judged again; 'infra apply --replace "
                         f"{desire.name}/{member}' replaces it)")
@@ -335,7 +330,7 @@ def plan(
         by_group[inst.group or ""].append(inst)
 
     def protected(name: str) -> str | None:
-        marked = sum(1 for i in by_group.get(name, ()) if i.labels.get(LABEL_PROTECT) == "true")
+        marked = sum(1 for i in by_group.get(name, ()) if i.protected)
         if not marked:
             return None
         return (f"group {name} is protected ({LABEL_PROTECT} on {marked} of {len(by_group[name])} members): "
