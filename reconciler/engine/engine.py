@@ -608,10 +608,7 @@ class Engine:
 
     def status(self) -> list[GroupStatus]:
         """Every group's members as observed now, with health, and its role's facts. Read-only."""
-        observed = self.observe()
-        health = self.health(observed)
-        desired = {d.name: {m.member: m.spec_hash for m in d.members} for d in self.desired(observed)}
-        return self.status_of(observed, health, desired)
+        return self.stack_status().groups
 
     def status_of(self, observed: Observed, health: Mapping[str, Health],
                   desired: Mapping[str, Mapping[str, str]]) -> list[GroupStatus]:
