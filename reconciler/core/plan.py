@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,29 @@ class Change:
         if self.after is not None:
             doc["after"] = self.after.public_view()
         return doc
+
+
+#: What a held change's reason starts with, and its kind (metrics and reports count by kind).
+_HELD_KINDS = (("remediation held", "remediation"), ("stopped", "stopped"), ("crash loop", "crash_loop"),
+               ("paused", "paused"), ("not targeted", "not_targeted"))
+
+
+def held_kind(held: str) -> str:
+    """``remediation``, ``stopped``, ``crash_loop``, ``paused``, ``not_targeted`` or ``other``."""
+    return next((kind for prefix, kind in _HELD_KINDS if held.startswith(prefix)), "other")
+
+
+def held_reasons(changes: Iterable[Change], *, skip: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Each group's distinct reasons for its held changes, kinds in ``skip`` left out: a group-wide
+    remediation hold once as it is, any other with the member it holds (``web-1: stopped: ...``)."""
+    out: dict[str, list[str]] = {}
+    for c in changes:
+        if c.held is None or held_kind(c.held) in skip:
+            continue
+        text = c.held if held_kind(c.held) == "remediation" else f"{c.member}: {c.held}"
+        if text not in out.setdefault(c.group, []):
+            out[c.group].append(text)
+    return out
 
 
 @dataclass(frozen=True)

@@ -235,18 +235,14 @@ class StackLoop:
 
     def _report(self, planned: PlannedPass) -> None:
         """Log held changes, pauses and undeclared groups when they change; set their metrics."""
+        from reconciler.core.plan import held_kind, held_reasons
+
         plan, m, name = planned.plan, self.metrics, self.stack_name
         kinds: dict[tuple[str, str], int] = {}
-        reasons: dict[str, list[str]] = {}
         for c in plan.held:
-            held = c.held or ""
-            why = ("remediation" if held.startswith("remediation held") else "stopped" if held.startswith("stopped")
-                   else "crash_loop" if held.startswith("crash loop") else "paused" if held.startswith("paused")
-                   else "other")
-            kinds[(c.group, why)] = kinds.get((c.group, why), 0) + 1
-            text = held if why == "remediation" else f"{c.member}: {held}"
-            if text not in reasons.setdefault(c.group, []):
-                reasons[c.group].append(text)
+            key = (c.group, held_kind(c.held or ""))
+            kinds[key] = kinds.get(key, 0) + 1
+        reasons = held_reasons(plan.held)
         for (group, why), n in kinds.items():
             m.held.labels(name, group, why).set(n)
         for key in self._reported.get("held_kinds", set()) - set(kinds):

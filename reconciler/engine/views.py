@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.core.errors import InfraError
 from reconciler.core.model import Health, Instance
-from reconciler.core.plan import Plan, Undeclared
+from reconciler.core.plan import Plan, Undeclared, held_reasons
 from reconciler.engine.binding import GroupBinding
 
 
@@ -54,14 +54,9 @@ class StackStatus:
 
 def annotate(groups: list[GroupStatus], plan: Plan, pauses: Mapping[str, Any]) -> list[GroupStatus]:
     """Each group's held reasons (from ``plan``) and pause (``pauses``: group → Pause, ``""`` the stack)."""
+    reasons = held_reasons(plan.held, skip=frozenset({"paused", "not_targeted"}))
     for gs in groups:
-        reasons: list[str] = []
-        for c in plan.changes:
-            if c.group == gs.name and c.held and not c.held.startswith(("paused", "not targeted")):
-                reason = c.held if c.held.startswith("remediation held") else f"{c.member}: {c.held}"
-                if reason not in reasons:
-                    reasons.append(reason)
-        gs.held = reasons
+        gs.held = reasons.get(gs.name, [])
         pause = pauses.get(gs.name)
         gs.paused = pause.describe() if pause is not None else None
     return groups
