@@ -60,8 +60,11 @@ def instance_name(stack: str, group: str, member: str, spec_hash: str) -> str:
 
 #: One shared ``__pydantic_fields_set__`` per distinct set of field names (see _Frozen).
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}
-#: id of a shared fields set → (that set, the shared set with ``extra_labels`` added).
-_WITH_LABELS: dict[int, tuple[set[str], set[str]]] = {}
+#: (id of a shared fields set, names added) → (that set, the shared set with the names added).
+_WITH_FIELDS: dict[tuple[int, frozenset[str]], tuple[set[str], set[str]]] = {}
+#: The names :meth:`MemberSpec.sibling` and :meth:`MemberSpec.with_labels` change (``changed``'s keys).
+_SIBLING_FIELDS = frozenset({"member", "placement"})
+_LABEL_FIELDS = frozenset({"extra_labels"})
 
 
 class _Frozen(BaseModel):
@@ -272,14 +275,23 @@ class MemberSpec(_Frozen):
             raise TypeError("member must be a str and placement an int")
         if self.address is not None:
             raise ValueError("a member with a reserved address has no siblings: reserve one per member")
+        return self._unvalidated(_SIBLING_FIELDS, {"member": member, "placement": placement})
+
+    def _unvalidated(self, names: frozenset[str], changed: dict[str, Any]) -> MemberSpec:
+        """A copy with ``changed`` fields (``names``: its keys; none of them in the spec hash: the cached hash is kept),
+        built as pydantic's ``model_construct`` builds one, without its per-call overhead; its
+        fields set is the shared one for this member's with the changed names added."""
         fields = dict(self.__dict__)
-        fields["member"] = member
-        fields["placement"] = placement
+        fields.update(changed)
         copy = MemberSpec.__new__(MemberSpec)
         object.__setattr__(copy, "__dict__", fields)
-        key = frozenset(self.__pydantic_fields_set__ | {"member", "placement"})
-        shared = _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key))
-        object.__setattr__(copy, "__pydantic_fields_set__", shared)
+        given = self.__pydantic_fields_set__
+        hit = _WITH_FIELDS.get((id(given), names))
+        if hit is None or hit[0] is not given:  # (the same shared set, not a reused id)
+            key = frozenset(given | names)
+            hit = (given, _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key)))
+            _WITH_FIELDS[(id(given), names)] = hit
+        object.__setattr__(copy, "__pydantic_fields_set__", hit[1])
         object.__setattr__(copy, "__pydantic_extra__", None)
         object.__setattr__(copy, "__pydantic_private__", None)
         return copy
@@ -312,20 +324,7 @@ class MemberSpec(_Frozen):
         and is made without validation, as :meth:`sibling` does (the engine labels every member of
         every pass).
         """
-        fields = dict(self.__dict__)
-        fields["extra_labels"] = extra
-        copy = MemberSpec.__new__(MemberSpec)
-        object.__setattr__(copy, "__dict__", fields)
-        given = self.__pydantic_fields_set__
-        shared = _WITH_LABELS.get(id(given))
-        if shared is None or shared[0] is not given:  # (the same shared set, not a reused id)
-            key = frozenset(given | {"extra_labels"})
-            shared = (given, _FIELD_SETS.get(key) or _FIELD_SETS.setdefault(key, set(key)))
-            _WITH_LABELS[id(given)] = shared
-        object.__setattr__(copy, "__pydantic_fields_set__", shared[1])
-        object.__setattr__(copy, "__pydantic_extra__", None)
-        object.__setattr__(copy, "__pydantic_private__", None)
-        return copy
+        return self._unvalidated(_LABEL_FIELDS, {"extra_labels": extra})
 
     def userdata(self) -> dict[str, Any]:
         """The member's files in the JSON shape LinuxKit's ``metadata`` package expands.
