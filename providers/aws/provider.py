@@ -485,15 +485,16 @@ class AwsProvider:
         volumes = [m["Ebs"]["VolumeId"] for m in found[0].get("BlockDeviceMappings", [])
                    if m.get("Ebs", {}).get("VolumeId")]
         resources = [instance.id, *volumes]
-        changed = [{"Key": k, "Value": v} for k, v in labels.items() if live.labels.get(k) != v]
-        dropped = [{"Key": k} for k in live.labels if k.startswith("infra-") and k not in labels]
+        merged = merged_labels(live.labels, labels)
+        changed = [{"Key": k, "Value": v} for k, v in merged.items() if live.labels.get(k) != v]
+        dropped = [{"Key": k} for k in live.labels if k not in merged]
         if changed:
             with errors.translate(f"tag {instance.name} ({instance.id})"):
                 self.client.create_tags(Resources=resources, Tags=changed)  # type: ignore[arg-type]
         if dropped:
             with errors.translate(f"untag {instance.name} ({instance.id})"):
                 self.client.delete_tags(Resources=resources, Tags=dropped)  # type: ignore[arg-type]
-        return live.model_copy(update={"labels": merged_labels(live.labels, labels)})
+        return live.model_copy(update={"labels": merged})
 
     # -- validate ------------------------------------------------------------------------------------
 

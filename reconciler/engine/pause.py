@@ -24,9 +24,6 @@ from typing import Any
 from reconciler.core.errors import ConfigError
 from reconciler.engine.state import StateDir
 
-#: The key of a pause of the whole stack.
-STACK = ""
-
 
 @dataclass(frozen=True)
 class Pause:

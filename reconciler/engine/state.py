@@ -51,9 +51,6 @@ class StateDir:
         self._made: list[Path] = []
         self._lock: StackLock | None = None
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
     def ensure(self) -> Path:
         """Make the state root, ``stacks/`` and the stack's directory (0700) where missing."""
         chain = [self.root, self.root / "stacks", self.path] if self.path.parent == self.root / "stacks" \

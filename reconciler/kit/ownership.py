@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from reconciler.core.errors import PermanentError
 from reconciler.core.model import OWNERSHIP_LABELS, Instance
+from reconciler.core.stack import RESERVED_LABEL_PREFIX
 
 
 def require_owned(provider: str, live: Instance, stack: str) -> None:
@@ -44,5 +45,5 @@ def require_label_update(provider: str, live: Instance, labels: Mapping[str, str
 def merged_labels(current: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, str]:
     """What ``update_labels`` leaves on an instance: ``labels`` set, the ``infra-`` labels not in
     ``labels`` removed (a lifted protection), and every other label as it was (someone else's)."""
-    kept = {k: v for k, v in current.items() if not k.startswith("infra-") or k in labels}
+    kept = {k: v for k, v in current.items() if not k.startswith(RESERVED_LABEL_PREFIX) or k in labels}
     return {**kept, **labels}
