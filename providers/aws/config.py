@@ -142,6 +142,12 @@ class AwsConfig(BaseModel):
         return str(net.network_address + offset)
 
 
+#: Environment variables: the key Prometheus's EC2 discovery gets under infra's EC2 emulator
+#: (its read-only identity; ``infra emulator aws`` prints them).
+SD_KEY_ENV = "INFRA_AWS_SD_ACCESS_KEY_ID"
+SD_SECRET_ENV = "INFRA_AWS_SD_SECRET_ACCESS_KEY"
+
+
 def endpoint_url() -> str | None:
     """The EC2 endpoint override from the environment, as boto3 itself would read it."""
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":

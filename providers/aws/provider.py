@@ -41,6 +41,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from providers.aws import errors
 from providers.aws import images as aws_images
-from providers.aws.config import AMI_ID_RE, AwsConfig, endpoint_url, parse_config
+from providers.aws.config import AMI_ID_RE, SD_KEY_ENV, SD_SECRET_ENV, AwsConfig, endpoint_url, parse_config
 from providers.aws.session import BOTO_CONFIG, Ec2Session, new_session
 from reconciler.core.errors import ConfigError, NotFoundError, PermanentError, TransientError
 from reconciler.core.image import ImageRecord, ImageSpec
@@ -672,8 +673,11 @@ class AwsProvider:
         if endpoint:
             sd["endpoint"] = endpoint
             if self.accepts_documents():
-                # infra's EC2 emulator takes any key; these are not credentials of anything.
-                sd["access_key"], sd["secret_key"] = "emulator", "emulator"
+                # infra's EC2 emulator: its discovery identity (DescribeInstances and
+                # DescribeAvailabilityZones only, a random key per run), never infra's own key.
+                key_id, secret = os.environ.get(SD_KEY_ENV, ""), os.environ.get(SD_SECRET_ENV, "")
+                if key_id and secret:
+                    sd["access_key"], sd["secret_key"] = key_id, secret
                 sd["refresh_interval"] = "5s"
         return {"ec2_sd_configs": [sd]}
 
@@ -686,8 +690,19 @@ class AwsProvider:
             import json as _json
             import urllib.request
 
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+
+            url = endpoint.rstrip("/") + "/_emulator/info"
+            request = AWSRequest(method="GET", url=url)
+            credentials = self.api.credentials()
+            if credentials is None:
+                self._emulator = False
+                return False
+            SigV4Auth(credentials, "ec2", self.region).add_auth(request)  # signed with the emulator's key
             try:
-                with urllib.request.urlopen(endpoint.rstrip("/") + "/_emulator/info", timeout=5) as resp:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=dict(request.headers.items())),
+                                            timeout=5) as resp:
                     self._emulator = bool(_json.loads(resp.read()).get("boots"))
             except (OSError, ValueError):
                 self._emulator = False

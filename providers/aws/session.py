@@ -101,6 +101,11 @@ class Ec2Session:
                                                config=BOTO_CONFIG)
             return self._ebs
 
+    def credentials(self) -> Any:
+        """The session's credentials (frozen), or None: what signs a request made outside boto3."""
+        found = (self._session or new_session()).get_credentials()
+        return None if found is None else found.get_frozen_credentials()
+
     def planning_read(self, action: str, call: Callable[[], T]) -> T:
         """A read made while planning (list, validate, address_for), retried here page by page.
 

@@ -1,8 +1,9 @@
 """How the gcp provider reaches Compute Engine: reads as JSON, writes through google-cloud-compute.
 
 Built once per provider by :class:`providers.gcp.provider.GcpProvider` (and used by
-:mod:`providers.gcp.images`). One set of credentials (anonymous under the endpoint override
-``INFRA_GCP_ENDPOINT``, else Application Default Credentials) and one endpoint serve two halves:
+:mod:`providers.gcp.images`). One set of credentials (the access token
+``INFRA_GCP_ACCESS_TOKEN`` under the endpoint override ``INFRA_GCP_ENDPOINT``, else Application
+Default Credentials) and one endpoint serve two halves:
 
 * **reads** — every ``GET`` infra makes (``instances.get``/``list``/``aggregatedList``,
   ``machineTypes.get``, ``images.get``/``getFromFamily``/``list``) — go as JSON over google-auth's
@@ -22,13 +23,14 @@ changes something does. The URI templates below are google-cloud-compute's own:
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from providers.gcp import errors
-from providers.gcp.config import CLOUD_PLATFORM_SCOPE
+from providers.gcp.config import ACCESS_TOKEN_ENV, CLOUD_PLATFORM_SCOPE
 from reconciler.kit import RetryPolicy, retry_call
 
 if TYPE_CHECKING:
@@ -52,11 +54,17 @@ JsonDict = dict[str, Any]
 
 
 def credentials_for(endpoint: str | None) -> Any:
-    """Anonymous credentials for an endpoint override, else Application Default Credentials.
+    """For an endpoint override, its access token (``INFRA_GCP_ACCESS_TOKEN``, sent as
+    ``Authorization: Bearer``; anonymous without one); else Application Default Credentials.
 
     Raises the mapped PermanentError when no credentials are found.
     """
     if endpoint:
+        token = os.environ.get(ACCESS_TOKEN_ENV, "").strip()
+        if token:
+            from google.oauth2.credentials import Credentials
+
+            return Credentials(token=token)  # type: ignore[no-untyped-call]
         from google.auth.credentials import AnonymousCredentials
 
         return AnonymousCredentials()  # type: ignore[no-untyped-call]

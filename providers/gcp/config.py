@@ -5,8 +5,9 @@ member, from the group's settings laid over the stack's (``MemberSpec.provider_c
 settings become a ConfigError (or a validate Problem) naming ``provider_config.<field>``.
 
 The endpoint override ``INFRA_GCP_ENDPOINT`` (``http://127.0.0.1:8089``) points every Compute
-client at another server (the in-repo fake) with anonymous credentials; without it, credentials
-come from Application Default Credentials (``google.auth.default()``).
+client at another server (infra's GCE emulator), with the access token ``INFRA_GCP_ACCESS_TOKEN``
+as its credential (``infra emulator gcp`` prints both; anonymous when there is no token); without
+the override, credentials come from Application Default Credentials (``google.auth.default()``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from reconciler.kit.settings import parse_settings
 
-#: Environment variable: send every Compute call to this URL, with anonymous credentials.
+#: Environment variable: send every Compute call to this URL (with ACCESS_TOKEN_ENV's token).
 ENDPOINT_ENV = "INFRA_GCP_ENDPOINT"
+#: Environment variable: the OAuth access token sent to the endpoint override (never logged).
+ACCESS_TOKEN_ENV = "INFRA_GCP_ACCESS_TOKEN"
+#: Environment variable: the read-only token Prometheus presents to the override's discovery.
+SD_TOKEN_ENV = "INFRA_GCP_SD_TOKEN"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 _PROJECT_RE = re.compile(r"^(?:[a-z][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")

@@ -49,7 +49,7 @@ import requests
 from providers.gcp import errors
 from providers.gcp import images as gcp_images
 from providers.gcp.api import ComputeApi, JsonDict, done
-from providers.gcp.config import ENDPOINT_ENV, GcpConfig, parse_config
+from providers.gcp.config import ENDPOINT_ENV, SD_TOKEN_ENV, GcpConfig, parse_config
 from reconciler.core.errors import ConfigError, InfraError, NotFoundError, PermanentError, TransientError
 from reconciler.core.image import ImageRecord, ImageSpec
 from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
@@ -638,8 +638,13 @@ class GcpProvider:
             from urllib.parse import urlencode
 
             query = urlencode({"filter": filt, "port": port})
-            return {"http_sd_configs": [{"url": f"{self.endpoint.rstrip('/')}/_emulator/sd/"
-                                                f"{self.config.project}?{query}", "refresh_interval": "5s"}]}
+            http_sd: dict[str, Any] = {"url": f"{self.endpoint.rstrip('/')}/_emulator/sd/{self.config.project}?{query}",
+                                       "refresh_interval": "5s"}
+            sd_token = os.environ.get(SD_TOKEN_ENV, "").strip()
+            if sd_token:
+                # The emulator's read-only discovery token: it lists addresses and nothing else.
+                http_sd["authorization"] = {"type": "Bearer", "credentials": sd_token}
+            return {"http_sd_configs": [http_sd]}
         return {
             "gce_sd_configs": [
                 {"project": self.config.project, "zone": zone, "port": port, "filter": filt}

@@ -27,6 +27,10 @@ class LocalConfig(BaseModel):
     start_timeout: float = Field(
         15.0, gt=0, le=600, description="seconds to wait for an instance's processes to start"
     )
+    owner_pid: int | None = Field(
+        None, gt=0, description="a process the instances die with, however it ends (infra's emulators set "
+        "their own pid: a kill -9 of the emulator stops its machines); default: instances outlive infra"
+    )
 
     def root_path(self) -> Path:
         """The provider's root directory (not created here)."""

@@ -249,7 +249,8 @@ class LocalProvider:
     def _owner(self, name: str) -> str:
         return f"{self.root.resolve()}:{name}"
 
-    def _pick_address(self, spec: MemberSpec, reservations: dict[str, dict[str, Any]]) -> str:
+    def _pick_address(self, spec: MemberSpec, reservations: dict[str, dict[str, Any]],
+                      bound_to: ProcRef | None = None) -> str:
         """Under both locks: the address ``spec`` gets, its ports checked free, claimed."""
         ports = _ports(spec)
         used = self.store.used_addresses(reservations)
@@ -270,7 +271,7 @@ class LocalProvider:
             network.check_ports(address, ports)
         else:
             address = network.allocate(set(used) | elsewhere, ports)
-        self.claims.claim(address, self._owner(spec.name), self.store.dir_of(spec.name).resolve())
+        self.claims.claim(address, self._owner(spec.name), self.store.dir_of(spec.name).resolve(), bound_to)
         return address
 
     def address_for(self, spec: MemberSpec) -> str | None:
@@ -406,9 +407,15 @@ class LocalProvider:
 
     def _prepare(self, spec: MemberSpec, directory: Path, settings: LocalConfig) -> InstanceRecord:
         """Under the lock: pick the address and build the instance's directory atomically."""
+        owner = None
+        if settings.owner_pid is not None:
+            owner = ref_of(settings.owner_pid)
+            if owner is None:
+                raise PermanentError(f"local: provider_config.owner_pid {settings.owner_pid} is not a running process",
+                                     hint="an instance bound to a process that is gone would stop at once")
         reservations = self.store.reservations()
         with self.claims.lock():
-            address = self._pick_address(spec, reservations)
+            address = self._pick_address(spec, reservations, owner)
         record = InstanceRecord(
             id=new_id(),
             name=spec.name,
@@ -416,6 +423,7 @@ class LocalProvider:
             address=address,
             created=time.time(),
             creator=ref_of(os.getpid()),
+            owner=owner,
             grace=settings.grace,
             services=self._service_records(spec, directory, address),
         )

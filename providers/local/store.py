@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.local.procs import ProcRef
+from providers.local.procs import ProcRef, alive
 from reconciler.core.errors import TransientError
 
 #: Addresses are taken from this network, lowest free first.
@@ -79,6 +79,8 @@ class InstanceRecord(BaseModel):
     address: str | None = None
     created: float = 0.0
     creator: ProcRef | None = None
+    #: The process this instance lives and dies with (an emulator's machines); None: it outlives infra.
+    owner: ProcRef | None = None
     grace: float = 5.0
     services: list[ServiceRecord] = Field(default_factory=list)
     processes: Processes | None = None
@@ -302,7 +304,9 @@ class Claims:
     allocation is also noted here, under a machine-wide lock, with the instance directory it
     is for. A claim holds while that directory exists, or for :data:`CLAIM_TTL` after it was
     made (the instance is being built, or was only reserved); a root removed without deleting
-    its instances thus frees its addresses once their directories are gone.
+    its instances thus frees its addresses once their directories are gone. The claim of an
+    instance bound to a process (``owner_pid``: an emulator's machines) ends with that process:
+    machines that died with their emulator hold no address.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -324,6 +328,7 @@ class Claims:
             for addr, entry in doc.items()
             if isinstance(entry, dict)
             and (now - float(entry.get("time", 0)) < CLAIM_TTL or os.path.isdir(str(entry.get("dir", ""))))
+            and not _bound_process_gone(entry)
         }
 
     def others(self, owner: str) -> set[str]:
@@ -337,11 +342,23 @@ class Claims:
         if len(kept) != len(claims):
             write_json(self.dir / "claims.json", kept, mode=0o600)
 
-    def claim(self, address: str, owner: str, directory: Path) -> None:
-        """Under the lock: note ``address`` as handed out to ``owner`` for ``directory``."""
+    def claim(self, address: str, owner: str, directory: Path, bound_to: ProcRef | None = None) -> None:
+        """Under the lock: note ``address`` as handed out to ``owner`` for ``directory`` (an
+        instance that dies with the process ``bound_to``)."""
         claims = self.load()
-        claims[address] = {"owner": owner, "time": time.time(), "dir": str(directory)}
+        claims[address] = {"owner": owner, "time": time.time(), "dir": str(directory),
+                           **({"bound_to": bound_to.model_dump()} if bound_to is not None else {})}
         write_json(self.dir / "claims.json", claims, mode=0o600)
+
+
+def _bound_process_gone(entry: dict[str, Any]) -> bool:
+    bound = entry.get("bound_to")
+    if not isinstance(bound, dict):
+        return False
+    try:
+        return not alive(ProcRef.model_validate(bound))
+    except ValidationError:
+        return False
 
 
 def candidates() -> Iterator[str]:

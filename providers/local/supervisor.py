@@ -10,7 +10,10 @@ process group and outlives the ``infra`` process. It plays LinuxKit's init for t
    (or cannot be started) it appends what happened to ``logs/exits.json``, stops the others
    (TERM, KILL after the grace period) and exits 1; the provider then reports the instance
    DEAD, with that exit as the reason, and the planner replaces it;
-4. on SIGTERM (delete) it passes TERM on to the services, reaps them and exits 0.
+4. on SIGTERM (delete) it passes TERM on to the services, reaps them and exits 0;
+5. when the record names an ``owner`` process (an emulator's machines), it watches it: once that
+   process is gone, however it ended (``kill -9`` included), the instance stops as on SIGTERM,
+   its services KILLed after the grace period. The emulator's machines die with it.
 
 It imports only the standard library (it starts fast), and never reads or logs the member's
 configuration files.
@@ -23,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,6 +63,35 @@ class Supervisor:
         self.procs: list[subprocess.Popen[bytes]] = []  # kept so they are never garbage-collected
         self.stopping = False
         self.exits: list[dict[str, Any]] = []
+        owner = record.get("owner") or None
+        self.owner: tuple[int, int] | None = (int(owner["pid"]), int(owner["start"])) if owner else None
+
+    # -- the owner -----------------------------------------------------------------------------
+
+    def owner_alive(self) -> bool:
+        assert self.owner is not None
+        pid, start = self.owner
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+            return rest[0] not in ("Z", "X") and int(rest[19]) == start  # a zombie has ended too
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def watch_owner(self) -> None:
+        """Thread: when the owner is gone, stop as on SIGTERM; KILL what is left after the grace."""
+        while self.owner_alive():
+            time.sleep(0.2)
+        _log(f"owner process {self.owner[0] if self.owner else '?'} is gone: stopping with it")
+        self.on_term(signal.SIGTERM, None)
+        deadline = time.monotonic() + self.grace
+        while self.children and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -156,6 +189,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if self.owner is not None:
+            threading.Thread(target=self.watch_owner, name="owner", daemon=True).start()
         if not self.start():
             self.stop_all()
             return 1

@@ -13,6 +13,7 @@ run. The process groups are the ``local`` provider's instances, found through th
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -44,7 +45,9 @@ class Machines(Generic[K]):
         self.interval = interval
         self.log = log
         local = registry.provider_class("local", where=f"{self.title}'s machines")
-        self.local: Provider = local.open({"root": str(root / "machines"), "grace": 3.0, "start_timeout": 60.0},
+        # owner_pid: the machines die with this emulator, however it ends (kill -9 included).
+        self.local: Provider = local.open({"root": str(root / "machines"), "grace": 3.0, "start_timeout": 60.0,
+                                           "owner_pid": os.getpid()},
                                           stack=self.stack, state_dir=root)
         self.booted: dict[K, Instance] = {}
         self.failed: dict[K, str] = {}

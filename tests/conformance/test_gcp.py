@@ -34,7 +34,7 @@ class TestGcpProvider(ProviderConformance):
     def provider(self, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                  stack: str) -> Iterator[Provider]:
         extra: dict[str, Any] = {"zones": self.zones} if self.zones else {}
-        p = open_provider(fake.url, monkeypatch, tmp_path, stack=stack, **extra)
+        p = open_provider(fake, monkeypatch, tmp_path, stack=stack, **extra)
         yield p
         p.close()
 

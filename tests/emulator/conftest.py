@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,15 @@ class Emulator:
     @property
     def url(self) -> str:
         return self.exports.get("INFRA_GCP_ENDPOINT") or self.exports["AWS_ENDPOINT_URL"]
+
+    def call(self, path: str, body: Any = None, method: str | None = None) -> Any:
+        """A JSON call to the GCE emulator with its token (every request needs it)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method or ("POST" if data else "GET"),
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self.exports['INFRA_GCP_ACCESS_TOKEN']}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -137,7 +147,8 @@ def wait_for(what: str, check: Any, timeout: float = 90.0, every: float = 0.5) -
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
 
 
-def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
+def launch(cloud: str, tmp_path: Path) -> Emulator:
+    """``infra emulator CLOUD`` as a child process, once it printed ``# ready``."""
     for binary in ("etcd", "etcdctl", "prometheus"):
         if shutil.which(binary) is None:
             pytest.fail(f"{binary} is missing: install Debian's etcd-server, etcd-client and prometheus", pytrace=False)
@@ -161,7 +172,13 @@ def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
     if not ready.wait(60):
         proc.kill()
         raise AssertionError("the emulator did not print '# ready' within 60 s:\n" + (tmp_path / "emulator.log").read_text())
-    emulator = Emulator(tmp_path, proc, exports, cloud)
+    return Emulator(tmp_path, proc, exports, cloud)
+
+
+def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
+    """:func:`launch`, then at the end: destroy ``stack``, SIGTERM, exit 0 and no machine left."""
+    emulator = launch(cloud, tmp_path)
+    proc = emulator.proc
     try:
         yield emulator
     finally:

@@ -24,8 +24,9 @@ ETCD = ["127.79.0.10", "127.79.0.11", "127.79.16.10"]
 
 
 def client(emu: Emulator) -> object:
-    return boto3.client("ec2", region_name="us-east-1", endpoint_url=emu.url, aws_access_key_id="x",
-                        aws_secret_access_key="x")
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=emu.url,
+                        aws_access_key_id=emu.exports["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=emu.exports["AWS_SECRET_ACCESS_KEY"])
 
 
 def live(emu: Emulator) -> list[dict[str, object]]:

@@ -47,8 +47,9 @@ def test_gce_a_killed_apply_leaves_no_duplicate_and_no_leak(gce: Emulator, after
 def test_ec2_a_killed_apply_leaves_no_duplicate_and_no_leak(ec2: Emulator, after: float) -> None:
     again = crash_then_apply(ec2, "stacks/etcd-aws.py", after)
     assert again.returncode == 0, again.stdout + again.stderr
-    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=ec2.url, aws_access_key_id="x",
-                          aws_secret_access_key="x")
+    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=ec2.url,
+                          aws_access_key_id=ec2.exports["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=ec2.exports["AWS_SECRET_ACCESS_KEY"])
     live = [i for r in client.describe_instances()["Reservations"] for i in r["Instances"]
             if i["State"]["Name"] in ("pending", "running")]
     members = Counter({t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("infra-member") for i in live)

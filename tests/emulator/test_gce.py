@@ -31,7 +31,7 @@ def prometheus_up(gce: Emulator) -> dict[str, str]:
 
 def instances(gce: Emulator) -> list[dict[str, object]]:
     """The stack's instances, as the emulator's Compute API lists them."""
-    listed = json.loads(urllib.request.urlopen(f"{gce.url}/_admin/instances", timeout=5).read())["instances"]
+    listed = gce.call("/_admin/instances")["instances"]
     return [i for i in listed if (i.get("labels") or {}).get("infra-stack") == "etcd-gcp"]
 
 
@@ -65,9 +65,8 @@ def test_etcd_gcp_on_the_emulator_is_a_working_cluster_healed_by_infra(gce: Emul
     got = gce.etcdctl(STACK, "get", "/kept", "--print-value-only", f"--endpoints=https://{ETCD[1]}:2379")
     assert got.stdout.strip() == "across-the-heal", got.stderr  # the replaced member has the data
 
-    console = json.loads(urllib.request.urlopen(
-        f"{gce.url}/compute/v1/projects/my-project/zones/us-central1-b/instances/"
-        f"{victim_name(gce, ETCD[1])}/serialPort", timeout=5).read())["contents"]
+    console = gce.call(f"/compute/v1/projects/my-project/zones/us-central1-b/instances/"
+                       f"{victim_name(gce, ETCD[1])}/serialPort")["contents"]
     assert "==> etcd.log <==" in console  # the services' logs, as a VM's serial console
 
     for address in ETCD[:2]:  # two of three: the quorum is lost
@@ -84,10 +83,7 @@ def test_etcd_gcp_on_the_emulator_is_a_working_cluster_healed_by_infra(gce: Emul
 
 def test_throttling_and_lost_answers_through_the_emulator_still_converge(gce: Emulator) -> None:
     """30% of Compute calls answered 429/503 (half of the failed inserts after taking effect)."""
-    body = json.dumps({"fault_rate": 0.3, "fault_after_share": 0.5, "seed": 11}).encode()
-    request = urllib.request.Request(f"{gce.url}/_admin/config", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=5).close()
+    gce.call("/_admin/config", {"fault_rate": 0.3, "fault_after_share": 0.5, "seed": 11})
     for _ in range(3):  # a pass may stop on a fault it could not retry past; the next one carries on
         if gce.infra("apply", STACK, "--yes").returncode == 0:
             break

@@ -71,7 +71,7 @@ def fake() -> Iterator[FakeCompute]:
 
 @pytest.fixture
 def provider(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[GcpProvider]:
-    p = open_provider(fake.url, monkeypatch, tmp_path, stack="api")
+    p = open_provider(fake, monkeypatch, tmp_path, stack="api")
     yield p
     p.close()
 
@@ -114,7 +114,7 @@ def test_a_failed_read_raises_what_google_cloud_compute_raises(provider: GcpProv
 
 def cli(fake: FakeCompute, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -X importtime -m reconciler.cli ARGS`` against the fake (the import log is on stderr)."""
-    env = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
+    env = {**os.environ, **fake.env(), "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
            "WEB_GCP_STACK": "apiimports", "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
     return subprocess.run([sys.executable, "-X", "importtime", "-m", "reconciler.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -58,7 +58,7 @@ def infra(fake: FakeCompute, state: Path, *args: str, **env: str) -> subprocess.
     """The CLI against the fake, with the linuxkit stand-in (``INFRA_LINUXKIT``) unless ``env`` overrides it."""
     exe = shutil.which("infra")
     assert exe, "the infra console script is not installed (pip install -e .)"
-    full = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
+    full = {**os.environ, **fake.env(), "INFRA_STATE_DIR": str(state), "NO_COLOR": "1",
             "INFRA_LINUXKIT": str(STANDIN), "INFRA_GCP_IMAGE_BUCKET": BUCKET, **env}
     return subprocess.run([exe, *args], capture_output=True, text=True, env=full, timeout=240, check=False)
 
@@ -73,9 +73,9 @@ def user_data(instance: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_apply_plan_heal_and_destroy_through_the_cli(fake: FakeCompute, tmp_path: Path) -> None:
-    untagged = add_foreign(fake.url, "hand-made-vm", {})
+    untagged = add_foreign(fake, "hand-made-vm", {})
     other = add_foreign(
-        fake.url,
+        fake,
         "other-stack-vm",
         {"infra-stack": "other", "infra-group": "web", "infra-member": "web-0", "infra-spec": "00000000"},
     )
@@ -97,7 +97,7 @@ def test_apply_plan_heal_and_destroy_through_the_cli(fake: FakeCompute, tmp_path
 
     victim = next(i for i in made if i["labels"]["infra-member"] == "web-1")
     zone = victim["zone"].rsplit("/", 1)[-1]
-    admin(fake.url, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
+    admin(fake, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
     drift = infra(fake, tmp_path, "plan", str(WEB), "--json", "--detailed-exitcode", **env)
     assert drift.returncode == 2, drift.stdout + drift.stderr
     changes = json.loads(drift.stdout)["changes"]
@@ -132,7 +132,7 @@ def test_apply_converges_without_duplicates_under_30_percent_throttling_and_5xx(
     assert results[-1].returncode == 0, "\n".join(r.stdout + r.stderr for r in results)
     members = sorted(i["labels"]["infra-member"] for i in members_of(fake, "flaky"))
     assert members == sorted(f"web-{i}" for i in range(12))
-    counted = calls(fake.url)
+    counted = calls(fake)
     assert sum(counted.values()) > 0 and fake.fault_rate == 0.3
     check = infra(fake, tmp_path, "plan", str(WEB), "--detailed-exitcode", **env)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -141,7 +141,8 @@ def test_apply_converges_without_duplicates_under_30_percent_throttling_and_5xx(
 def test_plan_over_1500_instances_makes_at_most_4_list_calls(
     fake: FakeCompute, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("INFRA_GCP_ENDPOINT", fake.url)
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("WEB_GCP_STACK", "big")
     monkeypatch.setenv("WEB_GCP_SIZE", "1500")
     engine = Engine.open(load_stack(WEB), root=tmp_path)
@@ -158,8 +159,8 @@ def test_plan_over_1500_instances_makes_at_most_4_list_calls(
         ]
     finally:
         engine.close()
-    admin(fake.url, "POST", "/_admin/instances", {"instances": batch})
-    admin(fake.url, "POST", "/_admin/calls/reset")
+    admin(fake, "POST", "/_admin/instances", {"instances": batch})
+    admin(fake, "POST", "/_admin/calls/reset")
     started = time.monotonic()
     run = infra(
         fake, tmp_path, "plan", str(WEB), "--json", "--detailed-exitcode", WEB_GCP_STACK="big", WEB_GCP_SIZE="1500"
@@ -167,7 +168,7 @@ def test_plan_over_1500_instances_makes_at_most_4_list_calls(
     seconds = time.monotonic() - started
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     assert json.loads(run.stdout)["changes"] == []
-    counted = calls(fake.url)
+    counted = calls(fake)
     list_calls = counted.get("instances.aggregatedList", 0) + counted.get("instances.list", 0)
     assert list_calls <= 4, counted
     assert "instances.get" not in counted  # never one read per instance
@@ -177,7 +178,8 @@ def test_plan_over_1500_instances_makes_at_most_4_list_calls(
 def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_discovery(
     fake: FakeCompute, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("INFRA_GCP_ENDPOINT", fake.url)
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("INFRA_LINUXKIT", str(STANDIN))
     monkeypatch.delenv("INFRA_GCP_PROJECT", raising=False)
     stack = load_stack(ETCD)
@@ -204,7 +206,7 @@ def test_etcd_gcp_stack_plans_etcd_with_fixed_addresses_and_prometheus_with_gce_
     assert sd["url"].startswith(f"{fake.url}/_emulator/sd/my-project?")
     assert "labels.infra-group" in urllib.parse.unquote_plus(sd["url"]) and "port=2379" in sd["url"]
     assert "10.128.15" not in config_text  # no address written into Prometheus's configuration
-    assert calls(fake.url).get("instances.insert") is None  # planning changed nothing
+    assert calls(fake).get("instances.insert") is None  # planning changed nothing
 
 
 def test_a_missing_linuxkit_is_one_clear_error_that_changes_nothing(fake: FakeCompute, tmp_path: Path) -> None:
@@ -243,7 +245,7 @@ def test_a_change_to_what_the_image_holds_rolls_the_members_onto_a_new_image(fak
     fake.storage.calls.clear()
     again = infra(fake, tmp_path, "apply", str(WEB), "--yes", **env)
     assert again.returncode == 0 and "No changes" in again.stdout
-    assert "images.insert" not in calls(fake.url) and "storage.objects.insert" not in fake.storage.calls
+    assert "images.insert" not in calls(fake) and "storage.objects.insert" not in fake.storage.calls
 
     plan = infra(fake, tmp_path, "plan", str(WEB), "--json", **env, WEB_GCP_PORT="8081")
     doc = json.loads(plan.stdout)
@@ -270,7 +272,7 @@ def test_a_change_to_what_the_image_holds_rolls_the_members_onto_a_new_image(fak
 
 
 def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> None:
-    foreign = add_foreign(fake.url, "someone-elses-vm", {})
+    foreign = add_foreign(fake, "someone-elses-vm", {})
     applied = infra(fake, tmp_path, "apply", str(ETCD), "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "cannot be reached from here" in applied.stderr  # honest about the health gate it skipped
@@ -294,13 +296,13 @@ def test_apply_etcd_gcp_stack_end_to_end(fake: FakeCompute, tmp_path: Path) -> N
     fake.reset_calls()
     again = infra(fake, tmp_path, "plan", str(ETCD), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert calls(fake.url).get("images.list") == 2 and "images.insert" not in calls(fake.url)  # one lookup each
+    assert calls(fake).get("images.list") == 2 and "images.insert" not in calls(fake)  # one lookup each
     # the plan output and the saved plan never carry the members' private keys
     assert "PRIVATE KEY" not in applied.stdout + applied.stderr + again.stdout
 
     victim = next(i for i in etcd if i["labels"]["infra-member"] == "etcd-1")
     zone = victim["zone"].rsplit("/", 1)[-1]
-    admin(fake.url, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
+    admin(fake, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{victim['name']}")
     blind = infra(fake, tmp_path, "apply", str(ETCD), "--yes")
     assert blind.returncode == 1, blind.stdout + blind.stderr
     assert "etcd" in blind.stderr
@@ -320,7 +322,7 @@ def test_image_build_push_and_list_through_the_cli(fake: FakeCompute, tmp_path: 
     built = infra(fake, tmp_path, "image", "build", str(WEB), **env)
     assert built.returncode == 0, built.stdout + built.stderr
     assert f"web: {row['name']} built: " in built.stdout and row["digest"] in built.stdout
-    assert "images.insert" not in calls(fake.url) and not fake.storage.objects  # build pushes nothing
+    assert "images.insert" not in calls(fake) and not fake.storage.objects  # build pushes nothing
     assert f"web: {row['name']} cached" in infra(fake, tmp_path, "image", "build", str(WEB), **env).stdout
     pushed = infra(fake, tmp_path, "image", "push", str(WEB), **env)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
@@ -329,7 +331,7 @@ def test_image_build_push_and_list_through_the_cli(fake: FakeCompute, tmp_path: 
     fake.storage.calls.clear()
     again = infra(fake, tmp_path, "image", "push", str(WEB), **env)
     assert again.returncode == 0 and "0 pushed, 1 already present" in again.stdout
-    assert calls(fake.url) == {"images.list": 1} and fake.storage.calls == {}  # one lookup, no upload
+    assert calls(fake) == {"images.list": 1} and fake.storage.calls == {}  # one lookup, no upload
     row = json.loads(infra(fake, tmp_path, "image", "list", str(WEB), "--json", **env).stdout)["images"][0]
     assert row["present"] and row["size"] and row["id"].endswith(f"/global/images/{row['name']}")
     assert fake.all_instances() == []  # images alone: no member was created

@@ -34,7 +34,7 @@ def fake() -> Iterator[FakeCompute]:
 
 @pytest.fixture
 def provider(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[GcpProvider]:
-    p = open_provider(fake.url, monkeypatch, tmp_path, image_bucket=BUCKET)
+    p = open_provider(fake, monkeypatch, tmp_path, image_bucket=BUCKET)
     yield p
     p.close()
 
@@ -123,7 +123,7 @@ def test_a_foreign_image_holding_the_name_is_neither_used_nor_replaced(fake: Fak
 
 def test_a_push_needs_a_bucket(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                artefact: Path) -> None:
-    p = open_provider(fake.url, monkeypatch, tmp_path)
+    p = open_provider(fake, monkeypatch, tmp_path)
     try:
         with pytest.raises(ConfigError, match=r"provider_config\.image_bucket"):
             p.push_image(spec(), artefact, lambda d, t: None)

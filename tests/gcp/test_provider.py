@@ -35,8 +35,8 @@ def fake() -> Iterator[FakeCompute]:
 @pytest.fixture
 def provider(fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[GcpProvider]:
     fake.configure(fault_rate=0.0, quota_instances=None, stockout_zones=[], op_delay=0.05)
-    admin(fake.url, "POST", "/_admin/calls/reset")
-    p = open_provider(fake.url, monkeypatch, tmp_path)
+    admin(fake, "POST", "/_admin/calls/reset")
+    p = open_provider(fake, monkeypatch, tmp_path)
     yield p
     p.close()
 
@@ -89,18 +89,18 @@ def test_second_insert_of_same_member_answers_409_and_returns_existing(
     # A new process (new attempt numbering is irrelevant: the name is the same) inserts again.
     fake.configure(request_id_ttl=0.0)  # forget request ids: the 409 path, not the replay path
     try:
-        admin(fake.url, "POST", "/_admin/calls/reset")
+        admin(fake, "POST", "/_admin/calls/reset")
         again = provider.create(member("dup"))
     finally:
         fake.configure(request_id_ttl=3600.0)
     assert again.id == first.id
-    assert calls(fake.url).get("instances.insert") == 1  # answered 409
+    assert calls(fake).get("instances.insert") == 1  # answered 409
     assert len([i for i in fake.all_instances() if i["name"] == first.name]) == 1
 
 
 def test_name_held_by_a_foreign_instance_is_refused(fake: FakeCompute, provider: GcpProvider) -> None:
     spec = member("hold")
-    add_foreign(fake.url, spec.name, {}, zone=ZONES[0])
+    add_foreign(fake, spec.name, {}, zone=ZONES[0])
     with pytest.raises(PermanentError, match="does not carry"):
         provider.create(spec)
     assert stored(fake, spec.name).get("labels") is None  # untouched
@@ -109,7 +109,7 @@ def test_name_held_by_a_foreign_instance_is_refused(fake: FakeCompute, provider:
 def test_lost_insert_response_is_retried_with_the_same_request_id(fake: FakeCompute, provider: GcpProvider) -> None:
     spec = member("lost")
     admin(
-        fake.url,
+        fake,
         "POST",
         "/_admin/fail",
         {"method": "instances.insert", "code": 503, "reason": "backendError", "after": True},
@@ -117,7 +117,7 @@ def test_lost_insert_response_is_retried_with_the_same_request_id(fake: FakeComp
     with pytest.raises(TransientError):  # the answer is lost: the provider does not retry it itself
         provider.create(spec)
     inst = retry.call(lambda: provider.create(spec), retry.RetryPolicy(base=0.001))  # as the executor does
-    assert calls(fake.url)["instances.insert"] == 2  # the retry of the lost answer
+    assert calls(fake)["instances.insert"] == 2  # the retry of the lost answer
     inserts = [op for op in fake.operations.values() if op.kind == "insert" and op.target == spec.name]
     assert len(inserts) == 1  # the retry replayed the first operation instead of a second insert
     assert inserts[0].request_id == request_id(inst.id.split("/")[0], spec.name, 0)
@@ -138,7 +138,7 @@ def test_instance_deleted_out_of_band_is_created_again_despite_request_id_replay
     spec = member("oob")
     first = provider.create(spec)
     zone, name = first.id.split("/")
-    admin(fake.url, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{name}")
+    admin(fake, "DELETE", f"/_admin/instances/{PROJECT}/{zone}/{name}")
     assert provider.list(stack_selector("oob")) == []
     again = provider.create(spec)  # attempt 0's request id replays the old DONE operation
     assert again.name == spec.name
@@ -149,7 +149,7 @@ def test_operation_deadline_raises_transient_and_the_instance_still_appears(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with FakeCompute(op_delay=4.0, wait_max=30.0) as slow:
-        p = open_provider(slow.url, monkeypatch, tmp_path, operation_deadline=0.3)
+        p = open_provider(slow, monkeypatch, tmp_path, operation_deadline=0.3)
         spec = member("slow")
         started = time.monotonic()
         with pytest.raises(TransientError, match="still"):
@@ -185,7 +185,7 @@ def test_zone_stockout_is_transient(fake: FakeCompute, provider: GcpProvider) ->
 
 def test_403_quota_answer_is_a_quota_error(fake: FakeCompute, provider: GcpProvider) -> None:
     admin(
-        fake.url,
+        fake,
         "POST",
         "/_admin/fail",
         {"method": "instances.insert", "code": 403, "reason": "quotaExceeded", "message": "Quota exceeded for CPUS"},
@@ -196,7 +196,7 @@ def test_403_quota_answer_is_a_quota_error(fake: FakeCompute, provider: GcpProvi
 
 def test_403_permission_denied_is_permanent_with_a_hint(fake: FakeCompute, provider: GcpProvider) -> None:
     admin(
-        fake.url,
+        fake,
         "POST",
         "/_admin/fail",
         {"method": "instances.aggregatedList", "code": 403, "reason": "forbidden", "message": "Required permission"},
@@ -216,15 +216,15 @@ def test_unknown_machine_type_and_image_on_insert_are_permanent_and_clear(provid
 
 def test_throttling_and_5xx_are_retried_inside_a_call(fake: FakeCompute, provider: GcpProvider) -> None:
     for code in (429, 503, 500):
-        admin(fake.url, "POST", "/_admin/fail", {"method": "instances.aggregatedList", "code": code, "reason": "x"})
+        admin(fake, "POST", "/_admin/fail", {"method": "instances.aggregatedList", "code": code, "reason": "x"})
     assert provider.list(stack_selector("retry")) == []
-    assert calls(fake.url)["instances.aggregatedList"] == 4
+    assert calls(fake)["instances.aggregatedList"] == 4
 
 
 def test_persistent_throttling_becomes_a_transient_error(
     fake: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    p = open_provider(fake.url, monkeypatch, tmp_path, retry_deadline=0.5)
+    p = open_provider(fake, monkeypatch, tmp_path, retry_deadline=0.5)
     fake.configure(fault_rate=1.0, fault_codes=[429])
     try:
         with pytest.raises(TransientError, match="429"):
@@ -249,7 +249,7 @@ def test_unreachable_endpoint_is_transient(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_delete_rereads_labels_and_refuses_foreign_even_with_forged_labels(
     fake: FakeCompute, provider: GcpProvider
 ) -> None:
-    fid = add_foreign(fake.url, "someone-elses-vm", {"team": "db"})
+    fid = add_foreign(fake, "someone-elses-vm", {"team": "db"})
     forged = Instance(id=fid, name="someone-elses-vm", labels=member("forge").labels)
     with pytest.raises(PermanentError, match="ownership labels"):
         provider.delete(forged)
@@ -277,11 +277,11 @@ def test_gce_statuses_map_to_instance_statuses(fake: FakeCompute, provider: GcpP
         "REPAIRING": InstanceStatus.UNKNOWN,
     }
     for gce, ours in expected.items():
-        admin(fake.url, "POST", f"/_admin/instances/{PROJECT}/{zone}/{name}/status", {"status": gce})
+        admin(fake, "POST", f"/_admin/instances/{PROJECT}/{zone}/{name}/status", {"status": gce})
         (seen,) = provider.list(stack_selector("st"))
         assert seen.status is ours, gce
         assert seen.detail and gce in seen.detail
-    admin(fake.url, "POST", f"/_admin/instances/{PROJECT}/{zone}/{name}/status", {"status": "RUNNING"})
+    admin(fake, "POST", f"/_admin/instances/{PROJECT}/{zone}/{name}/status", {"status": "RUNNING"})
     (seen,) = provider.list(stack_selector("st"))
     assert seen.status is InstanceStatus.RUNNING and seen.address
 
@@ -303,15 +303,15 @@ def test_listing_1500_instances_costs_at_most_four_calls(
         {"project": PROJECT, "zone": ZONES[0], "name": f"other-{i}", "labels": {"infra-stack": "bigx"}}
         for i in range(50)
     ]
-    admin(fake.url, "POST", "/_admin/instances", {"instances": batch + foreign})
+    admin(fake, "POST", "/_admin/instances", {"instances": batch + foreign})
     for zones in (ZONES, ZONES[:1]):
-        admin(fake.url, "POST", "/_admin/calls/reset")
-        p = open_provider(fake.url, monkeypatch, tmp_path, zones=zones)
+        admin(fake, "POST", "/_admin/calls/reset")
+        p = open_provider(fake, monkeypatch, tmp_path, zones=zones)
         seen = p.list(group_selector("big", "web"))
         p.close()
         assert len(seen) == (1500 if len(zones) == 2 else 750)
         assert len({i.id for i in seen}) == len(seen)
-        counted = calls(fake.url)
+        counted = calls(fake)
         list_calls = counted.get("instances.aggregatedList", 0) + counted.get("instances.list", 0)
         assert list_calls <= 4, counted
         assert set(counted) <= {"instances.aggregatedList", "instances.list"}  # never one read per instance
@@ -336,7 +336,7 @@ def test_validate_finds_bad_machine_type_and_image_without_creating(fake: FakeCo
     assert set(problems) == {"groups.db.machine_type", "groups.web.image"}
     assert "n9-huge" in problems["groups.db.machine_type"] and ZONES[0] in problems["groups.db.machine_type"]
     assert "family/nope" in problems["groups.web.image"]
-    assert "instances.insert" not in calls(fake.url)
+    assert "instances.insert" not in calls(fake)
 
 
 def test_validate_reports_missing_settings_and_bad_group_config(provider: GcpProvider) -> None:
@@ -442,18 +442,18 @@ def test_discovery_under_an_endpoint_override_is_the_endpoints_http_sd(provider:
 def test_a_throttled_insert_is_tried_once_and_retried_by_the_executor_after_retry_after(
     fake: FakeCompute, provider: GcpProvider
 ) -> None:
-    admin(fake.url, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
+    admin(fake, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
                                              "reason": "rateLimitExceeded", "retry_after": 0.4})
     spec = member("throttle")
     with pytest.raises(TransientError) as err:
         provider.create(spec)
     assert err.value.retry_after == 0.4
-    assert calls(fake.url)["instances.insert"] == 1  # no second retry loop inside the provider
+    assert calls(fake)["instances.insert"] == 1  # no second retry loop inside the provider
 
-    admin(fake.url, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
+    admin(fake, "POST", "/_admin/fail", {"method": "instances.insert", "code": 429,
                                              "reason": "rateLimitExceeded", "retry_after": 0.4})
     policy = retry.RetryPolicy(attempts=5, base=0.001, cap=0.01)
     start = time.monotonic()
     created = retry.call(lambda: provider.create(spec), policy)
     assert time.monotonic() - start >= 0.4  # the server's Retry-After, not the 1 ms backoff
-    assert created.name == spec.name and calls(fake.url)["instances.insert"] == 3  # 1 + 1 throttled + 1
+    assert created.name == spec.name and calls(fake)["instances.insert"] == 3  # 1 + 1 throttled + 1

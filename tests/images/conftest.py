@@ -24,5 +24,6 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCompute]:
     with FakeCompute(op_delay=0.02, boot_delay=0.02) as server:
         server.storage.add_bucket(BUCKET)
-        monkeypatch.setenv("INFRA_GCP_ENDPOINT", server.url)
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
         yield server

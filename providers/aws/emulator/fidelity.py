@@ -14,6 +14,10 @@ moto server, ``tests/aws/moto_server.py``). Each difference, and what EC2 does i
   the same fixed address. Fixed: the address of a terminated (or shutting-down) instance is
   released when it is asked for again.
 
+* With signatures checked (the emulator's IAM), moto verifies a request that has no body against
+  its parsed parameters encoded as a form, so the signature of a body-less ``CompleteSnapshot``
+  never matches: AWS hashes the empty body. Fixed: an EBS request's body is what is hashed.
+
 Checked and left as moto has it because it matches EC2: an instance launched with a fixed
 ``PrivateIpAddress`` gets exactly that address (the etcd members' fixed addresses; the EC2
 emulator's heal test replaces a member at its address).
@@ -37,11 +41,13 @@ def apply(setattr_: Setattr) -> None:
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.models.subnets import Subnet
     from moto.ec2.responses.amis import AmisResponse
+    from moto.iam.access_control import IAMRequestBase
 
     original_register = AmisResponse.register_image
     original_start = EBSBackend.start_snapshot
     original_complete = EBSBackend.complete_snapshot
     original_request_ip = Subnet.request_ip
+    original_aws_request = IAMRequestBase._create_aws_request
 
     def register_image(self: Any) -> Any:
         name = self._get_param("Name")
@@ -73,7 +79,14 @@ def apply(setattr_: Setattr) -> None:
             raise EC2ClientError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
         original_request_ip(self, ip, instance)
 
+    def create_aws_request(self: Any) -> Any:
+        request = original_aws_request(self)
+        if self._service == "ebs" and not self._body:
+            request.data = b""  # what the client hashed (moto would hash its parameters as a form)
+        return request
+
     setattr_(AmisResponse, "register_image", register_image)
+    setattr_(IAMRequestBase, "_create_aws_request", create_aws_request)
     setattr_(EBSBackend, "start_snapshot", start_snapshot)
     setattr_(EBSBackend, "complete_snapshot", complete_snapshot)
     setattr_(Subnet, "request_ip", request_ip)

@@ -9,12 +9,24 @@ needs, one ``export NAME=value`` line each, then ``# ready``, and runs until SIG
 when it stops every instance it booted and exits 0. A VPC or subnet outside 127.0.0.0/8 is
 refused (:func:`loopback_only`). ``GET /_emulator/info`` says what it is
 (infra's image push asks before it registers a LinuxKit YAML as an image).
+
+Who may ask (:func:`_guard`, :func:`identities`): moto's own signature and IAM checks are on from
+the first request (``INITIAL_NO_AUTH_ACTION_COUNT`` 0), with two IAM users made fresh on every run
+with random keys: ``infra`` (``ec2:*`` and ``ebs:*``, exported as ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY``) and ``discovery`` (``ec2:DescribeInstances`` and
+``ec2:DescribeAvailabilityZones`` only, exported as ``INFRA_AWS_SD_ACCESS_KEY_ID`` and
+``INFRA_AWS_SD_SECRET_ACCESS_KEY``; the aws provider gives them to Prometheus's EC2 discovery). An
+unsigned request, or one signed with another key, is ``AuthFailure``. The ``Host`` header must name
+this server by its loopback address (DNS rebinding), moto's admin API (``/moto-api/``, which could
+reset the state or switch authentication off) is not served, ``OPTIONS`` is refused and no CORS
+header is sent, and ``/_emulator/info`` answers only a request signed with the ``infra`` key.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -27,18 +39,84 @@ from typing import Any
 REGION = "us-east-1"
 VPC = "127.79.0.0/16"
 SUBNETS = (("127.79.0.0/20", "us-east-1a"), ("127.79.16.0/20", "us-east-1b"))
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "emulator", "AWS_SECRET_ACCESS_KEY": "emulator"}
+#: The IAM policies of the emulator's two users (see the module docstring).
+POLICIES = {
+    "infra": ["ec2:*", "ebs:*"],
+    "discovery": ["ec2:DescribeInstances", "ec2:DescribeAvailabilityZones"],
+}
 
 
-def _wrap(app: Callable[..., Iterable[bytes]], console: Callable[[str], str]) -> Callable[..., Iterable[bytes]]:
-    """moto's WSGI app, plus ``/_emulator/info``."""
+def identities() -> dict[str, tuple[str, str]]:
+    """Make the emulator's IAM users in moto, with new random keys: name → (key id, secret)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    out: dict[str, tuple[str, str]] = {}
+    for name, actions in POLICIES.items():
+        user = iam.create_user(REGION, f"{name}-{secrets.token_hex(4)}")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        iam.put_user_policy(user.name, f"infra-emulator-{name}", json.dumps(policy))
+        key = iam.create_access_key(user.name)
+        out[name] = (key.access_key_id, key.secret_access_key)
+    return out
+
+
+def _signed(environ: dict[str, Any]) -> bool:
+    """Whether a plain request carries a valid SigV4 signature of a known key (moto's own check)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.access_control import IAMRequest
+
+    headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")}
+    if "Authorization" not in headers or "X-Amz-Date" not in headers:
+        return False
+    path = environ.get("PATH_INFO", "") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+    try:
+        IAMRequest(account_id=DEFAULT_ACCOUNT_ID, method=environ.get("REQUEST_METHOD", "GET"), path=path, data={},
+                   body=b"", headers=headers, action="DescribeEmulator").check_signature()
+    except Exception:  # moto raises its own HTTP exceptions for a bad key or signature
+        return False
+    return True
+
+
+def _refuse(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error></Errors></Response>").encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _guard(app: Callable[..., Iterable[bytes]], port_of: Callable[[], int]) -> Callable[..., Iterable[bytes]]:
+    """moto's WSGI app behind the checks of the module docstring, plus ``/_emulator/info``."""
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/_emulator/info":
+        port = port_of()
+        host = str(environ.get("HTTP_HOST", "")).lower()
+        path = str(environ.get("PATH_INFO", ""))
+        if host not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
+            return _refuse(start_response, "403 Forbidden", "Forbidden",
+                           f"Host {host[:80]!r} is not this emulator (127.0.0.1:{port})")
+        if environ.get("REQUEST_METHOD") == "OPTIONS":
+            return _refuse(start_response, "405 Method Not Allowed", "MethodNotAllowed",
+                           "this emulator answers no browser")
+        if path.startswith("/moto-api"):
+            return _refuse(start_response, "404 Not Found", "NotFound", "moto's admin API is not served here")
+        if "HTTP_AUTHORIZATION" not in environ:  # moto would fail on it with a 500 page
+            return _refuse(start_response, "401 Unauthorized", "AuthFailure",
+                           "the request is not signed: sign it with the emulator's key (AWS_ACCESS_KEY_ID it printed)")
+        if path == "/_emulator/info":
+            if not _signed(environ):
+                return _refuse(start_response, "401 Unauthorized", "AuthFailure",
+                               "sign the request with the emulator's key (AWS_ACCESS_KEY_ID it printed)")
             body = json.dumps({"emulator": "ec2", "boots": True}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
-        return app(environ, start_response)
+
+        def no_cors(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            return start_response(status, [(k, v) for k, v in headers if not k.lower().startswith("access-control-")],
+                                  *rest)
+
+        return app(environ, no_cors)
 
     return wsgi
 
@@ -81,9 +159,14 @@ def run(port: int, state: Path) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a clean stop."""
     os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
                        "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true", "AWS_DEFAULT_REGION": REGION,
-                       **CREDENTIALS})
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+                       "MOTO_DISABLE_GLOBAL_CORS": "true", "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.pop(key, None)
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # moto checks signatures and IAM from the first request
+    keys = identities()
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = keys["infra"]
     from moto.ec2.responses.general import General
     from moto.ec2.utils import Base64EncodedString  # type: ignore[attr-defined]
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -108,8 +191,10 @@ def run(port: int, state: Path) -> int:
                              "Output": Base64EncodedString.from_raw_string(text)})
 
     General.get_console_output = console_output  # type: ignore[method-assign]
-    app = _wrap(DomainDispatcherApplication(create_backend_app), lambda iid: "")
+    bound: list[int] = []
+    app = _guard(DomainDispatcherApplication(create_backend_app), lambda: bound[0])
     server = make_server("127.0.0.1", port, app, threaded=True)
+    bound.append(server.server_address[1])
     url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="ec2-emulator", daemon=True)
     thread.start()
@@ -132,7 +217,10 @@ def run(port: int, state: Path) -> int:
     machines_ref.append(machines)
     machines.start()
     try:
-        exports = {"AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **CREDENTIALS,
+        exports = {"AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+                   "AWS_ACCESS_KEY_ID": keys["infra"][0], "AWS_SECRET_ACCESS_KEY": keys["infra"][1],
+                   "INFRA_AWS_SD_ACCESS_KEY_ID": keys["discovery"][0],
+                   "INFRA_AWS_SD_SECRET_ACCESS_KEY": keys["discovery"][1],
                    "AWS_EC2_METADATA_DISABLED": "true", "INFRA_AWS_SUBNETS": ",".join(subnets),
                    "INFRA_AWS_SECURITY_GROUPS": group, "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
         for key, value in exports.items():

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import random
+import secrets
 import threading
 import time
 import uuid
@@ -63,9 +64,15 @@ class ComputeState:
         stockout_zones: Sequence[str] = (),
         address_prefix: str = "10.128",
         latency: float = 0.0,
+        token: str | None = None,
+        sd_token: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        #: The credential every request must carry (``Authorization: Bearer <token>``), random per
+        #: run unless given; ``sd_token`` is the read-only one Prometheus's discovery presents.
+        self.token = token or secrets.token_urlsafe(32)
+        self.sd_token = sd_token or secrets.token_urlsafe(32)
         self.op_delay = op_delay
         self.boot_delay = boot_delay
         self.wait_max = wait_max

@@ -40,9 +40,16 @@ Reproduced, because the provider depends on it:
 * A call counter per API method (``instances.list``, ``zoneOperations.wait`` ...), every request
   counted, injected failures included.
 
-Not reproduced (the provider does not depend on it, or tests must not): authentication (any or no
-``Authorization`` header is accepted; real credentials are never needed), IAM and 401/403
-answers (403 only through the admin ``/_admin/fail`` queue), real VMs (nothing boots; addresses
+Who may ask (:mod:`~providers.gcp.emulator.server`): every request, admin and storage included,
+must carry ``Authorization: Bearer <token>``, a random token per run (``FakeCompute.token``,
+exported as ``INFRA_GCP_ACCESS_TOKEN``; the gcp provider sends it as its access token), and name
+this server in its ``Host`` header; without them it is 401 or 403. ``/_emulator/sd/...`` also
+takes ``sd_token`` (``INFRA_GCP_SD_TOKEN``), which Prometheus presents and which opens nothing
+else. Bodies of API calls must be ``application/json``; no CORS headers, ``OPTIONS`` is 405.
+
+Not reproduced (the provider does not depend on it, or tests must not): OAuth itself (the token
+is a shared secret, not a signed grant), IAM and 403 answers of IAM (403 only through the admin
+``/_admin/fail`` queue), real VMs (nothing boots; addresses
 are allocated from ``address_prefix`` and nothing listens on them), regions, networks and
 subnetworks (accepted and echoed, not checked), disks as separate resources, global and region
 operations, ``orderBy``, ``returnPartialSuccess``, quotas other than an instance count, and
@@ -139,6 +146,15 @@ class FakeCompute(InstancesApi, ImagesApi, AdminApi):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """What a client of this server sets: the endpoint, its access token, the discovery token."""
+        return {"INFRA_GCP_ENDPOINT": self.url, "INFRA_GCP_ACCESS_TOKEN": self.token,
+                "INFRA_GCP_SD_TOKEN": self.sd_token}
+
+    def headers(self) -> dict[str, str]:
+        """The header every request to this server carries."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     def call(self, method: str, args: Sequence[str], query: Mapping[str, str], body: JsonDict) -> JsonDict:
         """One Compute API call by its method name (under the lock; the handler counted it)."""

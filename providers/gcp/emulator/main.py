@@ -4,7 +4,8 @@ Called through the ``infra.emulators`` entry point by the CLI. It serves the Com
 Storage APIs on 127.0.0.1 (:mod:`providers.gcp.emulator.compute`), creates the image bucket,
 boots instances (:mod:`providers.gcp.emulator.machines`) on the loopback subnetwork
 ``127.128.0.0/20`` (mirroring GCE's ``10.128.0.0/20``), prints the shell exports a client needs,
-one ``export NAME=value`` line each, then ``# ready``, and runs until SIGTERM or Ctrl-C, when it
+one ``export NAME=value`` line each (among them ``INFRA_GCP_ACCESS_TOKEN``, the random credential
+every request must carry), then ``# ready``, and runs until SIGTERM or Ctrl-C, when it
 stops every instance it booted and exits 0.
 """
 
@@ -26,10 +27,11 @@ SUBNET = "127.128.0.0/20"
 ADDRESS_RANGE = "127.128.15.0/28"
 
 
-def exports(url: str) -> dict[str, str]:
+def exports(compute: FakeCompute) -> dict[str, str]:
+    """The shell exports a client needs; the two tokens are new on every run."""
     return {
-        "INFRA_GCP_ENDPOINT": url,
-        "INFRA_GCS_ENDPOINT": url,
+        **compute.env(),
+        "INFRA_GCS_ENDPOINT": compute.url,
         "INFRA_GCP_PROJECT": PROJECT,
         "INFRA_GCP_IMAGE_BUCKET": BUCKET,
         "INFRA_GCP_ADDRESS_RANGE": ADDRESS_RANGE,
@@ -55,7 +57,7 @@ def run(port: int, state: Path) -> int:
     with compute:
         machines.start()
         try:
-            for key, value in exports(compute.url).items():
+            for key, value in exports(compute).items():
                 print(f"export {key}={shlex.quote(value)}")
             print("# ready", flush=True)
             stop.wait()

@@ -82,15 +82,17 @@ class ApiError(Exception):
         self.domain = domain
         self.after = False  # for queued failures: answer with it after the call took effect
         self.retry_after: float | None = None  # for queued failures: the Retry-After header sent
+        self.status: str | None = None  # the error's ``status`` (``UNAUTHENTICATED``), when it has one
 
     def body(self) -> JsonDict:
-        return {
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "errors": [{"message": self.message, "domain": self.domain, "reason": self.reason}],
-            }
+        error: JsonDict = {
+            "code": self.code,
+            "message": self.message,
+            "errors": [{"message": self.message, "domain": self.domain, "reason": self.reason}],
         }
+        if self.status:
+            error["status"] = self.status
+        return {"error": error}
 
 
 def not_found(resource: str) -> ApiError:

@@ -1,6 +1,13 @@
-"""The GCE emulator's HTTP front: routes, JSON bodies, answers, and where injected faults land.
+"""The GCE emulator's HTTP front: who may ask, routes, JSON bodies, answers, and where faults land.
 
-:class:`Handler` serves one request: Cloud Storage paths go to the emulator's storage, ``/_admin``
+:class:`Handler` serves one request. First it checks who is asking (:meth:`Handler._refusal`):
+the ``Host`` header must name this server by its loopback address (a page that rebinds a name of
+its own to 127.0.0.1 sends its own name, and is refused, 403), and ``Authorization: Bearer`` must
+carry the emulator's random per-run token (401 otherwise; ``/_emulator/sd/...``, read-only, also
+takes the discovery token Prometheus is given). A body sent to the Compute or admin API must be
+declared ``application/json`` (a browser's form or ``text/plain`` POST is refused, 415), no CORS
+header is ever sent, and ``OPTIONS`` (a preflight) is refused (405). Then Cloud Storage paths go
+to the emulator's storage, ``/_admin``
 and ``/_emulator`` to the admin API, and the Compute API's routes (:data:`ROUTES`) to
 :meth:`Front.call` under the lock, after :meth:`Front.fault_for` said which fault, if any, the
 call gets. It knows the emulator only through :class:`Front`, which
@@ -9,6 +16,7 @@ call gets. It knows the emulator only through :class:`Front`, which
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import threading
@@ -32,6 +40,9 @@ class Front(Protocol):
 
     storage: FakeStorage
     latency: float
+    port: int
+    token: str
+    sd_token: str
     lock: threading.RLock
     cond: threading.Condition
 
@@ -43,6 +54,9 @@ class Front(Protocol):
 
     def call(self, method: str, args: Sequence[str], query: Mapping[str, str], body: JsonDict) -> JsonDict: ...
 
+
+#: The largest request body accepted (an image upload is a stream of chunks of at most this).
+MAX_BODY = 1 << 30
 
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"/compute/v1/projects/([^/]+)/zones/([^/]+)/instances"), "instances.insert"),
@@ -90,6 +104,54 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._dispatch("PUT")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight: refused, and no ``Access-Control-*`` header is sent."""
+        self._drain()
+        self._send(405, ApiError(405, "methodNotAllowed", "OPTIONS is not served: this emulator "
+                                 "answers no browser").body(), {"Allow": "GET, POST, PUT, PATCH, DELETE"})
+
+    def _drain(self) -> None:
+        """Read and drop the request's body, so a refused request leaves the connection usable."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return
+        if 0 < length <= MAX_BODY:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _refusal(self, verb: str, path: str) -> ApiError | None:
+        """Why this request is refused before it is looked at, or None (see the module docstring)."""
+        port = self.fake.port
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}:
+            return ApiError(403, "forbidden", f"Host {host[:80]!r} is not this emulator (127.0.0.1:{port}); "
+                            "requests through another name are refused")
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        given = given.strip()
+        tokens = [self.fake.token] + ([self.fake.sd_token] if path.startswith("/_emulator/sd/") else [])
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+            error = ApiError(401, "required", "Request is missing a valid authentication credential: send "
+                             "'Authorization: Bearer $INFRA_GCP_ACCESS_TOKEN' (printed by infra emulator gcp)")
+            error.status = "UNAUTHENTICATED"
+            return error
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return ApiError(400, "invalid", "Content-Length is not a number")
+        if length > MAX_BODY:
+            return ApiError(413, "invalid", f"request body over {MAX_BODY} bytes")
+        storage = path.startswith(("/storage/", "/upload/storage/", "/download/storage/"))
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if length and not storage and kind != "application/json":
+            return ApiError(415, "invalid", f"a {verb} body must be application/json, not {kind or 'undeclared'!r}")
+        return None
+
     def _storage(self, verb: str, path: str, query: Mapping[str, str]) -> bool:
         """Answer a Cloud Storage request (providers.gcp.emulator.storage); False when it is not one."""
         if not path.startswith(("/storage/", "/upload/storage/", "/download/storage/")):
@@ -136,6 +198,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, verb: str) -> None:
         parts = urlsplit(self.path)
+        refusal = self._refusal(verb, parts.path)
+        if refusal is not None:
+            self._drain()
+            self.close_connection = True
+            self._send(refusal.code, refusal.body(),
+                       {"WWW-Authenticate": 'Bearer realm="infra emulator"'} if refusal.code == 401 else None)
+            return
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if self._storage(verb, parts.path, query):
             return
