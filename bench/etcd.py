@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from plugins.etcd.client import EtcdClient, EtcdError
+from plugins.etcd.role import stack_client
 
 CONFIG = {"heartbeat_interval_ms": 50, "election_timeout_ms": 500}
 
@@ -66,9 +67,7 @@ class Bench:
             exports = dict(
                 shlex.split(line)[1].split("=", 1) for line in self.infra("env").stdout.splitlines() if line.strip()
             )
-            self._client = EtcdClient(
-                Path(exports["ETCDCTL_CACERT"]), Path(exports["ETCDCTL_CERT"]), Path(exports["ETCDCTL_KEY"]), timeout=2
-            )
+            self._client = stack_client(Path(exports["ETCDCTL_CACERT"]).parent.parent, "etcd", timeout=2)
         return self._client
 
     def all_healthy(self, size: int) -> bool:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -41,6 +43,12 @@ Json = dict[str, Any]
 CODE_FAILED_PRECONDITION = 9
 CODE_UNAVAILABLE = 14
 CODE_NOT_FOUND = 5
+CODE_UNAUTHENTICATED = 16
+
+#: Simple auth tokens by (endpoint, user): a token is valid only on the member that issued it,
+#: for ``--auth-token-ttl`` (5 min) after its last use; shared by every client of the process.
+_TOKENS: dict[tuple[str, str], str] = {}
+_TOKENS_LOCK = threading.Lock()
 
 
 class EtcdError(Exception):
@@ -80,6 +88,20 @@ class EtcdApiError(EtcdError):
     @property
     def peer_url_exists(self) -> bool:
         return "peerURL exists" in self.message or "Peer URLs already exists" in self.message
+
+    @property
+    def needs_auth(self) -> bool:
+        """RBAC is on and the request carried no valid token (a new one may help)."""
+        return self.code == CODE_UNAUTHENTICATED or any(
+            text in self.message for text in ("user name is empty", "invalid auth token", "auth token"))
+
+    @property
+    def auth_not_enabled(self) -> bool:
+        return "authentication is not enabled" in self.message
+
+    @property
+    def already_exists(self) -> bool:
+        return "already exists" in self.message or "already granted" in self.message
 
 
 @dataclass(frozen=True)
@@ -193,15 +215,24 @@ class EtcdClient:
     and a member may be gone between two of them).
     """
 
-    def __init__(self, ca_file: Path, cert_file: Path, key_file: Path, *, timeout: float = 5.0) -> None:
+    def __init__(self, ca_file: Path, cert_file: Path, key_file: Path, *, timeout: float = 5.0,
+                 user: str | None = None, password: str | None = None) -> None:
+        """``user``/``password``: the etcd user infra acts as once RBAC is on (the gateway takes
+        its identity from a token, never from the certificate); without them, none."""
         self.timeout = timeout
         self._ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
         self._ctx.load_cert_chain(str(cert_file), str(key_file))
+        self.user = user
+        self._password = password
+
+    def __repr__(self) -> str:  # never the password
+        return f"EtcdClient(user={self.user!r}, timeout={self.timeout})"
 
     # -- transport -------------------------------------------------------------------------------
 
     def _request(
-        self, endpoint: str, method: str, path: str, body: Json | None = None, *, timeout: float | None = None
+        self, endpoint: str, method: str, path: str, body: Json | None = None, *, timeout: float | None = None,
+        token: str | None = None,
     ) -> Json:
         parts = urlsplit(endpoint)
         if parts.scheme != "https" or not parts.hostname:
@@ -211,6 +242,8 @@ class EtcdClient:
         )
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if token:
+            headers["Authorization"] = token
         try:
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
@@ -237,7 +270,79 @@ class EtcdClient:
         return doc
 
     def _post(self, endpoint: str, path: str, body: Json, *, timeout: float | None = None) -> Json:
-        return self._request(endpoint, "POST", path, body, timeout=timeout)
+        """One gateway call, with this user's token when RBAC asks for one (fetched once per
+        member and reused; fetched again when etcd says it expired)."""
+        key = (endpoint, self.user or "")
+        with _TOKENS_LOCK:
+            token = _TOKENS.get(key) if self.user else None
+        try:
+            return self._request(endpoint, "POST", path, body, timeout=timeout, token=token)
+        except EtcdApiError as exc:
+            if self.user is None or not exc.needs_auth:
+                raise
+        token = self.authenticate(endpoint, timeout=timeout)
+        return self._request(endpoint, "POST", path, body, timeout=timeout, token=token)
+
+    def peer_common_name(self, peer_url: str, *, timeout: float | None = None) -> str | None:
+        """The common name of the certificate a member presents on its peer port ("" when it has
+        none), or None when it cannot be asked. The handshake verifies it against the stack's CA."""
+        parts = urlsplit(peer_url)
+        if not parts.hostname:
+            return None
+        address = (parts.hostname, parts.port or 2380)
+        try:
+            with socket.create_connection(address, timeout=timeout or self.timeout) as raw, \
+                    self._ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls:
+                cert = tls.getpeercert() or {}
+        except (OSError, ssl.SSLError):
+            return None
+        for rdn in cert.get("subject", ()):
+            for pair in rdn:
+                if pair[0] == "commonName":
+                    return str(pair[1])
+        return ""
+
+    # -- authentication (RBAC) ---------------------------------------------------------------------
+
+    def authenticate(self, endpoint: str, *, timeout: float | None = None) -> str | None:
+        """A new token for this user at ``endpoint``; None when RBAC is off there."""
+        if self.user is None or self._password is None:
+            return None
+        try:
+            doc = self._request(endpoint, "POST", "/v3/auth/authenticate",
+                                {"name": self.user, "password": self._password}, timeout=timeout)
+        except EtcdApiError as exc:
+            if exc.auth_not_enabled:
+                return None
+            raise
+        token = str(doc.get("token") or "")
+        with _TOKENS_LOCK:
+            _TOKENS[(endpoint, self.user)] = token
+        return token or None
+
+    def auth_enabled(self, endpoint: str) -> bool:
+        """Whether RBAC is on (this user can authenticate); raises when it is on and cannot."""
+        return self.authenticate(endpoint) is not None
+
+    def enable_auth(self, endpoint: str) -> None:
+        """Turn RBAC on: role ``root``, user ``root`` with this client's password and that role,
+        then ``auth enable``. Steps already done are skipped; nothing is done when it is on."""
+        if self.user != "root" or self._password is None:
+            raise ValueError("enable_auth needs the client of user root, with its password")
+        with _TOKENS_LOCK:
+            if _TOKENS.get((endpoint, "root")):
+                return  # a token was issued there: RBAC is on
+        if self.auth_enabled(endpoint):
+            return
+        for path, body in (("/v3/auth/role/add", {"name": "root"}),
+                           ("/v3/auth/user/add", {"name": "root", "password": self._password}),
+                           ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                           ("/v3/auth/enable", {})):
+            try:
+                self._request(endpoint, "POST", path, body)
+            except EtcdApiError as exc:
+                if not exc.already_exists:
+                    raise
 
     # -- cluster ---------------------------------------------------------------------------------
 

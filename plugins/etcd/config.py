@@ -47,6 +47,10 @@ RESERVED = frozenset(
         "election-timeout",
         "enable-grpc-gateway",
         "config-file",
+        "client-crl-file",
+        "peer-crl-file",
+        "peer-cert-allowed-cn",
+        "auth-token",
     }
 )
 
@@ -77,7 +81,6 @@ KNOWN = frozenset(
         "cipher-suites",
         "listen-metrics-urls",
         "metrics",
-        "auth-token",
         "bcrypt-cost",
         "logger",
         "log-level",
@@ -136,6 +139,9 @@ class EtcdConfig(RoleConfig):
                 raise ValueError(f"flag {key!r} is managed by the etcd role and cannot be set")
             if name not in KNOWN and not name.startswith("experimental-"):
                 raise ValueError(f"flag {key!r} is not an etcd 3.4 configuration setting this role knows")
+            values = flags[key] if isinstance(flags[key], list) else [flags[key]]
+            if any(isinstance(v, str) and any(c in v for c in "\n\r\0") for v in values):  # type: ignore[union-attr]
+                raise ValueError(f"flag {key!r}: a value cannot hold a line break")
         return flags
 
     @model_validator(mode="after")

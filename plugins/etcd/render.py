@@ -4,64 +4,91 @@ Called by :meth:`plugins.etcd.role.EtcdRole.expand` and ``before_create``. A mem
 under its config directory (LinuxKit's ``/run/config``, the local provider's ``config/``):
 
 =========================  =======  ==========================================================
-``etcd/etcd.conf.yml``     in spec  settings that do not depend on the member's address: TLS
-                                    on, timeouts, user flags. Changing it rolls the cluster.
-``etcd/cluster.yml``       runtime  this member's name and URLs, ``initial-cluster`` and
-                                    ``initial-cluster-state``: differ between members of one
-                                    spec, so they stay out of the spec hash.
+``etcd/etcd.flags``        in spec  settings that do not depend on the member's address: timeouts,
+                                    user flags. Changing it rolls the cluster.
+``etcd/cluster.flags``     runtime  this member's name and URLs, ``initial-cluster`` and
+                                    ``initial-cluster-state``, and the peer name it requires
+                                    (``--peer-cert-allowed-cn``): they differ between members of
+                                    one spec, so they stay out of the spec hash.
 ``etcd/ca.crt``            runtime  the stack's CA certificate.
-``etcd/member.crt``        runtime  the member's certificate, SAN = its address, usable both as
-                                    server and as client (peers authenticate each other with it,
-                                    and etcd's own gRPC gateway dials the server with it).
-``etcd/member.key``        secret   its private key (0600).
+``etcd/member.crt``        runtime  the certificate of its client port, SAN = its address (server,
+                                    and client for etcd's own gateway dialling it). Its name is the
+                                    member's, which is no etcd user: it opens no data.
+``etcd/member.key``        secret   its private key (0600), new for every instance.
+``etcd/peer.crt``          runtime  its peer certificate: SAN = its address, common name
+                                    :func:`peer_name` (the only name its peers accept).
+``etcd/peer.key``          secret   its private key (0600), new for every instance.
+``etcd/revoked.crl``       runtime  the CA's revocation list (certificates of deleted members), checked
+                                    by etcd on every client and peer handshake.
 =========================  =======  ==========================================================
 
-etcd 3.4 ignores every command-line flag once ``--config-file`` is given, and its configuration
-file takes only absolute (or working-directory-relative) paths, while the config and data
-directories are known only where the member runs (``/run/config`` and ``/var/lib/infra`` in
-LinuxKit, per-instance directories locally). So the service is a two-line POSIX ``sh`` wrapper,
-the shape LinuxKit's own etcd example uses: it appends the path settings (``data-dir``, the TLS
-files) to the two delivered files, writes the result to ``{data}/etcd.conf.yml`` and ``exec`` s
-``etcd --config-file`` on it. Its arguments are the provider-expanded ``{config}`` and ``{data}``.
+A ``.flags`` file holds one ``--name=value`` argument per line. etcd 3.4 reads its revocation list
+and the required peer name only from flags (its configuration file has no such settings, and it
+ignores every flag once ``--config-file`` is given), and the config and data directories are
+known only where the member runs (``/run/config`` and ``/var/lib/infra`` in LinuxKit,
+per-instance directories locally). So the service is a POSIX ``sh`` wrapper: it reads each line
+of the two files as one argument (no word splitting, no expansion: a value cannot become a
+command) and ``exec`` s etcd with them and the path flags. Its arguments are the
+provider-expanded ``{config}`` and ``{data}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import yaml
-
-from plugins.etcd.config import EtcdConfig
+from plugins.etcd.config import EtcdConfig, FlagValue
 from reconciler.core.model import ConfigFile, Service
 
-SETTINGS_FILE = "etcd/etcd.conf.yml"
-CLUSTER_FILE = "etcd/cluster.yml"
+SETTINGS_FILE = "etcd/etcd.flags"
+CLUSTER_FILE = "etcd/cluster.flags"
 CA_FILE = "etcd/ca.crt"
 CERT_FILE = "etcd/member.crt"
 KEY_FILE = "etcd/member.key"
+PEER_CERT_FILE = "etcd/peer.crt"
+PEER_KEY_FILE = "etcd/peer.key"
+CRL_FILE = "etcd/revoked.crl"
 
-#: Assembles the final configuration and starts etcd; ``$1`` = config dir, ``$2`` = data dir.
+#: Reads the two flag files, one argument a line, and starts etcd; ``$1`` = config dir, ``$2`` = data dir.
 WRAPPER = r"""set -eu
 config="$1"; data="$2"
-case "$config$data" in *"'"*) echo "etcd: paths containing a quote are not supported" >&2; exit 64;; esac
 umask 077
 mkdir -p "$data/etcd"
-out="$data/etcd.conf.yml"
-{
-  cat "$config/etcd/etcd.conf.yml"; echo
-  cat "$config/etcd/cluster.yml"; echo
-  printf "data-dir: '%s/etcd'\n" "$data"
-  for side in client peer; do
-    printf "%s-transport-security:\n" "$side"
-    printf "  trusted-ca-file: '%s/etcd/ca.crt'\n" "$config"
-    printf "  cert-file: '%s/etcd/member.crt'\n" "$config"
-    printf "  key-file: '%s/etcd/member.key'\n" "$config"
-    printf "  client-cert-auth: true\n"
-  done
-} > "$out.tmp"
-mv "$out.tmp" "$out"
-exec etcd --config-file "$out"
+set --
+for file in "$config/etcd/etcd.flags" "$config/etcd/cluster.flags"; do
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ""|"#"*) continue;; esac
+    set -- "$@" "$line"
+  done < "$file"
+done
+e="$config/etcd"
+exec etcd "$@" --data-dir="$data/etcd" \
+  --cert-file="$e/member.crt" --key-file="$e/member.key" --trusted-ca-file="$e/ca.crt" \
+  --client-cert-auth=true --client-crl-file="$e/revoked.crl" \
+  --peer-cert-file="$e/peer.crt" --peer-key-file="$e/peer.key" --peer-trusted-ca-file="$e/ca.crt" \
+  --peer-client-cert-auth=true --peer-crl-file="$e/revoked.crl"
 """
+
+
+def peer_name(stack: str, group: str) -> str:
+    """The common name of every peer certificate of one cluster (what its peers require)."""
+    return f"{group}.{stack}.etcd-peer"[:64]
+
+
+def _flag(name: str, value: FlagValue) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list):
+        text = ",".join(value)
+    else:
+        text = str(value)
+    if any(c in text for c in "\n\r\0"):
+        raise ValueError(f"etcd flag {name}: a value cannot hold a line break")
+    return f"--{name}={text}"
+
+
+def flags_text(header: str, flags: Mapping[str, FlagValue]) -> str:
+    """A ``.flags`` file: a comment, then one ``--name=value`` a line, in the given order."""
+    return "".join([f"# {header}\n", *(f"{_flag(k, v)}\n" for k, v in flags.items())])
 
 
 def host_port(host: str, port: int) -> str:
@@ -87,8 +114,8 @@ def service(cfg: EtcdConfig) -> Service:
 
 
 def settings(cfg: EtcdConfig) -> str:
-    """``etcd/etcd.conf.yml``: everything that does not depend on the member's address."""
-    doc: dict[str, object] = {
+    """``etcd/etcd.flags``: everything that does not depend on the member's address."""
+    doc: dict[str, FlagValue] = {
         "heartbeat-interval": cfg.heartbeat_interval_ms,
         "election-timeout": cfg.election_timeout_ms,
         # Refuse a reconfiguration that could cost the quorum (the default, stated explicitly).
@@ -101,8 +128,7 @@ def settings(cfg: EtcdConfig) -> str:
         "log-outputs": ["stderr"],
     }
     doc.update(cfg.flags)
-    header = f"# etcd {cfg.version} settings rendered by infra's etcd role (address-independent part).\n"
-    return header + yaml.safe_dump(doc, sort_keys=True)
+    return flags_text(f"etcd {cfg.version} settings rendered by infra's etcd role (address-independent part)", doc)
 
 
 def initial_cluster(peers: Mapping[str, Sequence[str]]) -> str:
@@ -111,10 +137,12 @@ def initial_cluster(peers: Mapping[str, Sequence[str]]) -> str:
 
 
 def cluster(
-    cfg: EtcdConfig, *, name: str, address: str, peers: Mapping[str, Sequence[str]], state: str, token: str
+    cfg: EtcdConfig, *, name: str, address: str, peers: Mapping[str, Sequence[str]], state: str, token: str,
+    peer_cn: str | None = None,
 ) -> str:
-    """``etcd/cluster.yml``: this member's identity and URLs, and how it joins."""
-    doc = {
+    """``etcd/cluster.flags``: this member's identity and URLs, how it joins, and (``peer_cn``)
+    the one peer certificate name it accepts."""
+    doc: dict[str, FlagValue] = {
         "name": name,
         "listen-client-urls": client_url(cfg, address),
         "advertise-client-urls": client_url(cfg, address),
@@ -124,8 +152,9 @@ def cluster(
         "initial-cluster-state": state,
         "initial-cluster-token": token,
     }
-    header = f"# how {name} joins its cluster ({state}); rendered by infra's etcd role\n"
-    return header + yaml.safe_dump(doc, sort_keys=False)
+    if peer_cn:
+        doc["peer-cert-allowed-cn"] = peer_cn
+    return flags_text(f"how {name} joins its cluster ({state}); rendered by infra's etcd role", doc)
 
 
 def settings_file(cfg: EtcdConfig) -> ConfigFile:
@@ -136,9 +165,19 @@ def cluster_file(content: str) -> ConfigFile:
     return ConfigFile(path=CLUSTER_FILE, content=content, in_spec=False)
 
 
-def tls_files(ca_pem: str, cert_pem: str, key_pem: str) -> tuple[ConfigFile, ...]:
+def with_peer_cn(content: str, peer_cn: str) -> str:
+    """``etcd/cluster.flags`` (as :func:`cluster` rendered it) requiring ``peer_cn`` of peers."""
+    kept = [line for line in content.splitlines() if not line.startswith("--peer-cert-allowed-cn=")]
+    return "\n".join([*kept, f"--peer-cert-allowed-cn={peer_cn}"]) + "\n"
+
+
+def tls_files(ca_pem: str, crl_pem: str, cert_pem: str, key_pem: str, peer_cert_pem: str,
+              peer_key_pem: str) -> tuple[ConfigFile, ...]:
     return (
         ConfigFile(path=CA_FILE, content=ca_pem, in_spec=False),
+        ConfigFile(path=CRL_FILE, content=crl_pem, in_spec=False),
         ConfigFile(path=CERT_FILE, content=cert_pem, in_spec=False),
         ConfigFile(path=KEY_FILE, content=key_pem, mode=0o600, secret=True, in_spec=False),
+        ConfigFile(path=PEER_CERT_FILE, content=peer_cert_pem, in_spec=False),
+        ConfigFile(path=PEER_KEY_FILE, content=peer_key_pem, mode=0o600, secret=True, in_spec=False),
     )

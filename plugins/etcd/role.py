@@ -12,6 +12,8 @@ Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls it
                  bootstrap configuration: ``initial-cluster`` = every desired member, state
                  ``new``. ``before_create`` adds the member's certificate, whose SAN is that
                  address (:mod:`reconciler.kit.pki`), so planning writes nothing.
+``after_create``/``preflight`` turn etcd's RBAC on once the cluster is healthy (see "Who may do
+                 what" below).
 ``health``       ``/health`` of the member over mutual TLS, and the member must be in its
                  cluster's member list. Unreachable while another member answers → unhealthy;
                  nothing answers at all (a cloud seen from outside) → unknown, left alone.
@@ -32,6 +34,18 @@ Registered as the ``etcd`` entry point of ``infra.plugins``; the engine calls it
                  healthy, as Cluster API's preflight requires. The only member of a one-member
                  cluster is never replaced (that would lose every key).
 
+Who may do what (least privilege): RBAC is on, with one user, ``root`` (role ``root``), whose
+password is a random secret of the stack (``pki/secrets/etcd-<group>-root``). The operator's
+``etcdctl`` (``infra env``) is ``root`` by its certificate's name; infra itself calls etcd's gateway
+with a certificate that has no name (the gateway refuses named ones once RBAC is on) and root's
+token. Every other certificate of the stack CA names no etcd user, so it opens no data and no
+membership change: Prometheus's (it reads ``/metrics``), each member's client-port certificate.
+Peers accept only peer certificates of their cluster (``--peer-cert-allowed-cn``, see
+:func:`plugins.etcd.render.peer_name`). Every instance gets new private keys, made in
+``before_create`` and never stored by infra (:meth:`reconciler.kit.pki.StackCA.mint`), and a deleted
+member's certificates are revoked: members created afterwards refuse them at the handshake
+(``--client-crl-file``/``--peer-crl-file``), and on every member they open nothing (no user).
+
 The hooks are thin: a :mod:`plugins.etcd.survey` of the group, a decision by the pure rules of
 :mod:`plugins.etcd.safety`, then the calls of :mod:`plugins.etcd.membership`. Every etcd call
 goes through :class:`plugins.etcd.client.EtcdClient` with the stack's ``infra`` client
@@ -40,12 +54,14 @@ certificate. Secrets (private keys) travel only as ``secret`` files and are neve
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import shutil
 import subprocess
 import time
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 
 from pydantic import JsonValue
 
@@ -74,7 +90,12 @@ EVEN_SIZE_REASON = (
     "({size} tolerate {tolerated}, like {odd}) while needing a larger majority; use an odd size "
     "(etcd FAQ, 'Why an odd number of cluster members?')"
 )
-CLIENT_CERT = "infra"
+#: The operator's certificate (``infra env``): its name is etcd's root user.
+CLIENT_CERT = "root"
+#: infra's own certificate for etcd's gateway: no name (the identity comes from root's token).
+GATEWAY_CERT = "infra-gateway"
+#: How long a member's certificates are valid (it is replaced before: see the docs).
+MEMBER_CERT_VALIDITY = dt.timedelta(days=365)
 #: How long health() waits for one member; the engine runs the checks in parallel.
 HEALTH_CHECK_TIMEOUT = PROBE_TIMEOUT
 RECOVERY_HINT = safety.RECOVERY_HINT
@@ -97,6 +118,20 @@ def member_sans(address: str) -> list[str]:
     if ip.is_loopback:
         sans.append("127.0.0.1" if ip.version == 4 else "::1")
     return sans
+
+
+def root_secret(group: str) -> str:
+    """The name of the stack secret holding the password of etcd's root user of ``group``."""
+    return f"etcd-{group}-root"
+
+
+def stack_client(state_dir: Path, group: str, *, timeout: float = 5.0, writing: bool = False) -> EtcdClient:
+    """infra's own client of ``group``'s cluster: the nameless gateway certificate and root's
+    token. Used by the role, and by tests and benches that talk to a cluster infra made."""
+    ca = StackCA(state_dir, create=writing)
+    gateway = ca.issue(GATEWAY_CERT, client=True, anonymous=True)
+    return EtcdClient(ca.ensure(), gateway.cert_path, gateway.key_path, timeout=timeout, user="root",
+                      password=ca.secret(root_secret(group)))
 
 
 @cache
@@ -125,9 +160,27 @@ class EtcdRole(Role[EtcdConfig]):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _client(self, ctx: Ctx, timeout: float | None = None) -> EtcdClient:
-        ca = StackCA(ctx.state_dir, create=ctx.writing)
-        issued = ca.issue(CLIENT_CERT, client=True)
-        return EtcdClient(ca.ensure(), issued.cert_path, issued.key_path, timeout=timeout or ctx.config.request_timeout)
+        return stack_client(ctx.state_dir, ctx.group.name, timeout=timeout or ctx.config.request_timeout,
+                            writing=ctx.writing)
+
+    @staticmethod
+    def _ensure_rbac(ctx: Ctx, client: EtcdClient, endpoint: str) -> None:
+        """Turn RBAC on (root user with the stack's password) if it is not; a failure is logged
+        and tried again at the next change (the cluster works meanwhile, less protected)."""
+        if not ctx.writing:
+            return
+        try:
+            client.enable_auth(endpoint)
+        except EtcdApiError as exc:
+            if "authentication failed" in exc.message:
+                raise RoleError(
+                    f"etcd group {ctx.group.name}: RBAC is on but root's password is not this stack's secret "
+                    f"({root_secret(ctx.group.name)}): someone else set it",
+                    hint="reset root's password to the stack's secret with etcdctl (user passwd root), "
+                    "as the operator (infra env)") from None
+            ctx.log(f"etcd: could not turn RBAC on yet ({exc.message}); infra tries again at the next change")
+        except EtcdError as exc:
+            ctx.log(f"etcd: could not turn RBAC on yet ({exc.message}); infra tries again at the next change")
 
     @staticmethod
     def _endpoint(ctx: Ctx, address: str) -> str:
@@ -212,12 +265,30 @@ class EtcdRole(Role[EtcdConfig]):
         return out
 
     @staticmethod
-    def _with_tls(ctx: Ctx, member: MemberSpec) -> MemberSpec:
-        """``member`` with the CA, its certificate (SAN = its address) and its key (secret)."""
+    def _with_tls(ctx: Ctx, member: MemberSpec, *, pin_peers: bool) -> MemberSpec:
+        """``member`` with the CA, its revocation list, and new keys and certificates (client port
+        and peer, SAN = its address) minted for this instance only; with ``pin_peers``, its
+        ``cluster.flags`` requires the cluster's peer name of every peer."""
         assert member.address is not None
         ca = StackCA(ctx.state_dir, create=ctx.writing)
-        issued = ca.issue(member.member, sans=member_sans(member.address), server=True, client=True)
-        return member.with_files(*render.tls_files(ca.ca_cert_pem, issued.cert_pem, issued.key_pem))
+        sans = member_sans(member.address)
+        serving = ca.mint(member.member, sans=sans, server=True, client=True, validity=MEMBER_CERT_VALIDITY)
+        peer_cn = render.peer_name(ctx.stack.name, ctx.group.name)
+        peer = ca.mint(member.member, sans=sans, server=True, client=True, common_name=peer_cn,
+                       validity=MEMBER_CERT_VALIDITY)
+        files = render.tls_files(ca.ca_cert_pem, ca.crl_pem(), serving.cert_pem, serving.key_pem, peer.cert_pem,
+                                 peer.key_pem)
+        if pin_peers:
+            cluster = next((f for f in member.files if f.path == render.CLUSTER_FILE), None)
+            if cluster is not None:
+                files = (*files, render.cluster_file(render.with_peer_cn(cluster.content, peer_cn)))
+        return member.with_files(*files)
+
+    def _peers_named(self, ctx: Ctx, client: EtcdClient, members: list[str]) -> bool:
+        """Whether every peer URL in ``members`` presents this cluster's peer name (a cluster made
+        by an earlier infra presents member names: a pinned newcomer could not talk to it)."""
+        want = render.peer_name(ctx.stack.name, ctx.group.name)
+        return all(client.peer_common_name(url) == want for url in members)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -278,7 +349,11 @@ class EtcdRole(Role[EtcdConfig]):
         """
         if ctx.destroying or not ctx.instances:
             return
-        safety.preflight(ctx.group.name, self._survey(ctx, self._client(ctx)))
+        client = self._client(ctx)
+        survey = self._survey(ctx, client)
+        safety.preflight(ctx.group.name, survey)
+        if ctx.writing:  # a cluster made before RBAC (an earlier infra) gets it at its next change
+            self._ensure_rbac(ctx, client, self._healthy_endpoint(ctx, survey))
 
     def before_create(self, ctx: Ctx, member: MemberSpec) -> MemberSpec:
         """``member add`` the new member through a healthy one; returns it with state ``existing``.
@@ -300,7 +375,7 @@ class EtcdRole(Role[EtcdConfig]):
                 hint="use a provider that reserves addresses (address_for), e.g. fixed private IPs",
             )
         if ctx.bootstrapping:
-            return self._with_tls(ctx, member)
+            return self._with_tls(ctx, member, pin_peers=True)
         # Ask again: when this replaces an instance of the same name, the address expand saw was
         # that instance's, released by its delete (and possibly handed out since). The provider
         # reserves one now, and that is the address the member is added, certified and created at.
@@ -349,7 +424,12 @@ class EtcdRole(Role[EtcdConfig]):
         conf = render.cluster(
             cfg, name=member.name, address=address, peers=peers, state="existing", token=self._token(ctx)
         )
-        return self._with_tls(ctx, member.with_files(render.cluster_file(conf)))
+        others = [u for name, urls in peers.items() if name != member.name for u in urls]
+        pin = self._peers_named(ctx, client, others)
+        if not pin:
+            ctx.log(f"etcd: {member.member} accepts any peer certificate of the stack: members made by an "
+                    "earlier infra present no peer name yet (it is required once they are all replaced)")
+        return self._with_tls(ctx, member.with_files(render.cluster_file(conf)), pin_peers=pin)
 
     def after_create(self, ctx: Ctx, member: MemberSpec, instance: Instance) -> None:
         """Wait until the new member is healthy and started in its cluster's member list.
@@ -379,6 +459,7 @@ class EtcdRole(Role[EtcdConfig]):
                     members = client.member_list(ep)
                     me = members.by_host(address)
                     if me is not None and me.started:
+                        self._ensure_rbac(ctx, client, ep)
                         return
                     last = "not yet a started member of the cluster"
                 else:
@@ -430,6 +511,7 @@ class EtcdRole(Role[EtcdConfig]):
         decision = safety.removal(survey, members, instance, group=ctx.group.name, size=ctx.group.size)
         if decision.verdict == "skip":
             ctx.log(f"etcd: {decision.reason}")
+            self._revoke(ctx, instance)
             return
         if decision.verdict == "refuse":
             raise RoleError(decision.reason, hint=decision.hint)
@@ -452,6 +534,19 @@ class EtcdRole(Role[EtcdConfig]):
             endpoint = self._healthy_endpoint(ctx, self._survey(ctx, client), avoid=instance.address)
         ctx.log(f"etcd: member remove {instance.member} ({target.hex_id})")
         ops.remove(endpoint, target, f"remove member {instance.member}")
+        self._revoke(ctx, instance)
+
+    @staticmethod
+    def _revoke(ctx: Ctx, instance: Instance) -> None:
+        """Revoke the certificates minted for the instance (out of its cluster now): members
+        created from now on refuse them. Certificates minted for a later instance of the same
+        member (created after this one) are kept."""
+        if instance.member is None:
+            return
+        before = instance.created_at + 300.0 if instance.created_at is not None else None
+        serials = StackCA(ctx.state_dir, create=ctx.writing).revoke_member(instance.member, minted_before=before)
+        if serials:
+            ctx.log(f"etcd: revoked the {len(serials)} certificates of {instance.member}")
 
     @staticmethod
     def _dead_now(ctx: Ctx, instances: list[Instance | None]) -> list[str]:
@@ -507,7 +602,8 @@ class EtcdRole(Role[EtcdConfig]):
         }
 
     def env(self, ctx: Ctx) -> dict[str, str]:
-        """etcdctl's variables: v3 API, every member's client URL, the CA and infra's client cert."""
+        """etcdctl's variables: v3 API, every member's client URL, the CA and the operator's
+        certificate (named ``root``: etcd's root user, by its certificate)."""
         ca = StackCA(ctx.state_dir, create=ctx.writing)
         issued = ca.issue(CLIENT_CERT, client=True)
         endpoints = [self._endpoint(ctx, i.address) for i in ctx.instances if i.address and i.alive]

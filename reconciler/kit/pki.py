@@ -8,8 +8,15 @@ cryptographic and no part of its control plane speaks plain text (the SwarmKit l
 Layout under ``state_dir/pki`` (directories 0700, private keys 0600)::
 
     ca.crt  ca.key              the CA, created on first use; the key never leaves this directory
-    issued/<name>.crt, .key     leaf certificates, cached: reissued only when the requested SANs
-                                or usages change, the CA changed, or a third of the lifetime is left
+    issued/<name>.crt, .key     leaf certificates of long-lived identities (infra's own client,
+                                Prometheus), cached: reissued only when the requested SANs,
+                                usages or name change, the CA changed, or a third of the lifetime
+                                is left
+    secrets/<name>              random secrets made once (a role's service password), 0600
+    minted.json                 serials of the certificates :meth:`StackCA.mint` made (never
+                                stored: a member's key exists only in its user-data), by member
+    revoked.json                serials revoked (a deleted member's), served as a CRL by
+                                :meth:`StackCA.crl_pem` until they expire
 
 Keys are ECDSA P-256, signatures SHA-256. A SAN that parses as an IP address becomes an
 ``IPAddress`` entry, anything else a ``DNSName``. Private keys are never logged or put in an
@@ -36,7 +43,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
+import secrets as _secrets
 import shutil
 import tempfile
 import threading
@@ -44,6 +53,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -70,6 +80,16 @@ class Issued:
     key_pem: str = field(repr=False)
     cert_path: Path
     key_path: Path
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A certificate made for one instance and never stored: its key lives only in user-data."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+    serial: int
+    not_after: dt.datetime
 
 
 def _now() -> dt.datetime:
@@ -302,11 +322,14 @@ class StackCA:
         sans: Sequence[str] = (),
         server: bool = False,
         client: bool = False,
+        anonymous: bool = False,
     ) -> Issued:
         """The certificate ``name`` for ``sans`` with the requested usages, cached on disk.
 
         ``server`` adds the TLS server usage (SANs are what clients verify), ``client`` the TLS
-        client usage (what ``--client-cert-auth`` checks). The cached certificate is returned
+        client usage (what ``--client-cert-auth`` checks). ``anonymous``: no common name in the
+        subject (etcd's gateway refuses a client certificate with one once RBAC is on; the
+        identity then comes from a token). The cached certificate is returned
         unchanged when it was signed by this CA, has exactly these SANs and usages, and has more
         than a third of its lifetime left; otherwise a new key and certificate replace it.
         Raises ConfigError when neither usage is requested or the files cannot be written.
@@ -320,17 +343,142 @@ class StackCA:
         ca_cert, ca_key = self._load_or_create_ca()
         if not self.create:
             with _THREAD_LOCK:
-                cached = None if self._throwaway else self._cached(cert_path, key_path, ca_cert, wanted, server, client)
+                cached = None if self._throwaway else self._cached(cert_path, key_path, ca_cert, wanted, server,
+                                                                   client, anonymous)
                 if cached is not None:
                     return cached
                 scratch = self._scratch_dir()
                 return self._issue(name, scratch / cert_path.name, scratch / key_path.name, ca_cert, ca_key,
-                                   wanted, server, client)
+                                   wanted, server, client, anonymous)
         with _THREAD_LOCK, self._file_lock:
-            cached = self._cached(cert_path, key_path, ca_cert, wanted, server, client)
+            cached = self._cached(cert_path, key_path, ca_cert, wanted, server, client, anonymous)
             if cached is not None:
                 return cached
-            return self._issue(name, cert_path, key_path, ca_cert, ca_key, wanted, server, client)
+            return self._issue(name, cert_path, key_path, ca_cert, ca_key, wanted, server, client, anonymous)
+
+    def mint(
+        self,
+        name: str,
+        *,
+        sans: Sequence[str] = (),
+        server: bool = False,
+        client: bool = False,
+        common_name: str | None = None,
+        validity: dt.timedelta = LEAF_VALIDITY,
+    ) -> Minted:
+        """A new key and certificate for one instance, never stored: call it once per instance.
+
+        Its serial is recorded under ``name`` in ``minted.json`` (a writer only), so
+        :meth:`revoke_member` can revoke it when the instance goes. ``common_name`` defaults to
+        ``name``. A read-only caller gets one signed by whatever CA it reads (or a throwaway).
+        """
+        if not (server or client):
+            raise ConfigError(f"certificate {name!r}: request server and/or client usage")
+        wanted = _normalise_sans(sans)
+        ca_cert, ca_key = self._load_or_create_ca()
+        cert, key = _build(common_name or name, ca_cert, ca_key, wanted, server, client, anonymous=False,
+                           validity=validity)
+        minted = Minted(
+            cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode(),
+            cert.serial_number,
+            cert.not_valid_after_utc,
+        )
+        if self.create and not self._throwaway:
+            with _THREAD_LOCK, self._file_lock:
+                doc = self._read_json(self.dir / "minted.json", {})
+                doc.setdefault(name, []).append({"serial": str(minted.serial), "at": _now().timestamp(),
+                                                 "not_after": minted.not_after.timestamp()})
+                self._write_json(self.dir / "minted.json", doc)
+        return minted
+
+    def revoke_member(self, name: str, *, minted_before: float | None = None) -> list[int]:
+        """Revoke the certificates minted for ``name`` (those minted before ``minted_before``,
+        Unix time, when given); returns their serials. A read-only caller revokes nothing."""
+        if not self.create or self._throwaway:
+            return []
+        with _THREAD_LOCK, self._file_lock:
+            minted = self._read_json(self.dir / "minted.json", {})
+            revoked = self._read_json(self.dir / "revoked.json", {"revoked": []})
+            keep, out = [], []
+            for entry in minted.get(name, []):
+                if minted_before is not None and float(entry["at"]) > minted_before:
+                    keep.append(entry)
+                else:
+                    out.append(entry)
+            if not out:
+                return []
+            now = _now().timestamp()
+            revoked["revoked"] = [r for r in revoked["revoked"] if float(r["not_after"]) > now] + [
+                {"serial": e["serial"], "name": name, "at": now, "not_after": e["not_after"]} for e in out]
+            self._write_json(self.dir / "revoked.json", revoked)
+            if keep:
+                minted[name] = keep
+            else:
+                minted.pop(name, None)
+            self._write_json(self.dir / "minted.json", minted)
+        return [int(e["serial"]) for e in out]
+
+    def revoked(self) -> list[int]:
+        """The serials revoked and not yet expired."""
+        now = _now().timestamp()
+        doc = self._read_json(self.dir / "revoked.json", {"revoked": []}) if not self._throwaway else {"revoked": []}
+        return [int(r["serial"]) for r in doc["revoked"] if float(r["not_after"]) > now]
+
+    def crl_pem(self) -> str:
+        """A CRL signed by the CA listing :meth:`revoked` (valid for a year; new on every call)."""
+        ca_cert, ca_key = self._load_or_create_ca()
+        now = _now()
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+                   .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=365)))
+        for serial in sorted(set(self.revoked())):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+    def secret(self, name: str) -> str:
+        """A random secret kept as ``secrets/<name>`` (0600), made on first use by a writer.
+
+        A read-only caller reads it, or gets a throwaway one when it does not exist yet.
+        """
+        path = self.dir / "secrets" / _safe_name(name)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read the stack's secret {path}: {exc.strerror}") from None
+        if not self.create or self._throwaway:
+            return _secrets.token_urlsafe(32)
+        with _THREAD_LOCK, self._file_lock:
+            if path.exists():
+                return path.read_text(encoding="utf-8").strip()
+            value = _secrets.token_urlsafe(32)
+            try:
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                _write_private(path, value.encode(), 0o600)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the stack's secret {path}: {exc.strerror}") from None
+            return value
+
+    @staticmethod
+    def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return default
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}", hint="it is infra's own record: restore it "
+                              "from a backup or remove it (revocations listed there are then forgotten)") from None
+        return doc if isinstance(doc, dict) else default
+
+    @staticmethod
+    def _write_json(path: Path, doc: dict[str, Any]) -> None:
+        try:
+            _write_private(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
     def forget(self, name: str) -> None:
         """Delete the cached certificate and key of ``name`` (a member that is gone for good)."""
@@ -349,6 +497,7 @@ class StackCA:
         wanted: tuple[str, ...],
         server: bool,
         client: bool,
+        anonymous: bool = False,
     ) -> Issued | None:
         if not (cert_path.exists() and key_path.exists()):
             return None
@@ -369,6 +518,8 @@ class StackCA:
             return None
         if _cert_sans(cert) != set(wanted) or _cert_usages(cert) != (server, client):
             return None
+        if bool(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)) == anonymous:
+            return None
         lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
         if cert.not_valid_after_utc - _now() < lifetime * RENEW_FRACTION:
             return None
@@ -386,54 +537,9 @@ class StackCA:
         wanted: tuple[str, ...],
         server: bool,
         client: bool,
+        anonymous: bool = False,
     ) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
-        usages = [
-            oid
-            for oid, on in (
-                (ExtendedKeyUsageOID.SERVER_AUTH, server),
-                (ExtendedKeyUsageOID.CLIENT_AUTH, client),
-            )
-            if on
-        ]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "infra"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, name[:64]),
-                    ]
-                )
-            )
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        )
-        if wanted:
-            builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
+        cert, key = _build(name, ca_cert, ca_key, wanted, server, client, anonymous=anonymous, validity=LEAF_VALIDITY)
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -445,3 +551,64 @@ class StackCA:
         except OSError as exc:
             raise ConfigError(f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}") from None
         return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)
+
+
+def _build(
+    name: str,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    wanted: tuple[str, ...],
+    server: bool,
+    client: bool,
+    *,
+    anonymous: bool,
+    validity: dt.timedelta,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key, and its leaf certificate signed by the CA (see :meth:`StackCA.issue`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    usages = [
+        oid
+        for oid, on in (
+            (ExtendedKeyUsageOID.SERVER_AUTH, server),
+            (ExtendedKeyUsageOID.CLIENT_AUTH, client),
+        )
+        if on
+    ]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "infra"),
+                    *([] if anonymous else [x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if wanted:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key

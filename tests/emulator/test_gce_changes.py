@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from plugins.etcd.client import EtcdClient
+from plugins.etcd.role import stack_client
 from tests.emulator.conftest import REPO, Emulator, infra_command, wait_for
 from tests.etcd.test_cluster import QuorumWatch, Writer
 
@@ -43,8 +44,7 @@ def endpoints(gce: Emulator, stack: str) -> list[str]:
 
 
 def client(gce: Emulator, stack: str) -> EtcdClient:
-    env = gce.shell_env(stack)
-    return EtcdClient(Path(env["ETCDCTL_CACERT"]), Path(env["ETCDCTL_CERT"]), Path(env["ETCDCTL_KEY"]), timeout=3)
+    return stack_client(Path(gce.shell_env(stack)["ETCDCTL_CACERT"]).parent.parent, "etcd", timeout=3)
 
 
 def test_three_to_five_to_three_on_the_emulator(gce: Emulator) -> None:

@@ -29,6 +29,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from plugins.etcd.client import EtcdClient, EtcdError, MemberList
+from plugins.etcd.role import stack_client
 
 #: Loopback-tuned timeouts (role config) so elections and bootstrap take well under a second.
 FAST = {"heartbeat_interval_ms": 50, "election_timeout_ms": 500, "health_timeout": 60, "reconfig_wait": 20}
@@ -182,10 +183,8 @@ class EtcdStack:
     # -- talking to the cluster --------------------------------------------------------------
 
     def client(self, timeout: float = 5.0) -> EtcdClient:
-        env = self.env()
-        return EtcdClient(
-            Path(env["ETCDCTL_CACERT"]), Path(env["ETCDCTL_CERT"]), Path(env["ETCDCTL_KEY"]), timeout=timeout
-        )
+        # infra's own identity (RBAC is on: the operator's named certificate cannot use the gateway)
+        return stack_client(Path(self.env()["ETCDCTL_CACERT"]).parent.parent, "etcd", timeout=timeout)
 
     def endpoints(self) -> list[str]:
         return [

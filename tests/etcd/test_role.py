@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import yaml
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from plugins.etcd import EtcdConfig, EtcdRole, render
@@ -149,28 +149,58 @@ def test_expand_static_bootstrap_members(tmp_path: Path) -> None:
             render.SETTINGS_FILE,
             render.CLUSTER_FILE,
             render.CA_FILE,
+            render.CRL_FILE,
             render.CERT_FILE,
             render.KEY_FILE,
+            render.PEER_CERT_FILE,
+            render.PEER_KEY_FILE,
         }
         assert files[render.SETTINGS_FILE].in_spec
         assert not files[render.CLUSTER_FILE].in_spec and not files[render.CERT_FILE].in_spec
-        assert files[render.KEY_FILE].secret and files[render.KEY_FILE].mode == 0o600
-        conf = yaml.safe_load(files[render.CLUSTER_FILE].content)
+        for key in (render.KEY_FILE, render.PEER_KEY_FILE):
+            assert files[key].secret and files[key].mode == 0o600
+        conf = flags(files[render.CLUSTER_FILE].content)
         assert conf["initial-cluster-state"] == "new"
         assert conf["name"] == m.name
         assert conf["listen-client-urls"] == f"https://{m.address}:2379"
         assert conf["initial-advertise-peer-urls"] == f"https://{m.address}:2380"
+        assert conf["peer-cert-allowed-cn"] == render.peer_name(ctx.stack.name, ctx.group.name)  # a new cluster
         assert sorted(conf["initial-cluster"].split(",")) == sorted(
             f"{o.name}=https://{o.address}:2380" for o in created
         )
-        settings = yaml.safe_load(files[render.SETTINGS_FILE].content)
-        assert settings["strict-reconfig-check"] is True
+        settings = flags(files[render.SETTINGS_FILE].content)
+        assert settings["strict-reconfig-check"] == "true"
         cert = x509.load_pem_x509_certificate(files[render.CERT_FILE].content.encode())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == [m.address]
+        peer = x509.load_pem_x509_certificate(files[render.PEER_CERT_FILE].content.encode())
+        assert peer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == conf["peer-cert-allowed-cn"]
         # Secrets never show in what a plan or log may print.
         assert "PRIVATE KEY" not in repr(m) and "PRIVATE KEY" not in str(m.public_view())
         assert m.services[0].command[-2:] == ("{config}", "{data}")
+
+
+def flags(text: str) -> dict[str, str]:
+    """A ``.flags`` file (one ``--name=value`` a line) as a mapping."""
+    return dict(line[2:].split("=", 1) for line in text.splitlines() if line.startswith("--"))
+
+
+def test_every_instance_gets_new_keys_and_infra_keeps_none(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, provider=AddressBook())
+    ctx.bootstrapping = True
+    role = EtcdRole()
+    (first,) = [m for m in role.expand(ctx) if m.member == "etcd-0"]
+    keys = [{f.path: f.content for f in role.before_create(ctx, first).files} for _ in range(2)]
+    assert keys[0][render.KEY_FILE] != keys[1][render.KEY_FILE]
+    assert keys[0][render.PEER_KEY_FILE] != keys[1][render.PEER_KEY_FILE]
+    assert not list((ctx.state_dir / "pki" / "issued").glob("etcd-0*"))  # never stored
+
+
+def test_a_flag_value_cannot_add_a_flag(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        EtcdConfig(flags={"log-level": "info\n--force-new-cluster=true"})
+    with pytest.raises(ValueError, match="managed by the etcd role"):
+        EtcdConfig(flags={"peer-cert-allowed-cn": "anyone"})
 
 
 def test_spec_hash_ignores_addresses_but_follows_settings(tmp_path: Path) -> None:
