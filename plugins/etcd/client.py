@@ -44,6 +44,7 @@ CODE_FAILED_PRECONDITION = 9
 CODE_UNAVAILABLE = 14
 CODE_NOT_FOUND = 5
 CODE_UNAUTHENTICATED = 16
+CODE_PERMISSION_DENIED = 7
 
 #: Simple auth tokens by (endpoint, user): a token is valid only on the member that issued it,
 #: for ``--auth-token-ttl`` (5 min) after its last use; shared by every client of the process.
@@ -91,9 +92,11 @@ class EtcdApiError(EtcdError):
 
     @property
     def needs_auth(self) -> bool:
-        """RBAC is on and the request carried no valid token (a new one may help)."""
-        return self.code == CODE_UNAUTHENTICATED or any(
-            text in self.message for text in ("user name is empty", "invalid auth token", "auth token"))
+        """RBAC is on and the request carried no valid token (a new one may help). Without a
+        token the gateway acts as the member's own certificate, whose name is no user."""
+        return self.code in (CODE_UNAUTHENTICATED, CODE_PERMISSION_DENIED) or any(
+            text in self.message for text in ("user name is empty", "user name not found", "invalid auth token",
+                                              "auth token", "permission denied"))
 
     @property
     def auth_not_enabled(self) -> bool:
