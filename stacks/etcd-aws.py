@@ -75,6 +75,9 @@ stack = Stack(
         "security_group_ids": SECURITY_GROUPS,
         "instance_type": "t3.small",
         "tags": {"project": "etcd-aws"},
+        # LinuxKit's metadata package reads user-data with IMDSv1 GETs only (no session token), so
+        # these LinuxKit images need the metadata service to answer them: see docs/providers/aws.md.
+        "metadata_tokens": "optional",
     },
     groups=(
         etcd,

@@ -90,6 +90,13 @@ class AwsConfig(BaseModel):
     tags: dict[str, str] = Field(
         default_factory=dict, description="extra tags on every instance and volume (cost allocation)"
     )
+    metadata_tokens: Literal["required", "optional"] = Field(
+        "required",
+        description="IMDSv2: 'required' (the default) launches instances whose metadata service answers "
+        "only session-token requests, and registers AMIs with ImdsSupport v2.0. 'optional' also answers "
+        "IMDSv1 GETs: LinuxKit's metadata package reads user-data with IMDSv1 only, so LinuxKit images "
+        "need it (infra validate says so)",
+    )
 
     @field_validator("region")
     @classmethod

@@ -7,16 +7,21 @@ Called by :class:`providers.aws.provider.AwsProvider`'s image methods, with its
 and the ``vmimport`` service role; this needs neither, the way AWS's coldsnap uploads disks:
 
 1. **find** (:func:`find`): one ``DescribeImages`` (owner ``self``) filtered on the tag
-   ``infra-image=<digest>``. An available AMI is reused as it is: nothing is uploaded.
+   ``infra-image=<digest>``. An available AMI is reused as it is: nothing is uploaded. When none
+   is tagged, an AMI of this account named ``image.name`` (a name derived from the digest) while a
+   snapshot tagged with the full digest exists is infra's own too: a server that dropped the tags
+   of ``RegisterImage`` (a plain moto server does) registered it; ``push`` tags it and reuses it.
 2. **snapshot**: a completed snapshot tagged with the digest (a push that crashed after its
    upload) is registered without uploading again, and a pending one (a crash during its upload)
    is written again and completed. Otherwise ``StartSnapshot`` (tagged, ``ClientToken`` derived
    from the digest) and one ``PutSnapshotBlock`` per 512 KiB block of the ``<name>.raw`` disk
    that is not all zeros (SHA-256 checksum per block), then ``CompleteSnapshot`` with the
    changed-block count and the LINEAR aggregate checksum, then a wait until EC2 says completed.
-3. **register**: ``RegisterImage`` named ``image.name`` (x86_64, HVM, ENA, root ``/dev/sda1``
-   on gp3 from the snapshot, deleted with the instance), tagged with the digest in the same
-   call. ``InvalidAMIName.Duplicate`` is success when the AMI of that name carries the digest.
+3. **register**: ``RegisterImage`` named ``image.name`` (x86_64, HVM, ENA, IMDSv2 only
+   (``ImdsSupport v2.0``) unless the stack's ``metadata_tokens`` is ``optional``, root
+   ``/dev/sda1`` on gp3 from the snapshot, deleted with the instance), tagged with the digest
+   in the same call, and tagged again (``CreateTags``) when the server dropped those tags.
+   ``InvalidAMIName.Duplicate`` is success when the AMI of that name carries the digest.
 
 The EBS direct APIs are a service of their own (``ebs``); its client shares the provider's
 session, its settings (no hidden retries) and the endpoint override (``AWS_ENDPOINT_URL_EBS``,
@@ -68,17 +73,60 @@ def _record(raw: Any) -> ImageRecord:
                        size=size, status=_STATES.get(raw.get("State", ""), "pending"))
 
 
+def _order(image: ImageSpec) -> Any:
+    return lambda raw: (raw.get("State") != "available", raw.get("Name") != image.name, raw.get("CreationDate", ""),
+                        raw.get("ImageId", ""))
+
+
 def find(api: Ec2Session, image: ImageSpec) -> ImageRecord | None:
-    """The AMI owned by this account tagged with ``image.digest`` (one DescribeImages)."""
+    """The AMI owned by this account tagged with ``image.digest`` (one DescribeImages), else an
+    untagged one of infra's own (see the module docstring; two more reads). Reads only."""
+    found = _lookup(api, image)
+    return None if found is None else _with_digest(_record(found[0]), image)
+
+
+def _lookup(api: Ec2Session, image: ImageSpec) -> tuple[Any, bool] | None:
+    """The AMI :func:`find` means, and whether it carries the digest tag already."""
     found = api.planning_read(
         f"look up image {image.name}",
         lambda: api.client.describe_images(Owners=["self"], Filters=_tag_filter(image.digest)),
     ).get("Images", [])
-    if not found:
+    if found:
+        return sorted(found, key=_order(image))[0], True
+    untagged = _untagged_own(api, image)
+    return None if untagged is None else (untagged, False)
+
+
+def _untagged_own(api: Ec2Session, image: ImageSpec) -> Any:
+    """The oldest AMI named ``image.name`` with no digest tag, when a snapshot carries the digest."""
+    named = api.planning_read(
+        f"look up image {image.name} by name",
+        lambda: api.client.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [image.name]}]),
+    ).get("Images", [])
+    named = [raw for raw in named if raw.get("Name") == image.name and not _record(raw).digest]
+    if not named:
         return None
-    found.sort(key=lambda raw: (raw.get("State") != "available", raw.get("Name") != image.name,
-                                raw.get("CreationDate", "")))
-    return _record(found[0])
+    snapshots = api.planning_read(
+        f"look up snapshots of image {image.name}",
+        lambda: api.client.describe_snapshots(OwnerIds=["self"], Filters=_tag_filter(image.digest)),
+    ).get("Snapshots", [])
+    if not any(s.get("State") == "completed" for s in snapshots):
+        return None
+    return sorted(named, key=_order(image))[0]
+
+
+def _with_digest(record: ImageRecord, image: ImageSpec) -> ImageRecord:
+    return ImageRecord(record.name, record.id, image.digest, record.size, record.status)
+
+
+def _ensure_tags(api: Ec2Session, image: ImageSpec, image_id: str) -> None:
+    """Tag the AMI with the digest when it lacks the tag (a server that dropped RegisterImage's)."""
+    with errors.translate(f"describe image {image_id}"):
+        found = api.client.describe_images(ImageIds=[image_id]).get("Images", [])
+    if found and _record(found[0]).digest == image.digest:
+        return
+    with errors.translate(f"tag image {image_id}"):
+        api.client.create_tags(Resources=[image_id], Tags=_tags(image))
 
 
 def _snapshots(api: Ec2Session, image: ImageSpec) -> list[Any]:
@@ -144,18 +192,21 @@ def _wait_snapshot(api: Ec2Session, snapshot_id: str, name: str) -> None:
         time.sleep(1.0)
 
 
-def _register(api: Ec2Session, image: ImageSpec, snapshot_id: str) -> ImageRecord:
+def _register(api: Ec2Session, image: ImageSpec, snapshot_id: str, *, imds_v2: bool) -> ImageRecord:
     action = f"register image {image.name}"
+    imds: dict[str, Any] = {"ImdsSupport": "v2.0"} if imds_v2 else {}
     try:
         with errors.translate(action):
             resp = api.client.register_image(
                 Name=image.name, Description=f"LinuxKit image of group {image.group} (infra, digest {image.digest})",
                 Architecture="x86_64", VirtualizationType="hvm", EnaSupport=True, RootDeviceName=ROOT_DEVICE,
+                **imds,
                 BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": {
                     "SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}],
                 TagSpecifications=[{"ResourceType": "image", "Tags": _tags(image)}],
             )
         image_id = str(resp["ImageId"])
+        _ensure_tags(api, image, image_id)
     except PermanentError as exc:
         if errors.error_code(exc.__cause__ or exc) != "InvalidAMIName.Duplicate":
             raise
@@ -188,10 +239,16 @@ def _available(api: Ec2Session, image: ImageSpec, image_id: str) -> ImageRecord:
         time.sleep(1.0)
 
 
-def push(api: Ec2Session, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
+def push(
+    api: Ec2Session, image: ImageSpec, artefact: Path, progress: Progress, *, imds_v2: bool = True
+) -> ImageRecord:
     """See the module docstring."""
-    found = find(api, image)
-    if found is not None:
+    looked_up = _lookup(api, image)
+    if looked_up is not None:
+        found = _with_digest(_record(looked_up[0]), image)
+        if not looked_up[1]:
+            with errors.translate(f"tag image {found.id}"):
+                api.client.create_tags(Resources=[found.id], Tags=_tags(image))
         if found.status == "failed":
             raise PermanentError(f"aws: AMI {found.id} ({found.name}) with digest {image.digest} is {found.status}",
                                  hint=f"deregister it (aws ec2 deregister-image --image-id {found.id}) and push again")
@@ -205,7 +262,7 @@ def push(api: Ec2Session, image: ImageSpec, artefact: Path, progress: Progress) 
         pending = [s for s in snapshots if s.get("State") == "pending"]
         snapshot_id = _write(api, image, artefact, progress, str(pending[0]["SnapshotId"]) if pending else None)
         _wait_snapshot(api, snapshot_id, image.name)
-    return _register(api, image, snapshot_id)
+    return _register(api, image, snapshot_id, imds_v2=imds_v2)
 
 
 def delete(api: Ec2Session, record: ImageRecord) -> None:

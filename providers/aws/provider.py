@@ -53,7 +53,7 @@ from providers.aws import images as aws_images
 from providers.aws.config import AMI_ID_RE, SD_KEY_ENV, SD_SECRET_ENV, AwsConfig, endpoint_url, parse_config
 from providers.aws.session import BOTO_CONFIG, Ec2Session, new_session
 from reconciler.core.errors import ConfigError, NotFoundError, PermanentError, TransientError
-from reconciler.core.image import ImageRecord, ImageSpec
+from reconciler.core.image import LABEL_IMAGE, ImageRecord, ImageSpec, pinned
 from reconciler.core.model import LABEL_STACK, Instance, InstanceStatus, MemberSpec, Problem
 from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
 from reconciler.kit.provider import Progress, SdConfig
@@ -122,7 +122,7 @@ class AwsProvider:
         self._raw = dict(raw)
         self._lock = threading.Lock()
         self._member_configs: dict[str, AwsConfig] = {}
-        self._images: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._images: dict[tuple[str, tuple[str, ...], str | None], str] = {}
         self._subnet_cidrs: dict[str, str] = {}
         self._verified: set[tuple[str, str]] = set()  # (kind, id) that validate found to exist
         self._emulator: bool | None = None  # whether the endpoint override is infra's EC2 emulator
@@ -172,7 +172,8 @@ class AwsProvider:
 
     def push_image(self, image: ImageSpec, artefact: Path, progress: Progress) -> ImageRecord:
         """EBS direct snapshot + RegisterImage, idempotent by digest (see images.py)."""
-        return aws_images.push(self.api, image, artefact, progress)
+        required = self.config.metadata_tokens == "required"
+        return aws_images.push(self.api, image, artefact, progress, imds_v2=required)
 
     def delete_image(self, record: ImageRecord) -> None:
         """Deregister the AMI and delete its snapshots; already gone is success."""
@@ -283,15 +284,18 @@ class AwsProvider:
             )
         return ref
 
-    def resolve_image(self, ref: str, owners: Sequence[str]) -> str:
+    def resolve_image(self, ref: str, owners: Sequence[str], digest: str | None = None) -> str:
         """The AMI id of ``ref`` (an id is taken as is; a name is looked up, once per provider).
 
-        Raises ResourceMissing when no AMI of that name is owned by ``owners``, PermanentError
-        when several are (pin the id).
+        Several AMIs of that name are told apart by ``digest`` (an image infra built: the AMIs
+        tagged ``infra-image=<digest>`` hold the same disk, and the oldest is taken; a plain moto
+        server registers a second AMI of a name where EC2 refuses). Raises ResourceMissing when
+        no AMI of that name is owned by ``owners``, PermanentError when several are and the
+        digest does not single out infra's own (pin the id).
         """
         if AMI_ID_RE.match(ref):
             return ref
-        key = (ref, tuple(owners))
+        key = (ref, tuple(owners), digest)
         with self._lock:
             cached = self._images.get(key)
         if cached is not None:
@@ -306,6 +310,11 @@ class AwsProvider:
                 code="InvalidAMIID.NotFound",
                 hint="build and register the image first, or set provider_config.image_owners",
             )
+        if len(images) > 1 and digest:
+            own = [i for i in images if {t.get("Key"): t.get("Value") for t in i.get("Tags", [])}.get(
+                LABEL_IMAGE) == digest and i.get("State", "available") == "available"]
+            if own:
+                images = sorted(own, key=lambda i: (i.get("CreationDate", ""), i.get("ImageId", "")))[:1]
         if len(images) > 1:
             ids = ", ".join(sorted(i.get("ImageId", "") for i in images))
             raise PermanentError(
@@ -376,7 +385,8 @@ class AwsProvider:
                 f"{self._where(spec, 'region')}: {cfg.region} differs from the stack's region "
                 f"{self.region}; one stack lives in one region"
             )
-        image_id = self.resolve_image(self._image_ref(spec, cfg), cfg.image_owners)
+        image_id = self.resolve_image(self._image_ref(spec, cfg), cfg.image_owners,
+                                      spec.image_digest if spec.image else None)
         user_data = self.user_data(spec)
         size = len(user_data.encode())
         if size > USER_DATA_MAX:
@@ -397,6 +407,8 @@ class AwsProvider:
                 {"ResourceType": "volume", "Tags": tags},
             ],
         }
+        params["MetadataOptions"] = {"HttpTokens": cfg.metadata_tokens, "HttpEndpoint": "enabled",
+                                     "HttpPutResponseHopLimit": 1}
         subnet = cfg.subnet_for(spec.placement)
         if subnet:
             params["SubnetId"] = subnet
@@ -547,6 +559,13 @@ class AwsProvider:
                 once(field, message)
                 continue
             configs[spec.name] = cfg
+            if cfg.metadata_tokens == "required" and (spec.image_digest or not pinned(spec)) \
+                    and not self.accepts_documents():
+                once(f"groups.{spec.group}.provider_config.metadata_tokens",
+                     "the group boots a LinuxKit image infra builds, and LinuxKit's metadata package reads "
+                     "user-data with IMDSv1 GETs only (no session token): with metadata_tokens 'required' "
+                     "its instances would boot without their configuration. Set metadata_tokens='optional' "
+                     "for this stack (docs/providers/aws.md, 'IMDSv2')")
             if cfg.region and cfg.region != self.region:
                 once(self._where(spec, "region"), f"{cfg.region} differs from the stack's region {self.region}")
             ref = spec.image or cfg.image

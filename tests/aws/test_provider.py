@@ -336,3 +336,19 @@ def test_address_setting_chooses_which_ip_infra_reports(world: World, tmp_path: 
     dying: Any = {**raw, "State": {"Name": "shutting-down"}, "StateReason": {"Message": "user"}}
     gone = private._to_instance(dying)
     assert gone.status is InstanceStatus.DEAD and gone.detail == "user"
+
+
+def test_instances_answer_imdsv2_only_unless_the_stack_says_otherwise(
+    provider: AwsProvider, ec2: Any, world: World, tmp_path: Path
+) -> None:
+    made = provider.create(spec("web-0", 0))
+    raw = ec2.describe_instances(InstanceIds=[made.id])["Reservations"][0]["Instances"][0]
+    assert raw["MetadataOptions"]["HttpTokens"] == "required"
+    assert raw["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    # A group booting a LinuxKit image infra builds cannot fetch its user-data with IMDSv2 only.
+    built = spec("db-0", group="db", image="infra-db-0123456789ab").model_copy(
+        update={"image_digest": "0123456789ab" * 3})
+    (problem,) = [p for p in provider.validate([built]) if p.field.endswith("metadata_tokens")]
+    assert problem.is_error and "IMDSv1" in problem.message and "optional" in problem.message
+    optional = AwsProvider.open(world.provider_config(metadata_tokens="optional"), stack="st", state_dir=tmp_path)
+    assert not [p for p in optional.validate([built]) if p.field.endswith("metadata_tokens")]

@@ -4,6 +4,8 @@ Applied by :mod:`providers.aws.emulator.main` before its moto server starts (and
 moto server, ``tests/aws/moto_server.py``). Each difference, and what EC2 does instead:
 
 * ``RegisterImage`` drops ``TagSpecifications``: EC2 tags the AMI in the same call. Fixed.
+* ``RegisterImage`` drops ``ImdsSupport``: EC2 keeps it (``v2.0``: instances of the AMI answer
+  IMDSv2 only) and describes it. Fixed (recorded and described; nothing enforces it here).
 * ``RegisterImage`` accepts a second AMI of a name the account already has: EC2 answers
   ``InvalidAMIName.Duplicate``. Fixed.
 * An EBS-direct snapshot is ``completed`` from its ``StartSnapshot`` on: EC2 reports it
@@ -55,9 +57,14 @@ def apply(setattr_: Setattr) -> None:
             raise EC2ClientError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI "
                                  f"{next(a.id for a in self.ec2_backend.amis.values() if a.name == name)}")
         result = original_register(self)
+        image_id = result.result["ImageId"]  # type: ignore[index]
         tags = self._parse_tag_specification().get("image", {})
         if tags:
-            self.ec2_backend.create_tags([result.result["ImageId"]], tags)  # type: ignore[index]
+            self.ec2_backend.create_tags([image_id], tags)
+        imds = self._get_param("ImdsSupport")
+        if imds:
+            ami = self.ec2_backend.amis[image_id]
+            ami.imds = ami.imds_support = imds
         return result
 
     def start_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:

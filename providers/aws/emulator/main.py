@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -48,7 +49,7 @@ POLICIES = {
 
 def identities() -> dict[str, tuple[str, str]]:
     """Make the emulator's IAM users in moto, with new random keys: name → (key id, secret)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.iam.models import iam_backends
 
     iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
@@ -64,7 +65,7 @@ def identities() -> dict[str, tuple[str, str]]:
 
 def _signed(environ: dict[str, Any]) -> bool:
     """Whether a plain request carries a valid SigV4 signature of a known key (moto's own check)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.iam.access_control import IAMRequest
 
     headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")}
@@ -77,6 +78,11 @@ def _signed(environ: dict[str, Any]) -> bool:
     except Exception:  # moto raises its own HTTP exceptions for a bad key or signature
         return False
     return True
+
+
+#: The shape of a SigV4 ``Authorization`` header (what moto's check parses).
+_SIGV4 = re.compile(r"^AWS4-HMAC-SHA256 Credential=[A-Z0-9]{16,128}/\d{8}/[a-z0-9-]+/[a-z0-9-]+/aws4_request, ?"
+                    r"SignedHeaders=[a-z0-9;-]+, ?Signature=[0-9a-f]{64}$")
 
 
 def _refuse(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
@@ -101,7 +107,8 @@ def _guard(app: Callable[..., Iterable[bytes]], port_of: Callable[[], int]) -> C
                            "this emulator answers no browser")
         if path.startswith("/moto-api"):
             return _refuse(start_response, "404 Not Found", "NotFound", "moto's admin API is not served here")
-        if "HTTP_AUTHORIZATION" not in environ:  # moto would fail on it with a 500 page
+        if not _SIGV4.match(str(environ.get("HTTP_AUTHORIZATION", ""))) or "HTTP_X_AMZ_DATE" not in environ:
+            # moto's own check would fail on a missing or malformed header with a 500 page
             return _refuse(start_response, "401 Unauthorized", "AuthFailure",
                            "the request is not signed: sign it with the emulator's key (AWS_ACCESS_KEY_ID it printed)")
         if path == "/_emulator/info":
