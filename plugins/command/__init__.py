@@ -7,7 +7,11 @@ interchangeable and change in parallel. Health is a TCP connect (or an HTTP GET 
 ``health="http"``) to that port: refused means unhealthy (the process is up but broken), a
 timeout means unknown (nothing is replaced on a guess).
 
-``stacks/hello-local.py`` uses it to run three tiny web servers.
+``secret_env`` holds values that must not be seen (a token, a password): they are never part of
+the image document, the plan, a log or the spec hash; each travels as a 0600 user-data file
+(``<group>/secret-env/<NAME>``) the service reads into its environment when it starts. Changing a
+value does not roll the members (it is not in the spec): ``infra apply --replace GROUP/MEMBER``
+delivers it. ``stacks/hello-local.py`` uses the role to run three tiny web servers.
 """
 
 from __future__ import annotations
@@ -20,7 +24,17 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field
 
 from reconciler.core.errors import HealthTimeoutError
-from reconciler.core.model import ConfigFile, Health, Instance, MemberSpec, Problem, Service, check_env_names
+from reconciler.core.model import (
+    ConfigFile,
+    Health,
+    Instance,
+    MemberSpec,
+    Problem,
+    Secret,
+    Service,
+    check_env_names,
+    secret_env_file,
+)
 from reconciler.core.stack import Group
 from reconciler.kit.role import MetricsTarget, Role, RoleConfig, RoleContext, UpdatePolicy
 
@@ -34,6 +48,9 @@ class CommandConfig(RoleConfig):
     http_path: str = "/"
     env: Annotated[dict[str, str], AfterValidator(check_env_names)] = Field(
         default_factory=dict, description="environment of the command; names are shell identifiers")
+    secret_env: Annotated[dict[str, Secret], AfterValidator(check_env_names)] = Field(
+        default_factory=dict, description="secret environment (tokens, passwords): delivered as 0600 files, "
+        "never in the image, the plan or a log; names are shell identifiers")
     files: dict[str, str] = Field(default_factory=dict, description="config files: relative path → content")
     renamed = {"image": "container_image"}  # the setting's name before typed groups
     container_image: str = Field("alpine:3.20", description="the container image LinuxKit runs for this service")
@@ -73,9 +90,12 @@ class CommandRole(Role[CommandConfig]):
             command=tuple(cfg.command),
             env=dict(cfg.env),
             ports=(cfg.port,) if cfg.port else (),
+            secret_env=tuple(sorted(cfg.secret_env)),
         )
         files = tuple(ConfigFile(path=f"{ctx.group.name}/{p}", content=c) for p, c in sorted(cfg.files.items()))
-        return self.member_bases(ctx, services=(service,), files=files)
+        secrets = tuple(ConfigFile(path=secret_env_file(ctx.group.name, k), content=v.get_secret_value(), mode=0o600,
+                                   secret=True, in_spec=False) for k, v in sorted(cfg.secret_env.items()))
+        return self.member_bases(ctx, services=(service,), files=files + secrets)
 
     def _probe(self, cfg: CommandConfig, address: str, timeout: float) -> Health:
         assert cfg.port is not None

@@ -4,8 +4,8 @@ On a LinuxKit instance, ``metadata`` fetches the user-data, keeps it as ``/run/c
 and, when it is JSON of the shape :meth:`reconciler.core.model.MemberSpec.userdata` produces, expands
 it into files: a key with ``entries`` is a directory, a key with ``content`` a file written with
 its ``perm``. The local provider does the same into the instance's ``config/`` directory, so a
-service reads ``{config}/etcd/etcd.conf.yml`` locally exactly as it reads
-``/run/config/etcd/etcd.conf.yml`` in the cloud. Called by :mod:`providers.local.provider`.
+service reads ``{config}/etcd/etcd.flags`` locally exactly as it reads
+``/run/config/etcd/etcd.flags`` in the cloud. Called by :mod:`providers.local.provider`.
 
 ``config/`` and ``config/userdata`` are private (0700/0600): user-data holds secrets. Files the
 member marks ``secret`` are written 0600 whatever ``perm`` says.

@@ -48,6 +48,7 @@ from reconciler.core.model import (
     InstanceStatus,
     MemberSpec,
     Problem,
+    secret_env_file,
 )
 from reconciler.kit.errormap import ErrorTable
 from reconciler.kit.ownership import merged_labels, require_label_update, require_owned
@@ -319,6 +320,7 @@ class LocalProvider:
                 command=[linuxkit.expand(a, values) for a in svc.command],
                 env={**base, **{k: linuxkit.expand(v, values) for k, v in svc.env.items()}},
                 ports=list(svc.ports),
+                secret_env={k: str(directory / "config" / secret_env_file(svc.name, k)) for k in svc.secret_env},
             )
             for svc in spec.services
         ]

@@ -56,6 +56,8 @@ class ServiceRecord(BaseModel):
     command: list[str]
     env: dict[str, str] = Field(default_factory=dict)
     ports: list[int] = Field(default_factory=list)
+    #: secret variables: name → the file (0600, in the instance's config) the supervisor reads it from
+    secret_env: dict[str, str] = Field(default_factory=dict)
 
 
 class Processes(BaseModel):

@@ -15,8 +15,9 @@ process group and outlives the ``infra`` process. It plays LinuxKit's init for t
    process is gone, however it ended (``kill -9`` included), the instance stops as on SIGTERM,
    its services KILLed after the grace period. The emulator's machines die with it.
 
-It imports only the standard library (it starts fast), and never reads or logs the member's
-configuration files.
+It imports only the standard library (it starts fast), and never logs the member's
+configuration files; of them it reads only a service's secret variables (``secret_env``: name →
+file), into that service's environment, never into a record or a log.
 """
 
 from __future__ import annotations
@@ -159,11 +160,19 @@ class Supervisor:
                 break
             name = str(svc["name"])
             command = [str(a) for a in svc["command"]]
+            env = {str(k): str(v) for k, v in svc.get("env", {}).items()}
+            try:
+                for key, path in (svc.get("secret_env") or {}).items():
+                    with open(path, encoding="utf-8") as fh:
+                        env[str(key)] = fh.read()
+            except OSError as exc:
+                self.record_exit(name, error=f"cannot read a secret variable's file: {exc.strerror}")
+                return False
             log: BinaryIO = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
             try:
                 proc = subprocess.Popen(
                     command,
-                    env={str(k): str(v) for k, v in svc.get("env", {}).items()},
+                    env=env,
                     cwd=data,
                     stdin=subprocess.DEVNULL,
                     stdout=log,

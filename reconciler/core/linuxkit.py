@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import yaml
 
-from reconciler.core.model import ENV_NAME_RE, ConfigFile, Service
+from reconciler.core.model import ENV_NAME_RE, ConfigFile, Service, secret_env_file
 
 #: Pinned LinuxKit component images. These are *pins*, not discovered at run time: LinuxKit
 #: publishes its packages under content-hash tags, and an image built from this YAML is only
@@ -93,14 +93,19 @@ def _shell_word(text: str) -> str:
     return "".join(parts)
 
 
-def _boot_wrapper(command: list[str], env: list[tuple[str, str]]) -> list[str]:
-    """``sh -c`` that reads the boot values, exports ``env`` and execs ``command``."""
+def _boot_wrapper(command: list[str], env: list[tuple[str, str]],
+                  secrets: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """``sh -c`` that reads the boot values, exports ``env`` and the ``secrets`` (name, file: read
+    from the file now; a missing file stops the service) and execs ``command``."""
     used = sorted({m.group(1) for word in [*command, *(v for _, v in env)] for m in _BOOT_RE.finditer(word)})
     lines = ["set -eu", *(f"infra_{key}={BOOT_VALUES[key]}" for key in used)]
-    for key, _ in env:  # names were checked where declared (Service.env); never splice one that is not
+    for key in [*(k for k, _ in env), *(k for k, _ in secrets)]:
+        # names were checked where declared (Service.env, secret_env); never splice one that is not
         if not ENV_NAME_RE.match(key):
             raise ValueError(f"{key!r} is not a valid environment variable name")
     lines += [f"export {key}={_shell_word(value)}" for key, value in env]
+    for key, path in secrets:  # the assignment fails (set -e) when the file is missing
+        lines += [f"{key}=\"$(cat {shlex.quote(path)})\"", f"export {key}"]
     lines.append("exec " + " ".join(_shell_word(word) for word in command))
     return ["/bin/sh", "-c", "\n".join(lines) + "\n"]
 
@@ -110,9 +115,10 @@ def _service(svc: Service) -> dict[str, Any]:
     command = [expand(arg, paths) for arg in svc.command]
     env = [(k, expand(v, paths)) for k, v in sorted(svc.env.items())]
     late = [(k, v) for k, v in env if _BOOT_RE.search(v)]
+    secrets = [(k, f"{CONFIG_DIR}/{secret_env_file(svc.name, k)}") for k in svc.secret_env]
     entry: dict[str, Any] = {"name": svc.name, "image": svc.image}
-    if late or any(_BOOT_RE.search(arg) for arg in command):
-        entry["command"] = _boot_wrapper(command, late)
+    if late or secrets or any(_BOOT_RE.search(arg) for arg in command):
+        entry["command"] = _boot_wrapper(command, late, secrets)
         env = [(k, v) for k, v in env if (k, v) not in late]
     else:
         entry["command"] = command

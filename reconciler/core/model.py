@@ -24,7 +24,17 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    SerializationInfo,
+    computed_field,
+)
 
 # Ownership labels (valid GCE labels and EC2 tags).
 LABEL_STACK = "infra-stack"
@@ -41,6 +51,7 @@ LABEL_PROTECT = "infra-protect"  # "true" on the instances of a protected group;
 SPEC_HASH_LEN = 8
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Mapping[str, Any])
 
 
 def stack_selector(stack: str) -> dict[str, str]:
@@ -90,7 +101,7 @@ class _Frozen(BaseModel):
 class ConfigFile(_Frozen):
     """A file the member reads at start, below its config directory (LinuxKit ``/run/config``).
 
-    ``path`` is relative (``etcd/etcd.conf.yml``). ``secret`` files (private keys) never appear
+    ``path`` is relative (``etcd/etcd.flags``). ``secret`` files (private keys) never appear
     in plans or logs and do not count towards the spec hash. ``in_spec=False`` marks runtime
     settings (e.g. etcd's ``initial-cluster``) that may differ between two members with the same
     spec and so must not force a replacement.
@@ -107,7 +118,7 @@ class ConfigFile(_Frozen):
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def check_env_names(value: Mapping[str, str]) -> Mapping[str, str]:
+def check_env_names(value: M) -> M:
     """``value`` when every key is a shell identifier; ValueError naming the first that is not."""
     for key in value:
         if not ENV_NAME_RE.match(key):
@@ -116,8 +127,34 @@ def check_env_names(value: Mapping[str, str]) -> Mapping[str, str]:
     return value
 
 
+def _secret_json(value: SecretStr, info: SerializationInfo) -> str:
+    """A secret in JSON: masked, but for the one internal dump that must keep it (a typed group's
+    settings becoming its ``config``, with context ``{"reveal_secrets": True}``)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    return value.get_secret_value() if context.get("reveal_secrets") else "**********"
+
+
+#: A secret setting (a token, a password): masked in repr, str and JSON output.
+Secret = Annotated[SecretStr, PlainSerializer(_secret_json, when_used="json")]
+
 #: Environment variables: names checked as shell identifiers wherever they are declared.
 EnvVars = Annotated[Mapping[str, str], AfterValidator(check_env_names)]
+
+
+def _check_secret_env(value: tuple[str, ...]) -> tuple[str, ...]:
+    check_env_names(dict.fromkeys(value, ""))
+    return value
+
+
+#: Names of secret environment variables (their values travel as files, see :func:`secret_env_file`).
+SecretEnvNames = Annotated[tuple[str, ...], AfterValidator(_check_secret_env)]
+
+
+def secret_env_file(service: str, name: str) -> str:
+    """Where the value of ``service``'s secret variable ``name`` is delivered, relative to the
+    member's config directory (``/run/config`` in LinuxKit): a 0600 user-data file, read when the
+    service starts, so the value is never in an image document, a plan or the spec hash."""
+    return f"{service}/secret-env/{name}"
 
 
 class Service(_Frozen):
@@ -127,7 +164,8 @@ class Service(_Frozen):
     local provider runs instead. Placeholders in ``command`` and ``env`` values are expanded by
     the provider: ``{address}`` (the instance's address), ``{config}`` (its config directory),
     ``{data}`` (its data directory), ``{name}`` (instance name). ``ports`` are TCP ports the
-    service listens on at the instance's address.
+    service listens on at the instance's address. ``secret_env`` names variables whose values the
+    service reads at start from its secret files (:func:`secret_env_file`); only the names are here.
     """
 
     name: str
@@ -135,6 +173,7 @@ class Service(_Frozen):
     command: tuple[str, ...]
     env: EnvVars = Field(default_factory=dict)
     ports: tuple[int, ...] = ()
+    secret_env: SecretEnvNames = ()
 
 
 #: ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` without building an encoder per call.
@@ -142,7 +181,8 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def _services_doc(services: tuple[Service, ...]) -> list[Any]:
-    return [s.model_dump(mode="json") for s in services]
+    # secret_env only when set: a service without one hashes as it did before the field existed.
+    return [s.model_dump(mode="json", exclude=None if s.secret_env else {"secret_env"}) for s in services]
 
 
 def _files_doc(files: tuple[ConfigFile, ...]) -> list[Any]:
@@ -329,8 +369,8 @@ class MemberSpec(_Frozen):
     def userdata(self) -> dict[str, Any]:
         """The member's files in the JSON shape LinuxKit's ``metadata`` package expands.
 
-        ``{"etcd": {"entries": {"etcd.conf.yml": {"content": "...", "perm": "0644"}}}}`` becomes
-        ``/run/config/etcd/etcd.conf.yml`` on a LinuxKit instance. Besides the role's files it
+        ``{"etcd": {"entries": {"etcd.flags": {"content": "...", "perm": "0644"}}}}`` becomes
+        ``/run/config/etcd/etcd.flags`` on a LinuxKit instance. Besides the role's files it
         holds the member's identity under ``infra/`` (:meth:`identity_files`), which the image's
         services read at boot (:mod:`reconciler.core.linuxkit`). Contains secrets: hand it only to the
         provider's create call, never to a log or plan.

@@ -236,7 +236,9 @@ class Group(_Declared):
         if model is None:
             return self
         names = {n for n in model.model_fields if n in self.model_fields_set}
-        object.__setattr__(self, "config", self.model_dump(mode="json", include=names))
+        # reveal_secrets: the role parses its settings from this config again (model.Secret)
+        object.__setattr__(self, "config", self.model_dump(mode="json", include=names,
+                                                           context={"reveal_secrets": True}))
         return self
 
     @property
