@@ -334,11 +334,7 @@ class StackCA:
         than a third of its lifetime left; otherwise a new key and certificate replace it.
         Raises ConfigError when neither usage is requested or the files cannot be written.
         """
-        if not (server or client):
-            raise ConfigError(f"certificate {name!r}: request server and/or client usage")
-        wanted = _normalise_sans(sans)
-        if server and not wanted:
-            raise ConfigError(f"certificate {name!r}: a server certificate needs at least one SAN")
+        wanted = _requested(name, sans, server, client)
         cert_path, key_path = self.paths(name)
         ca_cert, ca_key = self._load_or_create_ca()
         if not self.create:
@@ -372,9 +368,7 @@ class StackCA:
         :meth:`revoke_member` can revoke it when the instance goes. ``common_name`` defaults to
         ``name``. A read-only caller gets one signed by whatever CA it reads (or a throwaway).
         """
-        if not (server or client):
-            raise ConfigError(f"certificate {name!r}: request server and/or client usage")
-        wanted = _normalise_sans(sans)
+        wanted = _requested(name, sans, server, client)
         ca_cert, ca_key = self._load_or_create_ca()
         cert, key = _build(common_name or name, ca_cert, ca_key, wanted, server, client, anonymous=False,
                            validity=validity)
@@ -551,6 +545,16 @@ class StackCA:
         except OSError as exc:
             raise ConfigError(f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}") from None
         return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)
+
+
+def _requested(name: str, sans: Sequence[str], server: bool, client: bool) -> tuple[str, ...]:
+    """The SANs of a requested certificate; ConfigError when its usages or SANs make no sense."""
+    if not (server or client):
+        raise ConfigError(f"certificate {name!r}: request server and/or client usage")
+    wanted = _normalise_sans(sans)
+    if server and not wanted:
+        raise ConfigError(f"certificate {name!r}: a server certificate needs at least one SAN")
+    return wanted
 
 
 def _build(

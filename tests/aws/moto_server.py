@@ -48,6 +48,39 @@ def running(*flags: str, stderr: IO[str] | int = subprocess.DEVNULL) -> Iterator
         server.wait(timeout=30)
 
 
+@contextmanager
+def child(argv: list[str], log_path: Path) -> Iterator[str]:
+    """``argv`` + ``-p PORT`` (a moto server of some kind) as a child process on a free loopback
+    port, its output in ``log_path``; yields its URL once it accepts connections, then stops it.
+    Used by the aws end-to-end tests (this module's server, and moto's own bare one)."""
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*argv, "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"{argv} did not start within 60 s"
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
 def _log_calls(path: str) -> None:
     from moto.core.responses import BaseResponse
 

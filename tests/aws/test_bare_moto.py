@@ -10,11 +10,8 @@ push against such a server left) does not make the next plan guess or fail.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.aws import moto_world
+from tests.aws.moto_server import child as moto_child
 from tests.aws.moto_world import REGION, tags_of
 from tests.aws.test_e2e import ETCD, infra, of_stack
 
@@ -33,27 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def bare_moto(aws_env: None, tmp_path: Path) -> Iterator[str]:
     """``python -m moto.server`` on a free loopback port, exactly as installed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "moto.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto's server did not start within 60 s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with moto_child([sys.executable, "-m", "moto.server", "-H", "127.0.0.1"], tmp_path / "moto.log") as url:
+        yield url
 
 
 def infra_amis(ec2: Any) -> dict[str, list[dict[str, Any]]]:

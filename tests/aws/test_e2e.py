@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import pytest
 import yaml
 
 from tests.aws import moto_world
+from tests.aws.moto_server import child as moto_child
 from tests.aws.moto_world import REGION, World, tags_of
 from tests.linuxkit_standin.artefact import STANDIN
 
@@ -50,29 +50,8 @@ def _free_port() -> int:
 @pytest.fixture
 def moto_server(aws_env: None, tmp_path: Path) -> Iterator[str]:
     """A moto server on 127.0.0.1 (a child process, stopped and reaped by the finalizer)."""
-    port = _free_port()
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.aws.moto_server", "--no-world", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "moto.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start within 60 s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+    with moto_child([sys.executable, "-m", "tests.aws.moto_server", "--no-world"], tmp_path / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture

@@ -44,20 +44,22 @@ def ask(url: str, method: str = "GET", body: bytes | None = None, **headers: str
         return exc.code, dict(exc.headers), json.loads(raw) if raw.strip().startswith(b"{") else raw
 
 
-@pytest.fixture
-def bare_gce(tmp_path: Path) -> Iterator[Emulator]:
-    emu = launch("gcp", tmp_path)
+def bare(cloud: str, tmp_path: Path) -> Iterator[Emulator]:
+    """The emulator with no stack: stopped with SIGTERM, exit 0."""
+    emu = launch(cloud, tmp_path)
     yield emu
     emu.proc.send_signal(signal.SIGTERM)
     assert emu.proc.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def bare_gce(tmp_path: Path) -> Iterator[Emulator]:
+    yield from bare("gcp", tmp_path)
 
 
 @pytest.fixture
 def bare_ec2(tmp_path: Path) -> Iterator[Emulator]:
-    emu = launch("aws", tmp_path)
-    yield emu
-    emu.proc.send_signal(signal.SIGTERM)
-    assert emu.proc.wait(timeout=60) == 0
+    yield from bare("aws", tmp_path)
 
 
 def test_the_gce_emulator_answers_only_its_token_holder(bare_gce: Emulator) -> None:
