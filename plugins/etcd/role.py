@@ -77,6 +77,7 @@ from reconciler.core.stack import Group
 from reconciler.kit.pki import StackCA
 from reconciler.kit.provider import address_for
 from reconciler.kit.role import MetricsTarget, Role, RoleContext, UpdatePolicy
+from reconciler.kit.secretstore import SecretStore
 
 #: etcd's FAQ on cluster size ("What is maximum cluster size?").
 MAX_SIZE = 7
@@ -125,10 +126,12 @@ def root_secret(group: str) -> str:
     return f"etcd-{group}-root"
 
 
-def stack_client(state_dir: Path, group: str, *, timeout: float = 5.0, writing: bool = False) -> EtcdClient:
+def stack_client(state_dir: Path, group: str, *, timeout: float = 5.0, writing: bool = False,
+                 store: SecretStore | None = None) -> EtcdClient:
     """infra's own client of ``group``'s cluster: the nameless gateway certificate and root's
-    token. Used by the role, and by tests and benches that talk to a cluster infra made."""
-    ca = StackCA(state_dir, create=writing)
+    token (``store``: where the stack's CA and password are shared). Used by the role, and by
+    tests and benches that talk to a cluster infra made."""
+    ca = StackCA(state_dir, create=writing, store=store)
     gateway = ca.issue(GATEWAY_CERT, client=True, anonymous=True)
     return EtcdClient(ca.ensure(), gateway.cert_path, gateway.key_path, timeout=timeout, user="root",
                       password=ca.secret(root_secret(group)))
@@ -161,7 +164,7 @@ class EtcdRole(Role[EtcdConfig]):
 
     def _client(self, ctx: Ctx, timeout: float | None = None) -> EtcdClient:
         return stack_client(ctx.state_dir, ctx.group.name, timeout=timeout or ctx.config.request_timeout,
-                            writing=ctx.writing)
+                            writing=ctx.writing, store=ctx.secrets)
 
     @staticmethod
     def _ensure_rbac(ctx: Ctx, client: EtcdClient, endpoint: str) -> None:
@@ -270,7 +273,7 @@ class EtcdRole(Role[EtcdConfig]):
         and peer, SAN = its address) minted for this instance only; with ``pin_peers``, its
         ``cluster.flags`` requires the cluster's peer name of every peer."""
         assert member.address is not None
-        ca = StackCA(ctx.state_dir, create=ctx.writing)
+        ca = StackCA(ctx.state_dir, create=ctx.writing, store=ctx.secrets)
         sans = member_sans(member.address)
         serving = ca.mint(member.member, sans=sans, server=True, client=True, validity=MEMBER_CERT_VALIDITY)
         peer_cn = render.peer_name(ctx.stack.name, ctx.group.name)
@@ -544,7 +547,8 @@ class EtcdRole(Role[EtcdConfig]):
         if instance.member is None:
             return
         before = instance.created_at + 300.0 if instance.created_at is not None else None
-        serials = StackCA(ctx.state_dir, create=ctx.writing).revoke_member(instance.member, minted_before=before)
+        ca = StackCA(ctx.state_dir, create=ctx.writing, store=ctx.secrets)
+        serials = ca.revoke_member(instance.member, minted_before=before)
         if serials:
             ctx.log(f"etcd: revoked the {len(serials)} certificates of {instance.member}")
 
@@ -604,7 +608,7 @@ class EtcdRole(Role[EtcdConfig]):
     def env(self, ctx: Ctx) -> dict[str, str]:
         """etcdctl's variables: v3 API, every member's client URL, the CA and the operator's
         certificate (named ``root``: etcd's root user, by its certificate)."""
-        ca = StackCA(ctx.state_dir, create=ctx.writing)
+        ca = StackCA(ctx.state_dir, create=ctx.writing, store=ctx.secrets)
         issued = ca.issue(CLIENT_CERT, client=True)
         endpoints = [self._endpoint(ctx, i.address) for i in ctx.instances if i.address and i.alive]
         return {

@@ -136,7 +136,7 @@ class PrometheusRole(Role[PrometheusConfig]):
         text = render(jobs, stack=ctx.stack.name, interval=cfg.scrape_interval, timeout=cfg.effective_scrape_timeout())
         files = [ConfigFile(path=CONFIG_FILE, content=text)]
         if any(job.target.mtls for job in jobs):
-            ca = StackCA(ctx.state_dir, create=ctx.writing)
+            ca = StackCA(ctx.state_dir, create=ctx.writing, store=ctx.secrets)
             issued = ca.issue(f"{self.name}-{ctx.group.name}", client=True)
             files += [
                 # Runtime files, not the spec: a renewed certificate or another machine's CA view

@@ -58,13 +58,14 @@ def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> 
     """Load ``path`` and wire its engine; nothing is created on disk."""
     from reconciler.engine.engine import Engine
     from reconciler.engine.loader import load_stack
+    from reconciler.kit import secretstore
     from reconciler.kit.retry import RetryPolicy
 
     stack = load_stack(path)
     err = console(stderr=True)
     retry = RetryPolicy(change_timeout=timeout) if timeout else None
     return Engine.open(stack, source=path, log=lambda m: err.print(f"  {m}", markup=False),
-                       concurrency=concurrency, retry=retry)
+                       concurrency=concurrency, retry=retry, secrets=secretstore.from_environment())
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -475,6 +476,42 @@ def _delete_images(engine: Engine, planned: PlannedPass, yes: bool, out: Console
     _confirm(f"delete {len(doomed)} image{'s' * (len(doomed) != 1)} ({names})", yes)
     changing()
     engine.delete_images(planned, lambda record: out.print(f"  [red]-[/] image {record.name} deleted"))
+
+
+# -- shared secrets ----------------------------------------------------------------------------
+
+
+@cli.group()
+def secrets() -> None:
+    """The stack's CA and secrets, shared by writers on several machines (INFRA_COORDINATION)."""
+
+
+@secrets.command("push")
+@click.argument("stack_file", metavar="STACK")
+def secrets_push(stack_file: str) -> None:
+    """Move this machine's CA and secrets of STACK to the coordinating etcd (once).
+
+    \b
+      export INFRA_COORDINATION=etcd://10.0.0.5:2379 INFRA_SECRETS_KEY=$PWD/infra.key
+      infra secrets push stacks/etcd-gcp.py
+    Afterwards every machine's writers use that CA. Refused when the store holds another one.
+    """
+    from reconciler.engine.loader import load_stack
+    from reconciler.engine.state import StateDir
+    from reconciler.kit import secretstore
+    from reconciler.kit.pki import StackCA
+
+    stack = load_stack(stack_file)
+    store = secretstore.from_environment()
+    if store is None:
+        fail("INFRA_COORDINATION is not set: name the coordinating etcd (etcd://HOST:PORT) to push to")
+    state = StateDir(stack.name)
+    ca = StackCA(state.path, create=False)
+    if not ca.ca_key_path.exists():
+        fail(f"stack {stack.name!r} has no CA on this machine ({ca.dir}): nothing to push")
+    with state.lock(timeout=0):
+        copied = ca.push(store)
+    click.echo(f"stack {stack.name}: {', '.join(copied)} now shared in {store.where}")
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -40,17 +40,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
-from reconciler.core.errors import ConfigError, LockHeldError
+from reconciler.core.errors import LockHeldError
 from reconciler.engine.lock import describe, holder_note
 from reconciler.engine.state import StateDir
+from reconciler.kit.coordination import EtcdTarget, etcd_client, parse_lock
 
 if TYPE_CHECKING:
-    from etcd3gw.client import Etcd3Client
+    pass
+
+__all__ = ["EtcdLeader", "EtcdTarget", "FileLeader", "Leader", "etcd_client", "parse_lock"]
 
 #: Where the leader keys live in the coordinating etcd.
 KEY_PREFIX = "/infra/leader/"
@@ -111,70 +111,6 @@ class FileLeader:
 
     def release(self) -> None:
         self.lock.release()
-
-
-@dataclass(frozen=True)
-class EtcdTarget:
-    """A parsed ``--lock etcd://HOST:PORT`` with its TLS files."""
-
-    host: str
-    port: int
-    cacert: str | None = None
-    cert: str | None = None
-    key: str | None = None
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.cacert or self.cert)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
-
-
-def parse_lock(value: str, *, cacert: str | None = None, cert: str | None = None,
-               key: str | None = None) -> EtcdTarget | None:
-    """``file`` → None; ``etcd://HOST:PORT`` → an EtcdTarget. ConfigError otherwise."""
-    if value == "file":
-        if cacert or cert or key:
-            raise ConfigError("--lock-cacert/--lock-cert/--lock-key apply only to --lock etcd://HOST:PORT")
-        return None
-    parts = urlsplit(value)
-    if parts.scheme != "etcd" or not parts.hostname or parts.path not in ("", "/"):
-        raise ConfigError(f"--lock {value!r}: expected 'file' or 'etcd://HOST:PORT'")
-    try:
-        port = parts.port or 2379
-    except ValueError:
-        raise ConfigError(f"--lock {value!r}: the port is not a number") from None
-    if bool(cert) != bool(key):
-        raise ConfigError("--lock-cert and --lock-key go together (a client certificate and its key)")
-    for flag, path in (("--lock-cacert", cacert), ("--lock-cert", cert), ("--lock-key", key)):
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{flag} {path}: no such file")
-    return EtcdTarget(parts.hostname, port, cacert, cert, key)
-
-
-def etcd_client(target: EtcdTarget, timeout: float) -> Etcd3Client:
-    """An etcd3gw client for ``target`` (the v3 gateway path is fixed: etcd ≥ 3.4).
-
-    With ``--lock-cacert`` the session ignores the environment (``trust_env = False``):
-    ``requests`` would otherwise let ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override the CA
-    given on the command line (psf/requests#3829), and a proxy has no business between a daemon
-    and its coordinating etcd when its certificate is pinned.
-    """
-    import requests
-    from etcd3gw.client import Etcd3Client
-
-    session = requests.Session()
-    if target.cacert:
-        session.verify = target.cacert
-        session.trust_env = False
-    if target.cert and target.key:
-        session.cert = (target.cert, target.key)
-    return Etcd3Client(
-        host=target.host, port=target.port, protocol="https" if target.tls else "http",
-        timeout=timeout, api_path="/v3/", session=session,
-    )
 
 
 def _b64(data: str) -> str:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from reconciler.daemon.leader import Leader
     from reconciler.daemon.metrics import DaemonMetrics
     from reconciler.engine.engine import Engine, PassResult, PlannedPass
+    from reconciler.kit.secretstore import SecretStore
 
 #: First error backoff; doubled per failed pass up to --backoff-max.
 BACKOFF_BASE = 1.0
@@ -48,16 +49,19 @@ class Settings(NamedTuple):
     concurrency: int
     timeout: float
     stuck_after: float
+    #: where the stacks' CA and secrets are shared with the other machines' daemons (None: here)
+    secrets: SecretStore | None = None
 
 
-def open_engine(stack: Stack, path: str, *, log: Log, concurrency: int, timeout: float) -> Engine:
+def open_engine(stack: Stack, path: str, *, log: Log, concurrency: int, timeout: float,
+                secrets: SecretStore | None = None) -> Engine:
     """Wire ``stack`` exactly as the CLI does."""
     from reconciler.engine.engine import Engine
     from reconciler.kit.retry import RetryPolicy
 
     name = stack.name
     return Engine.open(stack, source=path, log=lambda m: log("info", "note", m, stack=name),
-                       concurrency=concurrency, retry=RetryPolicy(change_timeout=timeout))
+                       concurrency=concurrency, retry=RetryPolicy(change_timeout=timeout), secrets=secrets)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -331,7 +335,7 @@ class StackLoop:
                     f"{self.path}: the stack is now named {stack.name!r}, not {self.stack_name!r}; a daemon does not "
                     "follow a rename", hint="restart the daemon to manage the renamed stack")
             engine = open_engine(stack, self.path, log=self.log, concurrency=self.settings.concurrency,
-                                 timeout=self.settings.timeout)
+                                 timeout=self.settings.timeout, secrets=self.settings.secrets)
         except Exception as exc:  # InfraError, or a plugin's bug while opening: keep the last good version
             if not isinstance(exc, InfraError):
                 exc = ConfigError(f"{self.path}: unexpected {type(exc).__name__} while loading: {exc}")

@@ -49,6 +49,7 @@ from reconciler.kit import registry
 from reconciler.kit.provider import Provider, image_store, label_updater
 from reconciler.kit.retry import RetryPolicy
 from reconciler.kit.role import AnyContext, AnyRole, MetricsTarget, RoleContext, UpdatePolicy
+from reconciler.kit.secretstore import SecretStore
 
 Observed = dict[str, list[Instance]]
 
@@ -149,6 +150,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         image_root: Path | None = None,
         declared: tuple[Problem, ...] = (),
+        secrets: SecretStore | None = None,
     ) -> None:
         """Wire ``stack`` by hand (tests, the conformance suite); :meth:`open` is the usual way.
 
@@ -171,6 +173,8 @@ class Engine:
         self.image_root = image_root or self.state.path
         #: what the roles found in the declaration alone (Role.check): warnings, by now
         self.declared = declared
+        #: where the stack's CA and secrets are shared with other machines' writers (None: here)
+        self.secrets = secrets
         self._by_name = {b.name: b for b in self.bindings}
         #: whether the pass under way may write the stack's state (see :meth:`plan`)
         self._writing = False
@@ -187,6 +191,7 @@ class Engine:
         log: Callable[[str], None] = lambda message: None,
         concurrency: int = 50,
         retry: RetryPolicy | None = None,
+        secrets: SecretStore | None = None,
     ) -> Engine:
         """Find the roles, check the groups, then open the provider. Creates and changes nothing.
 
@@ -225,7 +230,7 @@ class Engine:
             raise ConfigError(f"{fieldpath.where(stack, source, '')}: {exc.message}", hint=exc.hint) from None
         return cls(
             stack, provider, roles, configs, state_dir=state, source=source, log=log,
-            concurrency=concurrency, retry=retry, image_root=state.root, declared=tuple(declared),
+            concurrency=concurrency, retry=retry, image_root=state.root, declared=tuple(declared), secrets=secrets,
         )
 
     @property
@@ -263,6 +268,7 @@ class Engine:
             observed=observed,
             destroying=destroying,
             writing=self._writing,
+            secrets=self.secrets,
             log=self.log,
             metrics_of=self._metrics_of,
         )

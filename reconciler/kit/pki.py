@@ -34,6 +34,15 @@ CA held in memory; what it must hand out as files (a certificate that needs issu
 private temporary directory removed with the object. Only a writer (``apply``, ``destroy``, the
 leading daemon) makes the stack's CA, under the stack's lock.
 
+**Shared.** With a :class:`~reconciler.kit.secretstore.SecretStore` (``store=``: the roles pass
+``RoleContext.secrets``, set when writers coordinate through an etcd), the CA and the secrets live
+there instead, so writers on several machines act with one CA: the first writer makes it in a
+create-if-absent transaction and every other one uses what is stored. Only the CA's certificate is
+kept on this machine (``ca.crt``, for ``etcdctl``); its key never is. A stack whose CA exists only
+here is moved there with ``infra secrets push``; until then a writer refuses to make a second one.
+Leaf certificates of long-lived identities stay cached per machine (signed by the shared CA,
+they are valid everywhere); revocations (``revoked.json``) stay per machine.
+
 Failure: anything that cannot be read or written raises :class:`reconciler.core.errors.ConfigError`
 naming the path (a corrupt or foreign CA is never silently replaced: that would orphan every
 member's certificate).
@@ -53,7 +62,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -63,6 +72,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from filelock import FileLock
 
 from reconciler.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from reconciler.kit.secretstore import SecretStore
 
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=365)
@@ -165,10 +177,17 @@ class StackCA:
     returns the member's certificate, reusing the cached one when nothing it certifies changed.
     """
 
-    def __init__(self, state_dir: Path, *, common_name: str | None = None, create: bool = True) -> None:
+    def __init__(self, state_dir: Path, *, common_name: str | None = None, create: bool = True,
+                 store: SecretStore | None = None) -> None:
         """``create``: whether this caller may write the stack's state (it holds the stack's lock);
-        when False nothing is written under ``state_dir`` (see the module docstring)."""
+        when False nothing is written under ``state_dir`` (see the module docstring). ``store``:
+        where the CA and secrets are shared (None: this machine only)."""
         self.state_dir = Path(state_dir)
+        self.store = store
+        #: The stack's name, as the shared store knows it (``stacks/<stack>``).
+        self.stack = self.state_dir.name
+        #: The CA certificate is not on this machine's disk (read-only with a shared store).
+        self._cert_elsewhere = False
         self.dir = self.state_dir / "pki"
         self.issued_dir = self.dir / "issued"
         self.ca_cert_path = self.dir / "ca.crt"
@@ -202,7 +221,7 @@ class StackCA:
     def ensure(self) -> Path:
         """Create the CA when it does not exist yet; returns the CA certificate's path."""
         cert, _ = self._load_or_create_ca()
-        if self._throwaway:
+        if self._throwaway or self._cert_elsewhere:
             path = self._scratch_dir() / "ca.crt"
             if not path.exists():
                 _write_private(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -218,6 +237,11 @@ class StackCA:
 
     def _load_or_create_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         if self._ca is not None:
+            return self._ca
+        if self.store is not None:
+            with _THREAD_LOCK:
+                if self._ca is None:
+                    self._ca = self._shared_ca(self.store)
             return self._ca
         if not self.create:
             with _THREAD_LOCK:
@@ -238,6 +262,59 @@ class StackCA:
             else:
                 self._ca = self._create_ca()
         return self._ca
+
+    def _shared_ca(self, store: SecretStore) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """The CA in the shared store, made there by the first writer (see the module docstring)."""
+        bundle = store.get(self.stack, "ca")
+        here = self.ca_key_path.exists()
+        if bundle is None:
+            if not self.create:
+                self._throwaway = True
+                return self._new_ca()
+            if here:
+                raise ConfigError(
+                    f"stack {self.stack!r} has a CA on this machine only ({self.dir}), not in the shared "
+                    f"{store.where}: a second CA would lock every member out",
+                    hint="move it there first: infra secrets push <stack file> (on this machine)")
+            cert, key = self._new_ca()
+            bundle = store.create(self.stack, "ca", _bundle(cert, key))
+        cert, key = _unbundle(bundle, where=f"the shared CA of stack {self.stack!r} in {store.where}")
+        if here or self.ca_cert_path.exists():
+            try:
+                mine = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+            except (OSError, ValueError):
+                mine = None
+            if mine is not None and mine != cert:
+                raise ConfigError(
+                    f"stack {self.stack!r}: the CA on this machine ({self.dir}) is not the shared one in "
+                    f"{store.where}", hint="members made with this machine's CA cannot talk to the others': "
+                    "keep the shared one (move this machine's pki/ aside) or push this one to a store without a CA")
+        if self.create:
+            try:
+                _write_private(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the stack's CA certificate in {self.dir}: {exc.strerror}") from None
+        else:
+            self._cert_elsewhere = True
+        return cert, key
+
+    def push(self, store: SecretStore) -> list[str]:
+        """Copy this machine's CA and secrets into ``store`` (what ``infra secrets push`` does);
+        returns what was copied. ConfigError when the store holds another CA already."""
+        cert, key = self._read_ca()
+        stored = store.create(self.stack, "ca", _bundle(cert, key))
+        theirs, _ = _unbundle(stored, where=f"the shared CA of stack {self.stack!r} in {store.where}")
+        if theirs != cert:
+            raise ConfigError(f"stack {self.stack!r}: {store.where} holds another CA already",
+                              hint="one stack has one CA: use the shared one on this machine instead")
+        copied = ["ca"]
+        secrets_dir = self.dir / "secrets"
+        for path in sorted(secrets_dir.iterdir()) if secrets_dir.is_dir() else []:
+            value = path.read_text(encoding="utf-8").strip()
+            if store.create(self.stack, f"secret/{path.name}", value.encode()).decode() != value:
+                raise ConfigError(f"stack {self.stack!r}: secret {path.name} differs in {store.where}")
+            copied.append(f"secret/{path.name}")
+        return copied
 
     def _read_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         try:
@@ -436,6 +513,14 @@ class StackCA:
 
         A read-only caller reads it, or gets a throwaway one when it does not exist yet.
         """
+        if self.store is not None:
+            key = f"secret/{_safe_name(name)}"
+            found = self.store.get(self.stack, key)
+            if found is not None:
+                return found.decode()
+            if not self.create:
+                return _secrets.token_urlsafe(32)
+            return self.store.create(self.stack, key, _secrets.token_urlsafe(32).encode()).decode()
         path = self.dir / "secrets" / _safe_name(name)
         try:
             return path.read_text(encoding="utf-8").strip()
@@ -545,6 +630,23 @@ class StackCA:
         except OSError as exc:
             raise ConfigError(f"cannot write certificate {name!r} in {self.issued_dir}: {exc.strerror}") from None
         return Issued(cert_pem.decode(), key_pem.decode(), cert_path, key_path)
+
+
+def _bundle(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The CA as one PEM text: certificate, then key (what a shared store keeps, encrypted)."""
+    return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _unbundle(bundle: bytes, *, where: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate(bundle)
+        key = serialization.load_pem_private_key(bundle, password=None)
+    except ValueError:
+        raise ConfigError(f"{where} is not a certificate and key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+        raise ConfigError(f"{where}: the key does not match the certificate")
+    return cert, key
 
 
 def _requested(name: str, sans: Sequence[str], server: bool, client: bool) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
 from reconciler.core.model import Health, Instance, MemberSpec, Problem, UpdatePolicy
 from reconciler.core.stack import Group, Stack
 from reconciler.kit.provider import Provider
+from reconciler.kit.secretstore import SecretStore
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,12 @@ class RoleContext(Generic[C]):
     destroying: bool = False
     #: True when the pass holds the stack's lock and may write the stack's state (its CA):
     #: apply, destroy, the leading daemon, ``infra env``. False for plan, validate, status and
-    #: graph, which write nothing: build ``StackCA(ctx.state_dir, create=ctx.writing)``.
+    #: graph, which write nothing: build ``StackCA`` with it (below).
     writing: bool = True
+    #: Where the stack's CA and secrets are shared with writers on other machines (the engine
+    #: sets it from ``INFRA_COORDINATION``); None: this machine's state directory. Build
+    #: ``StackCA(ctx.state_dir, create=ctx.writing, store=ctx.secrets)``.
+    secrets: SecretStore | None = None
     #: True while a quorum group with no observed instance is created from nothing: its members
     #: are created together (a static bootstrap), so ``after_create`` runs after all of them
     #: exist and ``before_create`` must not try runtime reconfiguration.

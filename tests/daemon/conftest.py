@@ -9,6 +9,7 @@ Figures (heal and hand-over times) are printed in the terminal summary.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -246,7 +247,11 @@ def _sweep(marker: str) -> list[str]:
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
     state = tmp_path / "state"
-    env = {**os.environ, "INFRA_STATE_DIR": str(state), "INFRA_NETWORK_ALLOW": "127.0.0.0/8,::1/128"}
+    key = tmp_path / "secrets.key"  # daemons leading through an etcd share the stacks' secrets there
+    key.write_text(base64.b64encode(os.urandom(32)).decode())
+    key.chmod(0o600)
+    env = {**os.environ, "INFRA_STATE_DIR": str(state), "INFRA_NETWORK_ALLOW": "127.0.0.0/8,::1/128",
+           "INFRA_SECRETS_KEY": str(key)}
     env.pop("INFRA_DEBUG", None)
     h = Harness(tmp_path, state, env)
     yield h

@@ -1,0 +1,154 @@
+"""Stack secrets every writer sees: one CA per stack in the coordinating etcd, whichever machine acts.
+
+Two "machines" are two state directories (and two environments) on this one; the coordinating etcd
+is a real single-member etcd (``coord_etcd``); the cloud they share is ``infra emulator gcp``.
+Through the real CLI:
+
+* two first-time writers on two machines at the same moment end with one CA, stored encrypted;
+* an etcd stack applied from one machine is reached with etcdctl from the other (credentials made
+  there, signed by the same CA), and the other's plan is empty (no member judged unhealthy for TLS);
+* a stack whose CA exists on one machine only is refused until ``infra secrets push`` moves it;
+* with the coordinating etcd down, a writer changes nothing and says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.conftest import CoordEtcd
+from tests.emulator.conftest import launch, wait_for
+
+pytestmark = pytest.mark.e2e
+
+INFRA = shutil.which("infra") or "infra"
+STACK = "stacks/etcd-gcp.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def key_file(path: Path) -> Path:
+    path.write_text(base64.b64encode(os.urandom(32)).decode())
+    path.chmod(0o600)
+    return path
+
+
+class Machine:
+    """One machine's view: its own state directory, the shared coordination and key."""
+
+    def __init__(self, root: Path, coordination: str, key: Path, extra: dict[str, str] | None = None) -> None:
+        self.state = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_GCP", "INFRA_GCS"))}
+        self.env.update({"INFRA_STATE_DIR": str(root), "INFRA_COORDINATION": coordination,
+                         "INFRA_SECRETS_KEY": str(key), "NO_COLOR": "1", "COLUMNS": "200", **(extra or {})})
+        self.env["PATH"] = os.pathsep.join(p for p in self.env["PATH"].split(os.pathsep) if "linuxkit" not in p)
+
+    def infra(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([INFRA, *args], env=self.env, capture_output=True, text=True, cwd=REPO,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+
+    def shell_env(self, stack: str) -> dict[str, str]:
+        out = self.infra("env", stack)
+        assert out.returncode == 0, out.stderr
+        return dict(shlex.split(line)[1].split("=", 1) for line in out.stdout.splitlines())
+
+    def etcdctl(self, stack: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": os.environ["PATH"], **self.shell_env(stack)}
+        return subprocess.run(["etcdctl", *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_two_first_time_writers_on_two_machines_make_one_ca(coord_etcd: CoordEtcd, tmp_path: Path) -> None:
+    key = key_file(tmp_path / "infra.key")
+    for round_ in range(3):
+        machines = [Machine(tmp_path / f"round{round_}-{m}", coord_etcd.url, key) for m in "ab"]
+        stack = tmp_path / f"pair{round_}.py"
+        stack.write_text("from plugins.etcd import Etcd\nfrom reconciler import Stack\n"
+                         f"stack = Stack(name='pair{round_}', groups=[Etcd(name='etcd', size=0)])\n")
+        results: dict[int, subprocess.CompletedProcess[str]] = {}
+        barrier = threading.Barrier(2)
+
+        def run(i: int, machines: list[Machine] = machines, stack: Path = stack,
+                barrier: threading.Barrier = barrier,
+                results: dict[int, subprocess.CompletedProcess[str]] = results) -> None:
+            barrier.wait()
+            results[i] = machines[i].infra("env", str(stack))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cas = []
+        for i, machine in enumerate(machines):
+            assert results[i].returncode == 0, results[i].stderr
+            pki = machine.state / "stacks" / f"pair{round_}" / "pki"
+            cas.append((pki / "ca.crt").read_bytes())
+            assert not (pki / "ca.key").exists()  # the key lives only in the shared store
+        assert cas[0] == cas[1], f"round {round_}: two CAs"
+        stored = coord_etcd.get(f"/infra/secrets/pair{round_}/ca")
+        assert stored and "BEGIN" not in stored  # encrypted at rest
+
+
+def test_an_etcd_stack_is_one_cluster_with_one_ca_from_any_machine(coord_etcd: CoordEtcd, tmp_path: Path) -> None:
+    emu = launch("gcp", tmp_path)
+    key = key_file(tmp_path / "infra.key")
+    try:
+        a = Machine(tmp_path / "machine-a", coord_etcd.url, key, emu.exports)
+        b = Machine(tmp_path / "machine-b", coord_etcd.url, key, emu.exports)
+        applied = a.infra("apply", STACK, "--yes")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        wait_for("3 healthy members seen from machine A",
+                 lambda: a.etcdctl(STACK, "endpoint", "health", "--cluster").stderr.count("is healthy") == 3)
+        assert a.etcdctl(STACK, "put", "/written-on", "a").returncode == 0
+        # Machine B: its own operator certificate, signed by the same CA; the cluster answers it.
+        health = b.etcdctl(STACK, "endpoint", "health", "--cluster")
+        assert health.stderr.count("is healthy") == 3, health.stdout + health.stderr
+        assert b.etcdctl(STACK, "get", "/written-on", "--print-value-only").stdout.strip() == "a"
+        ca_of = {m: (m.state / "stacks/etcd-gcp/pki/ca.crt").read_bytes() for m in (a, b)}
+        assert ca_of[a] == ca_of[b]
+        assert not (b.state / "stacks/etcd-gcp/pki/ca.key").exists()
+        plan = b.infra("plan", STACK, "--detailed-exitcode")
+        assert plan.returncode == 0, plan.stdout + plan.stderr  # healthy over TLS from B: nothing to replace
+        destroyed = b.infra("destroy", STACK, "--yes")
+        assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    finally:
+        emu.proc.terminate()
+        emu.proc.wait(timeout=60)
+
+
+def test_a_local_ca_is_refused_until_pushed_and_a_dead_coordinator_changes_nothing(
+    coord_etcd: CoordEtcd, tmp_path: Path
+) -> None:
+    key = key_file(tmp_path / "infra.key")
+    stack = tmp_path / "solo.py"
+    stack.write_text("from plugins.etcd import Etcd\nfrom reconciler import Stack\n"
+                     "stack = Stack(name='solo', groups=[Etcd(name='etcd', size=0)])\n")
+    local = Machine(tmp_path / "machine-a", "file", key)
+    local.infra("env", str(stack))  # makes the CA on this machine only
+    ca = (tmp_path / "machine-a/stacks/solo/pki/ca.crt").read_bytes()
+    shared = Machine(tmp_path / "machine-a", coord_etcd.url, key)
+    refused = shared.infra("env", str(stack))
+    assert refused.returncode == 1 and "infra secrets push" in refused.stderr and "this machine only" in refused.stderr
+    pushed = shared.infra("secrets", "push", str(stack))
+    assert pushed.returncode == 0, pushed.stderr
+    other = Machine(tmp_path / "machine-b", coord_etcd.url, key)
+    other.infra("env", str(stack))
+    assert (tmp_path / "machine-b/stacks/solo/pki/ca.crt").read_bytes() == ca
+
+    wrong = Machine(tmp_path / "machine-c", coord_etcd.url, key_file(tmp_path / "other.key"))
+    out = wrong.infra("env", str(stack))
+    assert out.returncode == 1 and "does not decrypt" in out.stderr
+
+    one = tmp_path / "one.py"
+    one.write_text("from plugins.etcd import Etcd\nfrom reconciler import Stack\n"
+                   "stack = Stack(name='one', groups=[Etcd(name='etcd', size=1)])\n")
+    dead = Machine(tmp_path / "machine-d", "etcd://127.0.0.1:9", key)
+    out = dead.infra("apply", str(one), "--yes")
+    assert out.returncode == 1 and "coordinating etcd" in out.stderr, out.stdout + out.stderr
+    assert not list((tmp_path / "machine-d").glob("local/instances/*"))  # nothing created
