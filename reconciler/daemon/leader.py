@@ -81,6 +81,10 @@ class Leader(Protocol):
         """Give up leadership (idempotent); a standby may take over at once."""
         ...
 
+    def held(self) -> bool | None:
+        """Whether anyone leads the stack now (None: cannot tell); one read, no change."""
+        ...
+
 
 class FileLeader:
     """The local file lock, held while leading (for the daemon's life). Never lost by itself."""
@@ -111,6 +115,9 @@ class FileLeader:
 
     def release(self) -> None:
         self.lock.release()
+
+    def held(self) -> bool | None:
+        return True if self.lock.held else None
 
 
 def _b64(data: str) -> str:
@@ -257,6 +264,16 @@ class EtcdLeader:
         if lease is not None:
             self._try_revoke(lease)  # deletes the key with it: a standby takes over at once
         self.local.release()
+
+    def held(self) -> bool | None:
+        if self.leading():
+            return True
+        try:
+            current = self._current_value()
+        except self._errors():
+            return None
+        self._holder = self._show(current)
+        return current is not None
 
     # -- internals -------------------------------------------------------------------------------
 

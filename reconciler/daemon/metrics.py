@@ -82,6 +82,9 @@ class DaemonMetrics:
                             ["stack"], registry=r)
         self.reloads = Counter("infra_stack_reloads", "Stack file reloads, by result.", ["stack", "result"],
                                registry=r)
+        self.daemon_id = Gauge("infra_daemon_info", "This daemon's id among the daemons sharing the stacks "
+                               "(--lock etcd://); with infra_leader it says which daemon leads which stack.",
+                               ["daemon"], registry=r)
         self.backoff = Gauge("infra_backoff_seconds", "Current error backoff of the stack (0 when healthy).",
                              ["stack"], registry=r)
         self.last_pass = Gauge("infra_last_pass_timestamp_seconds", "When the last pass ended (Unix time).",

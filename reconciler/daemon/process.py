@@ -33,6 +33,7 @@ from reconciler.daemon.worker import Settings, StackLoop, open_engine
 if TYPE_CHECKING:
     from reconciler.daemon.leader import EtcdTarget, Leader
     from reconciler.daemon.metrics import HealthReport, MetricsServer
+    from reconciler.daemon.spread import Spread
     from reconciler.engine.engine import Engine
 
 #: How often the scheduler looks at the stack files and the clock.
@@ -111,6 +112,8 @@ class Daemon:
         self.started = time.monotonic()
         self.beat = self.started
         self._running: dict[str, Future[None]] = {}
+        #: with --lock etcd://: this daemon's registration, and how the live daemons share the stacks
+        self.spread: Spread | None = None
 
     def _leader(self, engine: Engine) -> Leader:
         from reconciler.daemon.leader import EtcdLeader, FileLeader
@@ -137,6 +140,19 @@ class Daemon:
             self.metrics.init_stack(stack.name, [g.name for g in stack.groups])
             self.stacks.append(StackLoop(path, stack, engine, self._leader(engine), settings=self.settings,
                                          log=self.log, metrics=self.metrics, shutdown=self.shutdown))
+        if self.etcd is not None and self.spread is None:
+            from reconciler.daemon.spread import Spread
+
+            self.spread = Spread(self.etcd, ttl=self.lock_ttl, stacks=[s.stack_name for s in self.stacks],
+                                 log=lambda level, msg: self.log(level, "spread", msg)).start()
+            self.metrics.daemon_id.labels(self.spread.id).set(1)
+            for loop in self.stacks:
+                loop.spread = self.spread
+                loop.led = self._led
+
+    def _led(self) -> int:
+        """How many stacks this daemon leads now."""
+        return sum(1 for loop in self.stacks if loop.leader.leading())
 
     def health(self) -> HealthReport:
         from reconciler.daemon.metrics import HealthReport
@@ -230,6 +246,8 @@ class Daemon:
             pool.shutdown(wait=False, cancel_futures=True)
             if server is not None:
                 server.stop()
+            if self.spread is not None:
+                self.spread.close()
 
     def _stop(self, pool: ThreadPoolExecutor) -> int:
         """After a signal: let passes in flight finish within the grace time, release every lock."""

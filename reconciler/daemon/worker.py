@@ -24,6 +24,7 @@ import hashlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from reconciler.core.stack import Stack
     from reconciler.daemon.leader import Leader
     from reconciler.daemon.metrics import DaemonMetrics
+    from reconciler.daemon.spread import Spread
     from reconciler.engine.engine import Engine, PassResult, PlannedPass
     from reconciler.kit.secretstore import SecretStore
 
@@ -138,7 +140,7 @@ class StackLoop:
     """Reconciles one stack, one turn at a time: see the module docstring."""
 
     def __init__(self, path: str, stack: Stack, engine: Engine, leader: Leader, *, settings: Settings,
-                 log: Log, metrics: DaemonMetrics, shutdown: threading.Event) -> None:
+                 log: Log, metrics: DaemonMetrics, shutdown: threading.Event, spread: Spread | None = None) -> None:
         self.path = path
         self.file = Path(path)
         self.stack = stack
@@ -159,6 +161,11 @@ class StackLoop:
         self._stop_evt: threading.Event | None = None
         self._was_leader = False
         self._last_holder = ""
+        #: how the daemons share the stacks (--lock etcd://), and since when the key was seen free
+        self.spread = spread
+        self._free_since: float | None = None
+        #: how many stacks this daemon leads now (set by the daemon when it spreads)
+        self.led: Callable[[], int] = lambda: 0
         self._sig = _signature(self.file)
         self._digest = _digest(self.file)
         self._bad_digest: str | None = None
@@ -363,7 +370,42 @@ class StackLoop:
     def _standby_delay(self) -> float:
         return min(self.settings.interval, 2.0)
 
+    def _fair_share(self) -> bool:
+        """With several daemons: whether this one should lead the stack now (see daemon.spread).
+        Hands a stack over between passes; False leaves it to another daemon (standby)."""
+        spread = self.spread
+        if spread is None:
+            return True
+        if self.leader.leading():
+            with spread.turn:  # one hand-over decision at a time: each sees the count the last one left
+                to = spread.hand_over(self.stack_name, led=self.led())
+                if to is None:
+                    return True
+                self.leader.release()
+            self.log("info", "handover", f"handing stack {self.stack_name} to daemon {to} (its fair share)",
+                     stack=self.stack_name, to=to)
+            self._was_leader = False
+            self._free_since = None
+            return False
+        held = self.leader.held()
+        now = time.monotonic()
+        self._free_since = (self._free_since or now) if held is False else None
+        if spread.may_lead(self.stack_name, led=self.led(), free_since=self._free_since):
+            return True
+        holder = self.leader.holder()
+        if holder != self._last_holder:
+            self.log("info", "standby", f"not leading stack {self.stack_name}; held by {holder}; the fair share "
+                     f"leaves it to daemon {spread.choice(self.stack_name)}", stack=self.stack_name, holder=holder,
+                     lock=self.leader.kind)
+            self._last_holder = holder
+        return False
+
     def _tick(self) -> None:
+        if not self._fair_share():
+            self.metrics.leader.labels(self.stack_name).set(0)
+            # Another daemon's share: look again once a TTL (a free key is taken after TTL + grace).
+            self.next_due = time.monotonic() + max(self._standby_delay(), self.spread.ttl / 2 if self.spread else 0)
+            return
         leading = self.leader.acquire()
         self.metrics.leader.labels(self.stack_name).set(1 if leading else 0)
         if not leading:

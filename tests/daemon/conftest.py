@@ -197,12 +197,14 @@ class Harness:
         self.stacks.append(path)
         return path
 
-    def daemon(self, *stack_files: Path, interval: float = 1.0, extra: tuple[str, ...] = ()) -> DaemonProc:
+    def daemon(self, *stack_files: Path, interval: float = 1.0, extra: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> DaemonProc:
+        """A daemon of ``stack_files``; ``env`` laid over the harness's (another machine's state dir)."""
         log = self.root / f"daemon-{len(self.daemons)}.log"
         args = [str(INFRA), "daemon", *map(str, stack_files), "--interval", str(interval),
                 "--log-format", "json", "--metrics-addr", "127.0.0.1:0", "--grace", "30", *extra]
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(args, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=self.root)
         d = DaemonProc(proc, log, args)
         self.daemons.append(d)

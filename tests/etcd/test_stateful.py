@@ -85,6 +85,16 @@ class Operator:
         specs = {r["labels"]["infra-spec"] for r in self.stack.records()}
         assert len(specs) == 1, f"every member runs the new spec, found {specs}"
 
+    def _read_all(self, endpoints: list[str]) -> dict[str, str]:
+        """Every ``sm/`` key, from the first member that answers (one just healed may still be busy)."""
+        last: EtcdError | None = None
+        for ep in endpoints:
+            try:
+                return self.client.get_prefix(ep, "sm/")
+            except EtcdError as exc:
+                last = exc
+        raise AssertionError(f"no member answered a read: {last}")
+
     def check(self) -> None:
         members = self.stack.member_list(self.client)
         assert len(members.members) == self.stack.size
@@ -92,7 +102,7 @@ class Operator:
         endpoints = self.stack.endpoints()
         assert len(endpoints) == self.stack.size
         assert all(self.client.health(ep) for ep in endpoints)
-        stored = self.client.get_prefix(endpoints[0], "sm/")
+        stored = self._read_all(endpoints)
         lost = sorted(k for k, v in self.acked.items() if stored.get(k) != v)
         assert not lost, f"acknowledged writes lost: {lost[:5]}"
 
