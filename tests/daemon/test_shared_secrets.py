@@ -14,16 +14,18 @@ Through the real CLI:
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import CoordEtcd
+from tests.daemon.conftest import CoordEtcd, Harness
 from tests.emulator.conftest import launch, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +154,45 @@ def test_a_local_ca_is_refused_until_pushed_and_a_dead_coordinator_changes_nothi
     out = dead.infra("apply", str(one), "--yes")
     assert out.returncode == 1 and "coordinating etcd" in out.stderr, out.stdout + out.stderr
     assert not list((tmp_path / "machine-d").glob("local/instances/*"))  # nothing created
+
+
+def test_a_dead_leaders_etcd_stack_is_healed_by_another_machines_daemon_with_the_same_ca(
+    harness: Harness, coord_etcd: CoordEtcd, tmp_path: Path
+) -> None:
+    """Two daemons on two machines lead stacks/etcd-gcp.py in turn: the leader is killed, a member
+    dies, the other daemon heals it with the stack's one CA; etcdctl from either machine works."""
+    emu = launch("gcp", tmp_path)
+    key = Path(harness.env["INFRA_SECRETS_KEY"])
+    stack = str(REPO / STACK)
+    machines = {m: Machine(tmp_path / f"machine-{m}", coord_etcd.url, key, emu.exports) for m in "ab"}
+    lock = ("--lock", coord_etcd.url, "--lock-ttl", "3")
+    try:
+        daemons = {m: harness.daemon(stack, interval=1.0, extra=lock, env=machines[m].env) for m in "ab"}
+        wait_for("one daemon leading and the cluster healthy from machine A", lambda: machines["a"].etcdctl(
+            STACK, "endpoint", "health", "--cluster").stderr.count("is healthy") == 3, timeout=180)
+        assert machines["b"].etcdctl(STACK, "put", "/kept", "through-the-takeover").returncode == 0
+        leader = json.loads(coord_etcd.get("/infra/leader/etcd-gcp") or "{}")["pid"]
+        (dead,) = [m for m, d in daemons.items() if d.pid == leader]
+        (heir,) = [m for m in daemons if m != dead]
+        before = {i["name"]: i["id"] for i in emu.call("/_admin/instances")["instances"]}
+        os.kill(leader, signal.SIGKILL)
+        victim = emu.machine_at("127.128.15.3")
+        os.kill(int(victim["processes"]["services"]["etcd"]["pid"]), signal.SIGKILL)
+        wait_for("the other machine's daemon to lead", lambda: json.loads(
+            coord_etcd.get("/infra/leader/etcd-gcp") or "{}").get("pid") == daemons[heir].pid, timeout=30)
+        wait_for("the killed member healed by the new leader", lambda: all(
+            m.etcdctl(STACK, "endpoint", "health", "--cluster").stderr.count("is healthy") == 3
+            for m in machines.values()), timeout=180)
+        after = {i["name"]: i["id"] for i in emu.call("/_admin/instances")["instances"]}
+        replaced = {n for n in before if after.get(n) != before[n]}
+        assert len(replaced) == 1, replaced  # the killed member only: none for TLS
+        got = machines[dead].etcdctl(STACK, "get", "/kept", "--print-value-only")
+        assert got.stdout.strip() == "through-the-takeover", got.stderr
+    finally:
+        for d in harness.daemons:
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+                d.proc.wait(timeout=60)
+        machines["a"].infra("destroy", STACK, "--yes")
+        emu.proc.terminate()
+        emu.proc.wait(timeout=60)
