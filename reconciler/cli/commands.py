@@ -12,9 +12,10 @@ engine) happen inside the commands so that ``infra --help`` stays fast. Called b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -58,14 +59,38 @@ def _open(path: str, *, concurrency: int = 50, timeout: float | None = None) -> 
     """Load ``path`` and wire its engine; nothing is created on disk."""
     from reconciler.engine.engine import Engine
     from reconciler.engine.loader import load_stack
-    from reconciler.kit import secretstore
+    from reconciler.kit import coordination, secretstore
     from reconciler.kit.retry import RetryPolicy
 
     stack = load_stack(path)
     err = console(stderr=True)
     retry = RetryPolicy(change_timeout=timeout) if timeout else None
     return Engine.open(stack, source=path, log=lambda m: err.print(f"  {m}", markup=False),
-                       concurrency=concurrency, retry=retry, secrets=secretstore.from_environment())
+                       concurrency=concurrency, retry=retry, secrets=secretstore.from_environment(),
+                       coordination=coordination.from_environment())
+
+
+@contextlib.contextmanager
+def _coordinated(engine: Engine) -> Iterator[None]:
+    """With a coordinating etcd: the stack's leader key too, for this command's life, so a daemon
+    leading the stack on another machine (or a person there) and this command never both write.
+    LockHeldError names the holder. Nothing without one (the local lock is taken already)."""
+    if engine.coordination is None:
+        yield
+        return
+    from reconciler.core.errors import LockHeldError
+    from reconciler.daemon.leader import EtcdLeader, FileLeader
+
+    leader = EtcdLeader(engine.coordination, engine.stack.name, ttl=15,
+                        local=FileLeader(engine.state, engine.stack.name))
+    if not leader.acquire():
+        raise LockHeldError(f"stack {engine.stack.name!r} is being changed elsewhere: {leader.holder()}",
+                            hint="wait for it (a daemon leading the stack: pause it, or make the change through "
+                            "its stack file)")
+    try:
+        yield
+    finally:
+        leader.release()
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -234,7 +259,7 @@ def _run_pass(stack_file: str, *, yes: bool, plan_file: str | None, destroy: boo
     out = console()
     try:
         conditions = _conditions(engine, targets, replace)
-        with engine.state.writing() as writing:
+        with engine.state.writing() as writing, _coordinated(engine):
             planned = engine.plan(destroy=destroy, images=with_images, writing=True, conditions=conditions)
             the_plan = planned.plan
             if saved is not None:
@@ -335,12 +360,13 @@ def _pauses(stack_file: str, group: str | None) -> Any:
     from reconciler.engine.loader import load_stack
     from reconciler.engine.pause import Pauses
     from reconciler.engine.state import StateDir
+    from reconciler.kit import coordination
 
     stack = load_stack(stack_file)
     if group is not None and group not in {g.name for g in stack.groups}:
         fail(f"--group {group}: no group {group!r} in stack {stack.name!r} "
              f"(groups: {', '.join(g.name for g in stack.groups) or 'none'})")
-    return stack, Pauses(StateDir(stack.name))
+    return stack, Pauses(StateDir(stack.name), coordination.from_environment())
 
 
 @cli.command()

@@ -59,7 +59,7 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     from reconciler.daemon.log import EventLog
     from reconciler.daemon.process import Daemon, parse_addr, read_token
     from reconciler.daemon.worker import Settings
-    from reconciler.kit import secretstore
+    from reconciler.kit import coordination, secretstore
     from reconciler.kit.coordination import etcd_client
 
     etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key)
@@ -69,7 +69,8 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     secrets = (secretstore.EtcdSecretStore(etcd_client(etcd, timeout=5.0), secretstore.load_key(), where=str(etcd))
                if etcd is not None else secretstore.from_environment())
     settings = Settings(interval=interval, backoff_max=backoff_max, concurrency=concurrency, timeout=timeout,
-                        stuck_after=stuck_after or timeout + 60.0, secrets=secrets)
+                        stuck_after=stuck_after or timeout + 60.0, secrets=secrets,
+                        coordination=etcd or coordination.from_environment())
     log = EventLog(log_format, level=log_level)
     daemon = Daemon(stack_files, settings=settings, log=log, lock="etcd" if etcd else "file", lock_ttl=lock_ttl,
                     etcd=etcd, metrics_addr=addr, grace=grace, http_token=token)

@@ -136,7 +136,8 @@ class Daemon:
                 raise ConfigError(f"{path}: stack {stack.name!r} is already managed from {seen[stack.name]}")
             seen[stack.name] = path
             engine = open_engine(stack, path, log=self.log, concurrency=self.settings.concurrency,
-                                 timeout=self.settings.timeout, secrets=self.settings.secrets)
+                                 timeout=self.settings.timeout, secrets=self.settings.secrets,
+                                 coordination=self.settings.coordination)
             self.metrics.init_stack(stack.name, [g.name for g in stack.groups])
             self.stacks.append(StackLoop(path, stack, engine, self._leader(engine), settings=self.settings,
                                          log=self.log, metrics=self.metrics, shutdown=self.shutdown))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from reconciler.daemon.metrics import DaemonMetrics
     from reconciler.daemon.spread import Spread
     from reconciler.engine.engine import Engine, PassResult, PlannedPass
+    from reconciler.kit.coordination import EtcdTarget
     from reconciler.kit.secretstore import SecretStore
 
 #: First error backoff; doubled per failed pass up to --backoff-max.
@@ -53,17 +54,20 @@ class Settings(NamedTuple):
     stuck_after: float
     #: where the stacks' CA and secrets are shared with the other machines' daemons (None: here)
     secrets: SecretStore | None = None
+    #: the coordinating etcd (--lock etcd://): the stacks' pauses are read there
+    coordination: EtcdTarget | None = None
 
 
 def open_engine(stack: Stack, path: str, *, log: Log, concurrency: int, timeout: float,
-                secrets: SecretStore | None = None) -> Engine:
+                secrets: SecretStore | None = None, coordination: EtcdTarget | None = None) -> Engine:
     """Wire ``stack`` exactly as the CLI does."""
     from reconciler.engine.engine import Engine
     from reconciler.kit.retry import RetryPolicy
 
     name = stack.name
     return Engine.open(stack, source=path, log=lambda m: log("info", "note", m, stack=name),
-                       concurrency=concurrency, retry=RetryPolicy(change_timeout=timeout), secrets=secrets)
+                       concurrency=concurrency, retry=RetryPolicy(change_timeout=timeout), secrets=secrets,
+                       coordination=coordination)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -342,7 +346,8 @@ class StackLoop:
                     f"{self.path}: the stack is now named {stack.name!r}, not {self.stack_name!r}; a daemon does not "
                     "follow a rename", hint="restart the daemon to manage the renamed stack")
             engine = open_engine(stack, self.path, log=self.log, concurrency=self.settings.concurrency,
-                                 timeout=self.settings.timeout, secrets=self.settings.secrets)
+                                 timeout=self.settings.timeout, secrets=self.settings.secrets,
+                                 coordination=self.settings.coordination)
         except Exception as exc:  # InfraError, or a plugin's bug while opening: keep the last good version
             if not isinstance(exc, InfraError):
                 exc = ConfigError(f"{self.path}: unexpected {type(exc).__name__} while loading: {exc}")

@@ -46,6 +46,7 @@ from reconciler.engine.pause import Pause, Pauses
 from reconciler.engine.state import StateDir
 from reconciler.engine.views import GroupStatus, StackStatus, annotate, status_of
 from reconciler.kit import registry
+from reconciler.kit.coordination import EtcdTarget
 from reconciler.kit.provider import Provider, image_store, label_updater
 from reconciler.kit.retry import RetryPolicy
 from reconciler.kit.role import AnyContext, AnyRole, MetricsTarget, RoleContext, UpdatePolicy
@@ -151,6 +152,7 @@ class Engine:
         image_root: Path | None = None,
         declared: tuple[Problem, ...] = (),
         secrets: SecretStore | None = None,
+        coordination: EtcdTarget | None = None,
     ) -> None:
         """Wire ``stack`` by hand (tests, the conformance suite); :meth:`open` is the usual way.
 
@@ -175,6 +177,8 @@ class Engine:
         self.declared = declared
         #: where the stack's CA and secrets are shared with other machines' writers (None: here)
         self.secrets = secrets
+        #: the coordinating etcd the writers of this stack share (its lock and pauses), if any
+        self.coordination = coordination
         self._by_name = {b.name: b for b in self.bindings}
         #: whether the pass under way may write the stack's state (see :meth:`plan`)
         self._writing = False
@@ -192,6 +196,7 @@ class Engine:
         concurrency: int = 50,
         retry: RetryPolicy | None = None,
         secrets: SecretStore | None = None,
+        coordination: EtcdTarget | None = None,
     ) -> Engine:
         """Find the roles, check the groups, then open the provider. Creates and changes nothing.
 
@@ -231,6 +236,7 @@ class Engine:
         return cls(
             stack, provider, roles, configs, state_dir=state, source=source, log=log,
             concurrency=concurrency, retry=retry, image_root=state.root, declared=tuple(declared), secrets=secrets,
+            coordination=coordination,
         )
 
     @property
@@ -454,7 +460,7 @@ class Engine:
 
     def pauses(self) -> dict[str, Pause]:
         """The pauses in force for this stack (``""``: the whole stack)."""
-        return Pauses(self.state).read()
+        return Pauses(self.state, self.coordination).read()
 
     def _conditions(self, given: Conditions, pauses: Mapping[str, Pause]) -> Conditions:
         paused = {g: f"{p.reason} (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(p.since))}, by {p.by})"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import CoordEtcd, Harness
+from tests.daemon.conftest import CoordEtcd, Harness, is_event, is_pass
 from tests.emulator.conftest import launch, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -196,3 +196,33 @@ def test_a_dead_leaders_etcd_stack_is_healed_by_another_machines_daemon_with_the
         machines["a"].infra("destroy", STACK, "--yes")
         emu.proc.terminate()
         emu.proc.wait(timeout=60)
+
+
+def test_a_person_on_another_machine_gets_the_daemons_lock_and_pause(
+    harness: Harness, coord_etcd: CoordEtcd, tmp_path: Path
+) -> None:
+    """One coordination setting for every command: with INFRA_COORDINATION, 'infra apply' on machine
+    B is refused while machine A's daemon leads the stack (naming it), and 'infra pause' on B
+    stops A's daemon from changing anything until 'infra resume'."""
+    stack = harness.stack_file("shared", size=2, provider="memory")
+    lock = ("--lock", coord_etcd.url, "--lock-ttl", "3")
+    key = Path(harness.env["INFRA_SECRETS_KEY"])
+    a = Machine(tmp_path / "machine-a", coord_etcd.url, key)
+    b = Machine(tmp_path / "machine-b", coord_etcd.url, key)
+    d = harness.daemon(stack, interval=1.0, extra=lock, env=a.env)
+    d.wait_for(is_pass("ok", observed=2), timeout=60, what="A's daemon converging the stack")
+
+    refused = b.infra("apply", str(stack), "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "being changed elsewhere" in refused.stderr and f"pid {d.pid}" in refused.stderr
+
+    paused = b.infra("pause", str(stack), "--reason", "maintenance from machine B")
+    assert paused.returncode == 0, paused.stderr
+    mark = len(d.events())
+    d.wait_for(is_event("paused"), after=mark, timeout=30, what="A's daemon seeing B's pause")
+    assert coord_etcd.get("/infra/pauses/shared") and "machine B" in (coord_etcd.get("/infra/pauses/shared") or "")
+    assert not (b.state / "stacks" / "shared" / "pause.json").exists()  # shared, not B's alone
+    assert b.infra("resume", str(stack)).returncode == 0
+    d.wait_for(is_event("resumed"), after=mark, timeout=30, what="A's daemon seeing the resume")
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=60) == 0
