@@ -69,6 +69,10 @@ class StackPage:
     leading: bool
     name: str
     error: str | None = None
+    #: who leads it when this daemon does not (the leader key's holder), and this daemon's id
+    #: among the daemons sharing the stacks ("" with the file lock)
+    holder: str = ""
+    daemon: str = ""
 
 
 def _e(value: Any) -> str:
@@ -141,7 +145,9 @@ def draw(view: StackView) -> str:
 def _stack(page: StackPage, now: float) -> str:
     parts = [f"<article class='stack' id='stack-{_e(page.name)}'>"]
     view = page.view
-    lead = "leading" if page.leading else "standing by (another writer holds the lock)"
+    me = f" (daemon {page.daemon})" if page.daemon else ""
+    lead = (f"led by this daemon{me}" if page.leading
+            else f"standing by{me}: led by {page.holder or 'another writer (it holds the lock)'}")
     if view is None:
         parts.append(f"<h2>{_e(page.name)}</h2><p>{_e(lead)}; no pass has observed it yet.</p>")
     else:

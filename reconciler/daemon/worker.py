@@ -218,8 +218,11 @@ class StackLoop:
     def page(self) -> StackPage:
         """What the live page shows of this stack now (read from the HTTP thread)."""
         last = self.history[-1] if self.history else None
-        return StackPage(view=self.view, history=list(self.history), leading=self.leader.leading(),
-                         name=self.stack_name, error=last.error if last is not None else None)
+        leading = self.leader.leading()
+        return StackPage(view=self.view, history=list(self.history), leading=leading,
+                         name=self.stack_name, error=last.error if last is not None else None,
+                         holder="" if leading else self.leader.holder(),
+                         daemon=self.spread.id if self.spread is not None else "")
 
     def _planned(self, planned: PlannedPass) -> None:
         """Remember what this pass saw (first sightings of unhealthy members), report what it holds,

@@ -68,6 +68,11 @@ def test_three_daemons_share_the_stacks_and_take_over_a_dead_ones(harness: Harne
         line = f'infra_leader{{stack="{name}"}} {1.0 if led[name] == a.pid else 0.0}'
         assert line in text, line
 
+    # ... and the live page, which daemon leads each stack.
+    status, page = b.get("/")
+    assert status == 200 and "led by this daemon (daemon " in page
+    assert f"pid {a.pid}" in page and f"pid {c.pid}" in page  # its standby stacks name their leaders
+
     os.kill(a.pid, signal.SIGKILL)
     a.proc.wait(timeout=10)
     killed = time.monotonic()
