@@ -46,7 +46,7 @@ def main() -> int:
     with FakeCompute(op_delay=0.01, boot_delay=0.0) as fake, tempfile.TemporaryDirectory() as state:
         fake.configure(latency=args.latency)
         os.environ.update(
-            INFRA_GCP_ENDPOINT=fake.url,
+            **fake.env(),
             INFRA_STATE_DIR=state,
             WEB_GCP_STACK="bench",
             WEB_GCP_SIZE=str(args.members),

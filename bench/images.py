@@ -78,9 +78,9 @@ def row(what: str, seconds: float, calls: Counter[str], images: int, lookups: tu
 def gcp(rounds: int, state: Path) -> None:
     with FakeCompute(op_delay=0.05, boot_delay=0.05) as fake:
         fake.storage.add_bucket(BUCKET)
-        env = {**os.environ, "INFRA_GCP_ENDPOINT": fake.url, "INFRA_STATE_DIR": str(state / "gcp"), "NO_COLOR": "1",
+        env = {**os.environ, **fake.env(), "INFRA_STATE_DIR": str(state / "gcp"), "NO_COLOR": "1",
                "INFRA_NETWORK_ALLOW": "127.0.0.0/8", "INFRA_GCP_IMAGE_BUCKET": BUCKET}
-        os.environ["INFRA_GCP_ENDPOINT"] = fake.url
+        os.environ.update(fake.env())
         images = images_of(GCP_STACK)
         for image in images:
             fake.add_image("my-project", image.name, f"infra-{image.group}", image.labels)
@@ -96,7 +96,8 @@ def gcp(rounds: int, state: Path) -> None:
         row("  infra image push (all present)", *push, len(images), ("images.list",), uploads)
         row("  infra plan (no-op)", *plan, len(images), ("images.list",), uploads)
         infra(env, "destroy", str(GCP_STACK), "--yes")
-        del os.environ["INFRA_GCP_ENDPOINT"]
+        for key in fake.env():
+            del os.environ[key]
 
 
 def aws(rounds: int, state: Path) -> None:

@@ -77,7 +77,7 @@ def main() -> int:
 
         with FakeCompute() as fake:
             fake.add_image("my-project", "infra-etcd-1", family="infra-etcd")
-            gcp = {**base, "INFRA_STATE_DIR": str(root / "gcp"), "INFRA_GCP_ENDPOINT": fake.url,
+            gcp = {**base, "INFRA_STATE_DIR": str(root / "gcp"), **fake.env(),
                    "WEB_GCP_STACK": "startup"}
             web = "tests/gcp/stacks/web-gcp.py"
             subprocess.run([*infra_cmd(), "apply", web, "--yes"], env=gcp, cwd=ROOT, check=True, capture_output=True)

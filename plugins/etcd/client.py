@@ -272,17 +272,26 @@ class EtcdClient:
             raise EtcdApiError(endpoint, "answer is not a JSON object", None, resp.status)
         return doc
 
-    def _post(self, endpoint: str, path: str, body: Json, *, timeout: float | None = None) -> Json:
-        """One gateway call, with this user's token when RBAC asks for one (fetched once per
-        member and reused; fetched again when etcd says it expired)."""
+    def _post(self, endpoint: str, path: str, body: Json, *, timeout: float | None = None,
+              auth: bool = True) -> Json:
+        """One gateway call; with ``auth``, with this user's token when RBAC asks for one (fetched
+        once per member and reused). A token the member does not know (it expired, or the member
+        was replaced at that address: etcd 3.4 then holds the request until its own timeout) is
+        dropped and fetched again: on "invalid token", and on a timeout while one was sent.
+        Calls that need no identity (member list, status) never send one."""
         key = (endpoint, self.user or "")
         with _TOKENS_LOCK:
-            token = _TOKENS.get(key) if self.user else None
+            token = _TOKENS.get(key) if self.user and auth else None
         try:
             return self._request(endpoint, "POST", path, body, timeout=timeout, token=token)
         except EtcdApiError as exc:
-            if self.user is None or not exc.needs_auth:
+            if self.user is None or not auth or not exc.needs_auth:
                 raise
+        except EtcdUnreachable as exc:
+            if token is None or exc.tls or exc.message != "timed out":
+                raise
+            with _TOKENS_LOCK:
+                _TOKENS.pop(key, None)
         token = self.authenticate(endpoint, timeout=timeout)
         return self._request(endpoint, "POST", path, body, timeout=timeout, token=token)
 
@@ -358,7 +367,7 @@ class EtcdClient:
         return str(doc.get("health")).lower() == "true"
 
     def member_list(self, endpoint: str) -> MemberList:
-        return _member_list(endpoint, self._post(endpoint, "/v3/cluster/member/list", {}))
+        return _member_list(endpoint, self._post(endpoint, "/v3/cluster/member/list", {}, auth=False))
 
     def member_add(self, endpoint: str, peer_urls: list[str]) -> tuple[Member, MemberList]:
         """Add a (voting) member; returns it and the member list after the change."""
@@ -370,7 +379,7 @@ class EtcdClient:
         return _member_list(endpoint, doc)
 
     def status(self, endpoint: str, *, timeout: float | None = None) -> Status:
-        doc = self._post(endpoint, "/v3/maintenance/status", {}, timeout=timeout)
+        doc = self._post(endpoint, "/v3/maintenance/status", {}, timeout=timeout, auth=False)
         header = doc.get("header") or {}
         return Status(
             cluster_id=_uint(header.get("cluster_id")),

@@ -63,6 +63,7 @@ stack = Stack(
         "security_group_ids": SECURITY_GROUPS,
         "instance_type": "t3.small",
         "tags": {"project": "etcd-aws"},
+        "metadata_tokens": "optional",
     },
     groups=(
         Group(
