@@ -78,12 +78,16 @@ def _coordinated(engine: Engine) -> Iterator[None]:
     if engine.coordination is None:
         yield
         return
-    from reconciler.core.errors import LockHeldError
+    from reconciler.core.errors import LockHeldError, TransientError
     from reconciler.daemon.leader import EtcdLeader, FileLeader
 
     leader = EtcdLeader(engine.coordination, engine.stack.name, ttl=15,
                         local=FileLeader(engine.state, engine.stack.name))
     if not leader.acquire():
+        if leader.held() is None:
+            raise TransientError(f"cannot reach the coordinating etcd {engine.coordination} to take the lock of "
+                                 f"stack {engine.stack.name!r}; nothing was changed",
+                                 hint="check it and the network (INFRA_COORDINATION), then try again")
         raise LockHeldError(f"stack {engine.stack.name!r} is being changed elsewhere: {leader.holder()}",
                             hint="wait for it (a daemon leading the stack: pause it, or make the change through "
                             "its stack file)")

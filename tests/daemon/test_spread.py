@@ -68,10 +68,15 @@ def test_three_daemons_share_the_stacks_and_take_over_a_dead_ones(harness: Harne
         line = f'infra_leader{{stack="{name}"}} {1.0 if led[name] == a.pid else 0.0}'
         assert line in text, line
 
-    # ... and the live page, which daemon leads each stack.
-    status, page = b.get("/")
-    assert status == 200 and "led by this daemon (daemon " in page
-    assert f"pid {a.pid}" in page and f"pid {c.pid}" in page  # its standby stacks name their leaders
+    # ... and the live page, which daemon leads each stack (a standby looks again every TTL/2).
+    deadline = time.monotonic() + 30
+    while True:
+        status, page = b.get("/")
+        if status == 200 and "led by this daemon (daemon " in page and f"pid {a.pid}" in page \
+                and f"pid {c.pid}" in page:  # its standby stacks name their leaders
+            break
+        assert time.monotonic() < deadline, f"b's page does not name the other leaders: {status}"
+        time.sleep(0.5)
 
     os.kill(a.pid, signal.SIGKILL)
     a.proc.wait(timeout=10)
