@@ -32,6 +32,8 @@ from reconciler.core.errors import LockHeldError
 
 #: How often a lock with a timeout looks again while another process holds it.
 POLL = 0.05
+#: How long a contender waits for a new holder's note to appear before reporting none.
+NOTE_WAIT = 1.0
 
 
 def holder_note() -> dict[str, object]:
@@ -63,13 +65,24 @@ class StackLock:
         #: whether this object's open made the lock file (so a failed first run may remove it)
         self.created = False
 
-    def holder(self) -> str:
-        """Who holds the lock, from the note in the lock file."""
-        try:
-            info = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return "another process (no holder note)"
-        return describe(info) if isinstance(info, dict) else "another process (no holder note)"
+    def holder(self, wait: float = 0.0) -> str:
+        """Who holds the lock, from the note in the lock file.
+
+        The holder writes its note just after it takes the lock, so a contender that lost by a hair
+        may find the file still empty: it looks again for up to ``wait`` seconds before saying that
+        there is no note.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                info = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                info = None
+            if isinstance(info, dict):
+                return describe(info)
+            if time.monotonic() >= deadline:
+                return "another process (no holder note)"
+            time.sleep(POLL)
 
     def _open(self) -> int | None:
         """The lock file, opened (created 0600 if need be) without following a symlink; None when its
@@ -112,7 +125,7 @@ class StackLock:
                 os.close(fd)
                 if time.monotonic() >= deadline:
                     raise LockHeldError(
-                        f"stack {self.stack!r} is locked by {self.holder()}",
+                        f"stack {self.stack!r} is locked by {self.holder(NOTE_WAIT)}",
                         hint="wait for that run to finish; a crashed holder releases the lock by itself",
                     ) from None
                 time.sleep(POLL)
@@ -122,9 +135,10 @@ class StackLock:
                 continue
             self._fd = fd
             break
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder_note()).encode(), 0)
+        note = json.dumps(holder_note()).encode()
+        with contextlib.suppress(OSError):  # write, then cut: never an empty file between the two
+            os.pwrite(fd, note, 0)
+            os.ftruncate(fd, len(note))
 
     def release(self) -> None:
         """Let the lock go (its note is cleared first). Harmless when not held."""

@@ -160,3 +160,31 @@ def test_a_waiter_that_opened_the_old_lock_file_starts_over_on_the_new_one(tmp_p
     with pytest.raises(LockHeldError):
         newcomer.acquire()
     waiter.release()
+
+
+def test_a_contender_that_loses_by_a_hair_still_names_the_holder(tmp_path: Path) -> None:
+    """The holder writes its note just after it locks; a contender refused in between waits for the
+    note instead of saying "no holder note" (a race CI once lost)."""
+    import fcntl
+    import json
+    import threading
+
+    root = tmp_path / "root"
+    state = StateDir("s", root)
+    state.ensure()
+    lock = state.lock(timeout=0)
+    fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # locked, no note yet
+
+    def write_note_late() -> None:
+        time.sleep(0.3)
+        os.pwrite(fd, json.dumps({"pid": 4242, "host": "h", "command": "infra apply", "since": 0}).encode(), 0)
+
+    writer = threading.Thread(target=write_note_late)
+    writer.start()
+    try:
+        with pytest.raises(LockHeldError, match="locked by pid 4242 on h"):
+            lock.acquire()
+    finally:
+        writer.join()
+        os.close(fd)
