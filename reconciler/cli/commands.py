@@ -80,11 +80,18 @@ def _coordinated(engine: Engine) -> Iterator[None]:
         return
     from reconciler.core.errors import LockHeldError, TransientError
     from reconciler.daemon.leader import EtcdLeader, FileLeader
+    from reconciler.daemon.session import Session
 
-    leader = EtcdLeader(engine.coordination, engine.stack.name, ttl=15,
-                        local=FileLeader(engine.state, engine.stack.name))
+    if engine.coordination.user:
+        from reconciler.kit.coordination import check_login
+
+        check_login(engine.coordination)  # a refused login is a ConfigError here, not "unreachable"
+    session = Session(engine.coordination, ttl=15)
+    leader = EtcdLeader(session, engine.stack.name, local=FileLeader(engine.state, engine.stack.name))
     if not leader.acquire():
-        if leader.held() is None:
+        reachable = leader.held() is not None
+        session.close()
+        if not reachable:
             raise TransientError(f"cannot reach the coordinating etcd {engine.coordination} to take the lock of "
                                  f"stack {engine.stack.name!r}; nothing was changed",
                                  hint="check it and the network (INFRA_COORDINATION), then try again")
@@ -95,6 +102,7 @@ def _coordinated(engine: Engine) -> Iterator[None]:
         yield
     finally:
         leader.release()
+        session.close()
 
 
 def _confirm(what: str, yes: bool) -> None:

@@ -33,6 +33,7 @@ from reconciler.daemon.worker import Settings, StackLoop, open_engine
 if TYPE_CHECKING:
     from reconciler.daemon.leader import EtcdTarget, Leader
     from reconciler.daemon.metrics import HealthReport, MetricsServer
+    from reconciler.daemon.session import Session
     from reconciler.daemon.spread import Spread
     from reconciler.engine.engine import Engine
 
@@ -107,11 +108,17 @@ class Daemon:
         self.grace = grace
         self.metrics = DaemonMetrics()
         self.shutdown = threading.Event()
+        self._leading: set[str] = set()
+        self._count_mutex = threading.Lock()
+        #: set to make the scheduler look at once (a signal, a leader key freed in the etcd)
+        self.wake = threading.Event()
         self.stacks: list[StackLoop] = []
         self._signalled_at: float | None = None
         self.started = time.monotonic()
         self.beat = self.started
         self._running: dict[str, Future[None]] = {}
+        #: with --lock etcd://: this process's one lease, which its registration and leader keys hang on
+        self.session: Session | None = None
         #: with --lock etcd://: this daemon's registration, and how the live daemons share the stacks
         self.spread: Spread | None = None
 
@@ -121,7 +128,11 @@ class Daemon:
         local = FileLeader(engine.state, engine.stack.name)
         if self.etcd is None:
             return local
-        return EtcdLeader(self.etcd, engine.stack.name, ttl=self.lock_ttl, local=local,
+        if self.session is None:
+            from reconciler.daemon.session import Session
+
+            self.session = Session(self.etcd, ttl=self.lock_ttl, log=lambda level, msg: self.log(level, "lock", msg))
+        return EtcdLeader(self.session, engine.stack.name, local=local,
                           log=lambda level, msg: self.log(level, "lock", msg, stack=engine.stack.name))
 
     def build(self) -> None:
@@ -141,19 +152,40 @@ class Daemon:
             self.metrics.init_stack(stack.name, [g.name for g in stack.groups])
             self.stacks.append(StackLoop(path, stack, engine, self._leader(engine), settings=self.settings,
                                          log=self.log, metrics=self.metrics, shutdown=self.shutdown))
-        if self.etcd is not None and self.spread is None:
+        if self.session is not None and self.spread is None:
             from reconciler.daemon.spread import Spread
 
-            self.spread = Spread(self.etcd, ttl=self.lock_ttl, stacks=[s.stack_name for s in self.stacks],
-                                 log=lambda level, msg: self.log(level, "spread", msg)).start()
+            self.spread = Spread(self.session, stacks=[s.stack_name for s in self.stacks]).start()
+            self.session.watch("/infra/", self._changed)
             self.metrics.daemon_id.labels(self.spread.id).set(1)
             for loop in self.stacks:
                 loop.spread = self.spread
                 loop.led = self._led
+                loop.on_leading = self._leading_changed
+
+    def _changed(self, events: list[tuple[str, str]]) -> None:
+        """Keys changed in the coordinating etcd. A leader key freed or a daemon gone: every standby
+        stack looks again now. A stack just taken: the standby stacks waiting on a free key look
+        again (their choice may now be full, and they may take it)."""
+        freed = any(kind == "DELETE" for kind, _key in events)
+        for loop in self.stacks:
+            if not loop.leader.leading() and (freed or loop.waiting_on_free_key()):
+                loop.next_due = 0.0
+        self.wake.set()
+
+    def _leading_changed(self, stack: str, leading: bool) -> None:
+        with self._count_mutex:
+            if leading:
+                self._leading.add(stack)
+            else:
+                self._leading.discard(stack)
 
     def _led(self) -> int:
-        """How many stacks this daemon leads now."""
-        return sum(1 for loop in self.stacks if loop.leader.leading())
+        """How many stacks this daemon leads now, as its stack loops last said (kept as they go,
+        not counted over every stack at each look: a daemon of 1000 stacks looks hundreds of
+        times a second)."""
+        with self._count_mutex:
+            return len(self._leading)
 
     def health(self) -> HealthReport:
         from reconciler.daemon.metrics import HealthReport
@@ -188,6 +220,7 @@ class Daemon:
         self.log("info", "stop", f"{name}: finishing changes in flight (grace {self.grace:g}s), then exiting",
                  signal=name, grace=self.grace)
         self.shutdown.set()
+        self.wake.set()
         for s in self.stacks:
             s.stop_writes()
 
@@ -241,14 +274,15 @@ class Daemon:
                 if all(s.crashed for s in self.stacks):
                     self.log("error", "stop", "every stack loop has stopped; exiting")
                     return 1
-                self.shutdown.wait(WATCH_POLL)
+                self.wake.wait(WATCH_POLL)
+                self.wake.clear()
             return self._stop(pool)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             if server is not None:
                 server.stop()
-            if self.spread is not None:
-                self.spread.close()
+            if self.session is not None:
+                self.session.close()  # every key of this daemon goes at once
 
     def _stop(self, pool: ThreadPoolExecutor) -> int:
         """After a signal: let passes in flight finish within the grace time, release every lock."""
@@ -262,13 +296,18 @@ class Daemon:
         if late:
             self.log("error", "stop", f"grace time of {self.grace:g}s is over with changes still in flight "
                      f"for {', '.join(late)}; exiting anyway", stacks=late)
-            for s in self.stacks:
-                try:
-                    s.leader.release()
-                except Exception:
-                    pass
+            if self.session is not None:
+                self.session.close()  # every leader key at once; the local locks go with the process
+            else:
+                for s in self.stacks:
+                    try:
+                        s.leader.release()
+                    except Exception:
+                        pass
             sys.stderr.flush()
             os._exit(1)
+        if self.session is not None:
+            self.session.closing = True  # the lease is revoked as a whole below, not key by key
         for s in self.stacks:
             s.finish()
         crashed = [s.stack_name for s in self.stacks if s.crashed]

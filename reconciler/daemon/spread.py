@@ -5,23 +5,27 @@ etcd://``); with the file lock a daemon leads every stack it is given. Built onc
 :class:`reconciler.daemon.process.Daemon`.
 
 * **Who is alive.** Each daemon registers ``/infra/daemons/<id>`` in the coordinating etcd, bound
-  to a lease of ``ttl`` seconds that a keepalive thread refreshes; a daemon that dies disappears
-  from the list within ``ttl``.
+  to its session lease (:mod:`reconciler.daemon.session`), the one its leader keys hang on too; a
+  daemon that dies disappears from the list, and its leader keys with it, within ``ttl``.
 * **Who should lead a stack.** Rendezvous hashing with bounded loads (:func:`assign`): stacks are
   taken in the order of their own hash, and each goes to the live daemon whose hash of ``(stack,
-  daemon)`` is the highest among those still under ``ceil(M/N)`` stacks. Every daemon computes the
-  same answer from the same list (daemons given the same stack files); each leads ``ceil(M/N)``
-  or ``floor(M/N)``; when a daemon joins or leaves, mostly the stacks it wins or held move.
+  daemon)`` is the highest among those still under their share (``floor(M/N)``, or one more for the
+  first ``M mod N`` to reach it). Every daemon computes the same answer from the same list
+  (daemons given the same stack files); each leads ``ceil(M/N)`` or ``floor(M/N)``; when a daemon
+  joins or leaves, mostly the stacks it wins or held move.
 * **Without thrash.** Leadership is sticky: a leader keeps a stack while it leads no more than
   its fair share (``ceil(M/N)``, N counting the daemons alive for at least ``ttl``, so a daemon
   that flaps moves nothing); over it, it hands over (between passes) the stacks chosen for
-  others. A standby under its share tries to lead the stacks chosen for it, and any stack whose
-  leader key has been free for longer than ``ttl`` + a grace (its choice is full: nothing is left
-  unled). When the etcd cannot be asked, the last list stands (the lease rules of
-  :mod:`reconciler.daemon.leader` decide who may write).
+  others; over ``floor(M/N)``, it hands over a stack chosen for a daemon that leads fewer than
+  ``floor(M/N)`` (the counts come from the leader keys, which name their daemon). A standby
+  under its share takes the stacks chosen for it, and a free stack whose choice already leads its
+  share or has left it free for longer than ``ttl`` + a grace (nothing is left unled); takes are
+  decided one at a time per daemon, so none overshoots its share. When the etcd cannot be asked,
+  the last list stands (the lease rules of :mod:`reconciler.daemon.leader` decide who may write).
 
 A dead daemon's stacks are led again within its lease's ``ttl`` (its leader keys expire and its
-registration too) plus one standby retry; a new daemon takes its share after ``ttl``, as each
+registration too, in one revision) plus one scheduler turn: the survivors' watch of ``/infra/``
+wakes their standby stacks at the deletion. A new daemon takes its share after ``ttl``, as each
 leader hands over between passes.
 """
 
@@ -33,25 +37,12 @@ import os
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from typing import Any
 
-from reconciler.kit.coordination import EtcdTarget, etcd_client
+from reconciler.daemon.leader import KEY_PREFIX
+from reconciler.daemon.session import Session, errors
 
 #: Where the daemons register in the coordinating etcd.
 PREFIX = "/infra/daemons/"
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
-
-
-def _prefix_end(prefix: str) -> str:
-    raw = prefix.encode()
-    return _b64((raw[:-1] + bytes([raw[-1] + 1])).decode())
 
 
 def rank(stack: str, daemon: str) -> bytes:
@@ -60,102 +51,89 @@ def rank(stack: str, daemon: str) -> bytes:
 
 
 def assign(stacks: list[str], daemons: list[str]) -> dict[str, str]:
-    """Stack → the daemon that should lead it (see the module docstring); empty without daemons."""
+    """Stack → the daemon that should lead it (see the module docstring); empty without daemons.
+
+    Bounded loads, exactly: each daemon gets ``floor(M/N)`` stacks, and the first ``M mod N``
+    daemons to reach it may take one more, so the shares differ by one at most."""
     if not daemons:
         return {}
-    cap = -(-len(stacks) // len(daemons))
+    unique = sorted(set(stacks), key=lambda s: (hashlib.sha256(s.encode()).digest(), s))
+    floor, extra = divmod(len(unique), len(daemons))
     load = dict.fromkeys(daemons, 0)
     out: dict[str, str] = {}
-    for stack in sorted(set(stacks), key=lambda s: (hashlib.sha256(s.encode()).digest(), s)):
+    for stack in unique:
         for daemon in sorted(daemons, key=lambda d: rank(stack, d), reverse=True):
-            if load[daemon] < cap:
+            if load[daemon] < floor or (load[daemon] == floor and extra > 0):
+                if load[daemon] == floor:
+                    extra -= 1
                 out[stack] = daemon
                 load[daemon] += 1
                 break
     return out
 
 
+def gives(*, me: str, choice: str, led: int, cap: int, floor: int, choice_load: int) -> bool:
+    """Whether the leader ``me`` of ``led`` stacks hands over a stack chosen for ``choice`` (which
+    leads ``choice_load``): over the ceiling ``cap``, always; over the ``floor``, to a daemon
+    under the floor. The rule :meth:`Spread.hand_over` applies; pure, for the property test."""
+    if choice == me:
+        return False
+    return led > cap or (led > floor and choice_load < floor)
+
+
+def takes(*, me: str, choice: str, led: int, cap: int, free: bool, choice_load: int, long_free: bool) -> bool:
+    """Whether the standby ``me`` of ``led`` stacks tries a stack chosen for ``choice``: under its
+    ``cap``, a stack chosen for it, or a ``free`` one whose choice is at its cap or has left it free
+    too long. The rule :meth:`Spread.may_lead` applies; pure, for the property test."""
+    if led >= cap:
+        return False
+    if choice == me:
+        return True
+    return free and (long_free or choice_load >= cap)
+
+
 class Spread:
     """This daemon's registration and its view of the live daemons. Thread-safe."""
 
-    def __init__(self, target: EtcdTarget, *, ttl: int, stacks: list[str],
-                 log: Callable[[str, str], None] = lambda lv, m: None, grace: float = 2.0) -> None:
-        self.id = uuid.uuid4().hex[:12]
-        self.ttl = max(2, int(ttl))
+    def __init__(self, session: Session, *, stacks: list[str], grace: float = 2.0) -> None:
+        self.session = session
+        self.id = session.id
+        self.ttl = session.ttl
         self.grace = grace
-        self.log = log
-        self.target = target
-        self._client = etcd_client(target, timeout=max(0.5, min(2.0, self.ttl / 3)))
+        self.target = session.target
         self._mutex = threading.Lock()
         self._live: list[str] = [self.id]
         self._read_at = 0.0
         self._first_seen: dict[str, float] = {self.id: time.monotonic()}
-        self._lease: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._known = False  # the list was read at least once
         self.stacks = sorted(stacks)
         #: held by a stack loop while it decides to hand its stack over (one decision at a time)
         self.turn = threading.Lock()
         self._assignment: tuple[tuple[str, ...], dict[str, str]] = ((), {})
+        self._loads: tuple[object, dict[str, int]] = (None, {})
+        self._loads_daemons: object = None
 
     # -- registration ------------------------------------------------------------------------------
 
     def start(self) -> Spread:
-        self._thread = threading.Thread(target=self._keep, name="infra-spread", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            try:
-                self._client.post(self._client.get_url("/lease/revoke"), json={"ID": lease})
-            except Exception:  # it expires by itself
-                pass
-
-    def _register(self) -> None:
-        result = self._client.post(self._client.get_url("/lease/grant"), json={"TTL": self.ttl, "ID": 0})
-        lease = int(result["ID"])
+        """Register under the session's lease (put again whenever the session needs a new lease)."""
         value = json.dumps({"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
-        self._client.post(self._client.get_url("/kv/put"),
-                          json={"key": _b64(PREFIX + self.id), "value": _b64(value), "lease": lease})
-        self._lease = lease
-
-    def _keep(self) -> None:
-        every = max(0.3, self.ttl / 3)
-        while not self._stop.is_set():
-            try:
-                if self._lease is None:
-                    self._register()
-                else:
-                    result = self._client.post(self._client.get_url("/lease/keepalive"), json={"ID": self._lease})
-                    if int(result.get("result", {}).get("TTL", -1)) <= 0:
-                        self._lease = None  # expired meanwhile: register again
-                        continue
-            except Exception as exc:  # the etcd is away: try again; the leases decide meanwhile
-                self.log("warning", f"daemon registration in {self.target} failed: {type(exc).__name__}")
-                self._lease = None
-            self._stop.wait(every)
+        self.session.start()
+        try:
+            self.session.bind(PREFIX + self.id, value)
+            self.session.lease()
+        except errors():
+            pass  # the session's thread registers as soon as the etcd answers
+        return self
 
     # -- the live daemons --------------------------------------------------------------------------
 
     def live(self) -> list[str]:
-        """The live daemons' ids (read at most once a second; the last list when etcd cannot be asked)."""
+        """The live daemons' ids (read at most every half second; the last list when etcd cannot be asked)."""
         now = time.monotonic()
-        with self._mutex:
-            if now - self._read_at < 1.0:
-                return list(self._live)
         try:
-            result: dict[str, Any] = dict(self._client.post(self._client.get_url("/kv/range"), json={
-                "key": _b64(PREFIX), "range_end": _prefix_end(PREFIX), "keys_only": True}))
-            import base64
-
-            ids = sorted(base64.b64decode(kv["key"]).decode()[len(PREFIX):] for kv in result.get("kvs", []))
-        except Exception:
+            ids = sorted(self.session.snapshot(PREFIX, max_age=0.5))
+        except errors():
             with self._mutex:
                 return list(self._live)
         with self._mutex:
@@ -180,22 +158,56 @@ class Spread:
         return -(-len(self.stacks) // max(1, daemons))
 
     def may_lead(self, stack: str, *, led: int, free_since: float | None) -> bool:
-        """Whether this daemon, leading ``led`` stacks, should try to lead ``stack`` now."""
-        if led >= self._cap(len(self.live())):
+        """Whether this daemon, leading ``led`` stacks, should try to lead ``stack`` now: it is under
+        its share, and the stack is chosen for it, or the stack is free and its choice cannot take
+        it (already at its share, or has not for ``ttl`` + a grace)."""
+        cap = self._cap(len(self.live()))
+        if led >= cap:
             return False
-        if self.choice(stack) == self.id:
-            return True
-        return free_since is not None and time.monotonic() - free_since > self.ttl + self.grace
+        choice = self.choice(stack)
+        free = free_since is not None
+        return takes(me=self.id, choice=choice, led=led, cap=cap, free=free,
+                     choice_load=self.loads().get(choice, 0) if free and choice != self.id else 0,
+                     long_free=free and time.monotonic() - (free_since or 0.0) > self.ttl + self.grace)
+
+    def loads(self) -> dict[str, int]:
+        """How many stacks each daemon leads: the leader keys counted by lease, each daemon's lease
+        known from its registration (one shared read of each; {} when unknown)."""
+        try:
+            keys = self.session.snapshot(KEY_PREFIX, max_age=0.5)
+            daemons = self.session.snapshot(PREFIX, max_age=0.5)
+        except errors():
+            return {}
+        with self._mutex:
+            if self._loads[0] is keys and self._loads_daemons is daemons:
+                return self._loads[1]
+        owner = {lease: daemon for daemon, (_value, lease) in daemons.items()}
+        counts: dict[str, int] = {}
+        for _value, lease in keys.values():
+            daemon = owner.get(lease)
+            if daemon is not None:
+                counts[daemon] = counts.get(daemon, 0) + 1
+        with self._mutex:
+            self._loads, self._loads_daemons = (keys, counts), daemons
+        return counts
 
     def hand_over(self, stack: str, *, led: int) -> str | None:
-        """The daemon this leader of ``led`` stacks should hand ``stack`` to now, or None (keep it)."""
+        """The daemon this leader of ``led`` stacks should hand ``stack`` to now, or None (keep it).
+
+        Over the share's ceiling: to the daemon chosen for the stack. Over its floor: only to a
+        chosen daemon that leads fewer than the floor (so 334/334/332 of 1000 still moves one)."""
         live = self.live()
         if not self._known:
             return None
         now = time.monotonic()
         with self._mutex:
             stable = [d for d in live if d == self.id or now - self._first_seen.get(d, now) >= self.ttl]
-        if led <= self._cap(len(stable)):
-            return None
         choice = self.choice(stack)
-        return None if choice == self.id else choice
+        if choice == self.id:
+            return None
+        cap, floor = self._cap(len(stable)), len(self.stacks) // max(1, len(stable))
+        if led <= floor:
+            return None
+        # A daemon that is not yet stable counts as full: nothing moves to it before it is.
+        load = self.loads().get(choice, 0) if choice in stable else cap
+        return choice if gives(me=self.id, choice=choice, led=led, cap=cap, floor=floor, choice_load=load) else None

@@ -168,8 +168,12 @@ class StackLoop:
         #: how the daemons share the stacks (--lock etcd://), and since when the key was seen free
         self.spread = spread
         self._free_since: float | None = None
+        #: the result of a take tried inside the spread's turn (used by the same tick)
+        self._acquired: bool | None = None
         #: how many stacks this daemon leads now (set by the daemon when it spreads)
         self.led: Callable[[], int] = lambda: 0
+        #: told whether this stack is led after each try and each loss (the daemon counts them)
+        self.on_leading: Callable[[str, bool], None] = lambda stack, leading: None
         self._sig = _signature(self.file)
         self._digest = _digest(self.file)
         self._bad_digest: str | None = None
@@ -194,8 +198,13 @@ class StackLoop:
         if evt is not None:
             evt.set()
 
+    def waiting_on_free_key(self) -> bool:
+        """A standby that last saw its stack's leader key free (left to another daemon's choice)."""
+        return self._free_since is not None
+
     def _lost(self, why: str) -> None:
         self.stop_writes()
+        self.on_leading(self.stack_name, False)
         self.metrics.leader.labels(self.stack_name).set(0)
 
     def progress(self) -> None:
@@ -328,6 +337,7 @@ class StackLoop:
         try:
             self.leader.release()
         finally:
+            self.on_leading(self.stack_name, False)
             self.metrics.leader.labels(self.stack_name).set(0)
             self.engine.close()
             if self._was_leader:
@@ -398,8 +408,11 @@ class StackLoop:
         held = self.leader.held()
         now = time.monotonic()
         self._free_since = (self._free_since or now) if held is False else None
-        if spread.may_lead(self.stack_name, led=self.led(), free_since=self._free_since):
-            return True
+        with spread.turn:  # one take at a time: each sees the count the last one left (no overshoot)
+            if spread.may_lead(self.stack_name, led=self.led(), free_since=self._free_since):
+                self._acquired = self.leader.acquire()
+                self.on_leading(self.stack_name, self._acquired)
+                return True
         holder = self.leader.holder()
         if holder != self._last_holder:
             self.log("info", "standby", f"not leading stack {self.stack_name}; held by {holder}; the fair share "
@@ -410,11 +423,19 @@ class StackLoop:
 
     def _tick(self) -> None:
         if not self._fair_share():
+            self.on_leading(self.stack_name, False)
             self.metrics.leader.labels(self.stack_name).set(0)
-            # Another daemon's share: look again once a TTL (a free key is taken after TTL + grace).
-            self.next_due = time.monotonic() + max(self._standby_delay(), self.spread.ttl / 2 if self.spread else 0)
+            # Another daemon's share: look again in a TTL. Sooner when it matters: the daemon's watch
+            # of the coordinating etcd makes every standby stack look at once when a leader key is
+            # freed (a dead daemon's lease expired, a stack handed over).
+            # A free key is looked at again soon (its choice may be a daemon just gone).
+            held_long = self._free_since is None and self.spread is not None
+            self.next_due = time.monotonic() + (max(self._standby_delay(), self.spread.ttl)
+                                                if held_long and self.spread else self._standby_delay())
             return
-        leading = self.leader.acquire()
+        acquired, self._acquired = self._acquired, None
+        leading = acquired if acquired is not None else self.leader.acquire()
+        self.on_leading(self.stack_name, leading)
         self.metrics.leader.labels(self.stack_name).set(1 if leading else 0)
         if not leading:
             holder = self.leader.holder()
@@ -431,6 +452,11 @@ class StackLoop:
                      stack=self.stack_name, lock=self.leader.kind, leader=True)
             self._was_leader = True
             self._last_holder = ""
+            if self.spread is not None:
+                # Taken from another daemon's share: the first pass is the next turn, so a daemon
+                # taking many stacks at once (a dead one's) claims them all before passing any.
+                self.next_due = time.monotonic()
+                return
         stop = threading.Event()
         self._stop_evt = stop
         if self.shutdown.is_set() or not self.leader.leading():

@@ -81,13 +81,22 @@ def test_three_daemons_share_the_stacks_and_take_over_a_dead_ones(harness: Harne
     os.kill(a.pid, signal.SIGKILL)
     a.proc.wait(timeout=10)
     killed = time.monotonic()
-    took = wait_spread(coord_etcd, names, [b, c], {b.pid: 6, c.pid: 6}, timeout=TTL + 30)
+    while len(led := leaders(coord_etcd, names)) < len(names) or a.pid in led.values():
+        assert time.monotonic() - killed < TTL + 30, f"not taken over: {led}"
+        time.sleep(0.1)
+    took = time.monotonic() - killed
     print(f"after kill -9 of one daemon its 4 stacks were led again in {took:.1f}s (TTL {TTL}s, interval {INTERVAL}s)")
-    assert time.monotonic() - killed < TTL + 30
+    # Its lease (registration and leader keys at once) expires within the TTL; the survivors hear
+    # the deletions through their watch and take the stacks on their next scheduler turn.
+    assert took <= TTL + INTERVAL + 1.5, f"the takeover took {took:.1f}s"
+    balanced = wait_spread(coord_etcd, names, [b, c], {b.pid: 6, c.pid: 6}, timeout=30)
+    print(f"... and 6/6 {balanced:.1f}s later")
     assert b.proc.poll() is None and c.proc.poll() is None
 
+    marks = {b.pid: len(b.events()), c.pid: len(c.events())}
     d = start("d")
     wait_spread(coord_etcd, names, [b, c, d], {b.pid: 4, c.pid: 4, d.pid: 4}, timeout=60)
-    handovers = [e for daemon in (b, c) for e in daemon.events() if e.get("event") == "handover"]
-    assert len(handovers) >= 4  # the new daemon's share moved (bounded loads may move one or two more)
+    handovers = [e for daemon in (b, c) for e in daemon.events()[marks[daemon.pid]:] if e.get("event") == "handover"]
+    # The new daemon's share moved, and little else: bounded loads may move one or two more.
+    assert 4 <= len(handovers) <= 8, [(e["stack"], e["to"]) for e in handovers]
     print(f"a new daemon took its share with {len(handovers)} handovers")
