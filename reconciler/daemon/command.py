@@ -23,13 +23,21 @@ import click
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--lock", "lock", default="file", show_default=True, metavar="file|etcd://HOST:PORT",
+              envvar="INFRA_COORDINATION",
               help="Who may write: the local file lock, or a lease in a coordinating etcd (several daemons, "
-                   "one leader per stack).")
+                   "one leader per stack). Default: $INFRA_COORDINATION when set, as every command.")
 @click.option("--lock-ttl", default=10, show_default=True, type=click.IntRange(2, 3600),
               help="Seconds an etcd leader's lease lives without keepalive (hand-over time).")
-@click.option("--lock-cacert", type=click.Path(dir_okay=False), help="CA bundle of the coordinating etcd (TLS).")
-@click.option("--lock-cert", type=click.Path(dir_okay=False), help="Client certificate for the coordinating etcd.")
-@click.option("--lock-key", type=click.Path(dir_okay=False), help="Key of --lock-cert.")
+@click.option("--lock-cacert", type=click.Path(dir_okay=False), envvar="INFRA_COORDINATION_CACERT",
+              help="CA bundle of the coordinating etcd (TLS).")
+@click.option("--lock-cert", type=click.Path(dir_okay=False), envvar="INFRA_COORDINATION_CERT",
+              help="Client certificate for the coordinating etcd.")
+@click.option("--lock-key", type=click.Path(dir_okay=False), envvar="INFRA_COORDINATION_KEY",
+              help="Key of --lock-cert.")
+@click.option("--lock-user", envvar="INFRA_COORDINATION_USER",
+              help="infra's user in the coordinating etcd, when its RBAC is on.")
+@click.option("--lock-password-file", type=click.Path(dir_okay=False), envvar="INFRA_COORDINATION_PASSWORD_FILE",
+              help="A file holding --lock-user's password (its first line).")
 @click.option("--grace", default=60.0, show_default=True, type=click.FloatRange(0),
               help="Seconds allowed on SIGTERM/SIGINT for changes in flight to finish.")
 @click.option("--backoff-max", default=300.0, show_default=True, type=click.FloatRange(1),
@@ -43,7 +51,8 @@ import click
 def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: str, http_token_file: str | None,
                    log_format: str,
                    log_level: str, lock: str, lock_ttl: int, lock_cacert: str | None, lock_cert: str | None,
-                   lock_key: str | None, grace: float, backoff_max: float, stuck_after: float | None,
+                   lock_key: str | None, lock_user: str | None, lock_password_file: str | None, grace: float,
+                   backoff_max: float, stuck_after: float | None,
                    concurrency: int, timeout: float) -> None:
     """Reconcile stacks for ever: every interval and when a stack file changes.
 
@@ -62,7 +71,12 @@ def daemon_command(stack_files: tuple[str, ...], interval: float, metrics_addr: 
     from reconciler.kit import coordination, secretstore
     from reconciler.kit.coordination import etcd_client
 
-    etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key)
+    etcd = parse_lock(lock, cacert=lock_cacert, cert=lock_cert, key=lock_key, user=lock_user,
+                      password_file=lock_password_file)
+    if etcd is not None and etcd.user:
+        from reconciler.kit.coordination import check_login
+
+        check_login(etcd)  # a refused login fails the start (exit 1); an etcd away is waited for
     addr = parse_addr(metrics_addr)
     token = read_token(http_token_file, addr)
     # Daemons that lead through an etcd share the stacks' CA and secrets there (INFRA_SECRETS_KEY).
