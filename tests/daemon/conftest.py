@@ -198,10 +198,13 @@ class Harness:
         return path
 
     def daemon(self, *stack_files: Path, interval: float = 1.0, extra: tuple[str, ...] = (),
-               env: dict[str, str] | None = None) -> DaemonProc:
-        """A daemon of ``stack_files``; ``env`` laid over the harness's (another machine's state dir)."""
+               env: dict[str, str] | None = None, host: str | None = None) -> DaemonProc:
+        """A daemon of ``stack_files``; ``env`` laid over the harness's (another machine's state dir);
+        ``host``: the daemon runs in a UTS namespace of its own with that host name (``unshare -u``,
+        then ``exec``: the pid is the daemon's)."""
         log = self.root / f"daemon-{len(self.daemons)}.log"
-        args = [str(INFRA), "daemon", *map(str, stack_files), "--interval", str(interval),
+        prefix = ["unshare", "--uts", "/bin/sh", "-c", 'hostname "$0" && exec "$@"', host] if host else []
+        args = [*prefix, str(INFRA), "daemon", *map(str, stack_files), "--interval", str(interval),
                 "--log-format", "json", "--metrics-addr", "127.0.0.1:0", "--grace", "30", *extra]
         with open(log, "wb") as fh:
             proc = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
