@@ -16,8 +16,9 @@ etcd://``); with the file lock a daemon leads every stack it is given. Built onc
 * **Without thrash.** Leadership is sticky: a leader keeps a stack while it leads no more than
   its fair share (``ceil(M/N)``, N counting the daemons alive for at least ``ttl``, so a daemon
   that flaps moves nothing); over it, it hands over (between passes) the stacks chosen for
-  others; over ``floor(M/N)``, it hands over a stack chosen for a daemon that leads fewer than
-  ``floor(M/N)`` (the counts come from the leader keys, which name their daemon). A standby
+  others; over ``floor(M/N)``, it hands over a stack chosen for a daemon that has room (the
+  counts come from the leader keys). A stack is only handed to its chosen daemon, which never
+  gives it away, so hand-overs cannot cycle. A standby
   under its share takes the stacks chosen for it, and a free stack whose choice already leads its
   share or has left it free for longer than ``ttl`` + a grace (nothing is left unled); takes are
   decided one at a time per daemon, so none overshoots its share. When the etcd cannot be asked,
@@ -74,11 +75,13 @@ def assign(stacks: list[str], daemons: list[str]) -> dict[str, str]:
 
 def gives(*, me: str, choice: str, led: int, cap: int, floor: int, choice_load: int) -> bool:
     """Whether the leader ``me`` of ``led`` stacks hands over a stack chosen for ``choice`` (which
-    leads ``choice_load``): over the ceiling ``cap``, always; over the ``floor``, to a daemon
-    under the floor. The rule :meth:`Spread.hand_over` applies; pure, for the property test."""
+    leads ``choice_load``): over the ceiling ``cap``, always; over the ``floor``, when the chosen
+    daemon has room (under ``cap``). A stack is only handed to the daemon chosen for it, and the
+    chosen daemon never gives it away: no cycle. The rule :meth:`Spread.hand_over` applies; pure,
+    for the property test (which also bounds the hand-overs from any start)."""
     if choice == me:
         return False
-    return led > cap or (led > floor and choice_load < floor)
+    return led > cap or (led > floor and choice_load < cap)
 
 
 def takes(*, me: str, choice: str, led: int, cap: int, free: bool, choice_load: int, long_free: bool) -> bool:
@@ -194,8 +197,8 @@ class Spread:
     def hand_over(self, stack: str, *, led: int) -> str | None:
         """The daemon this leader of ``led`` stacks should hand ``stack`` to now, or None (keep it).
 
-        Over the share's ceiling: to the daemon chosen for the stack. Over its floor: only to a
-        chosen daemon that leads fewer than the floor (so 334/334/332 of 1000 still moves one)."""
+        Over the share's ceiling: to the daemon chosen for the stack. Over its floor: to a chosen
+        daemon with room (so 334/334/332 of 1000 still settles, and 8/9/9/7 of 33)."""
         live = self.live()
         if not self._known:
             return None

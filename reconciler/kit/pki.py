@@ -41,7 +41,9 @@ create-if-absent transaction and every other one uses what is stored. Only the C
 kept on this machine (``ca.crt``, for ``etcdctl``); its key never is. A stack whose CA exists only
 here is moved there with ``infra secrets push``; until then a writer refuses to make a second one.
 Leaf certificates of long-lived identities stay cached per machine (signed by the shared CA,
-they are valid everywhere); revocations (``revoked.json``) stay per machine.
+they are valid everywhere); the records of minted and revoked certificates are kept there too, one
+entry per certificate (``minted/<member>/<serial>``, ``revoked/<serial>``), so a member healed by
+another machine's writer has its old certificate revoked and every new member's CRL lists it.
 
 Failure: anything that cannot be read or written raises :class:`reconciler.core.errors.ConfigError`
 naming the path (a corrupt or foreign CA is never silently replaced: that would orphan every
@@ -314,6 +316,14 @@ class StackCA:
             if store.create(self.stack, f"secret/{path.name}", value.encode()).decode() != value:
                 raise ConfigError(f"stack {self.stack!r}: secret {path.name} differs in {store.where}")
             copied.append(f"secret/{path.name}")
+        minted = self._read_json(self.dir / "minted.json", {})
+        for name, entries in sorted(minted.items()):
+            for entry in entries:
+                store.create(self.stack, f"minted/{_safe_name(name)}/{entry['serial']}", json.dumps(entry).encode())
+        for record in self._read_json(self.dir / "revoked.json", {"revoked": []})["revoked"]:
+            store.create(self.stack, f"revoked/{record['serial']}", json.dumps(record).encode())
+        if minted or (self.dir / "revoked.json").exists():
+            copied.append("certificate records (minted.json, revoked.json)")
         return copied
 
     def _read_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -456,7 +466,10 @@ class StackCA:
             cert.serial_number,
             cert.not_valid_after_utc,
         )
-        if self.create and not self._throwaway:
+        if self.create and not self._throwaway and self.store is not None:
+            entry = {"serial": str(minted.serial), "at": _now().timestamp(), "not_after": minted.not_after.timestamp()}
+            self.store.create(self.stack, f"minted/{_safe_name(name)}/{minted.serial}", json.dumps(entry).encode())
+        elif self.create and not self._throwaway:
             with _THREAD_LOCK, self._file_lock:
                 doc = self._read_json(self.dir / "minted.json", {})
                 doc.setdefault(name, []).append({"serial": str(minted.serial), "at": _now().timestamp(),
@@ -469,6 +482,8 @@ class StackCA:
         Unix time, when given); returns their serials. A read-only caller revokes nothing."""
         if not self.create or self._throwaway:
             return []
+        if self.store is not None:
+            return self._revoke_shared(self.store, name, minted_before)
         with _THREAD_LOCK, self._file_lock:
             minted = self._read_json(self.dir / "minted.json", {})
             revoked = self._read_json(self.dir / "revoked.json", {"revoked": []})
@@ -491,9 +506,27 @@ class StackCA:
             self._write_json(self.dir / "minted.json", minted)
         return [int(e["serial"]) for e in out]
 
+    def _revoke_shared(self, store: SecretStore, name: str, minted_before: float | None) -> list[int]:
+        """:meth:`revoke_member` in the shared store: every writer's mints and revocations are seen
+        by every other (one entry per certificate, so two writers never overwrite each other)."""
+        out = []
+        now = _now().timestamp()
+        for key, raw in sorted(store.list(self.stack, f"minted/{_safe_name(name)}/").items()):
+            entry = json.loads(raw)
+            if minted_before is not None and float(entry["at"]) > minted_before:
+                continue
+            record = {"serial": entry["serial"], "name": name, "at": now, "not_after": entry["not_after"]}
+            store.create(self.stack, f"revoked/{entry['serial']}", json.dumps(record).encode())
+            store.delete(self.stack, f"minted/{key}")
+            out.append(int(entry["serial"]))
+        return out
+
     def revoked(self) -> list[int]:
         """The serials revoked and not yet expired."""
         now = _now().timestamp()
+        if self.store is not None and not self._throwaway:
+            records = [json.loads(raw) for raw in self.store.list(self.stack, "revoked/").values()]
+            return [int(r["serial"]) for r in records if float(r["not_after"]) > now]
         doc = self._read_json(self.dir / "revoked.json", {"revoked": []}) if not self._throwaway else {"revoked": []}
         return [int(r["serial"]) for r in doc["revoked"] if float(r["not_after"]) > now]
 

@@ -57,6 +57,14 @@ class SecretStore(Protocol):
         """Store ``value`` unless the secret exists; returns what is stored (the winner's)."""
         ...
 
+    def list(self, stack: str, prefix: str) -> dict[str, bytes]:
+        """Every entry whose name starts with ``prefix`` → its value (records such as revocations)."""
+        ...
+
+    def delete(self, stack: str, name: str) -> None:
+        """Remove one entry (harmless when absent)."""
+        ...
+
 
 def load_key(path: str | None = None) -> bytes:
     """The 32-byte key in ``path`` (default ``$INFRA_SECRETS_KEY``); ConfigError saying what to do."""
@@ -141,6 +149,22 @@ class EtcdSecretStore:
             raise TransientError(f"the shared secret {path} vanished right after it was made in the coordinating "
                                  f"{self.where}")
         return stored
+
+
+    def list(self, stack: str, prefix: str) -> dict[str, bytes]:
+        path = self._path(stack, prefix)
+        found = self._call(f"list {path}*", lambda: self.client.get_prefix(path))
+        out: dict[str, bytes] = {}
+        for value, meta in found:
+            key = meta["key"]
+            full = key.decode() if isinstance(key, bytes) else str(key)
+            sealed = value if isinstance(value, bytes) else str(value).encode()
+            out[full[len(self._path(stack, "")):]] = self._open(full, sealed)
+        return out
+
+    def delete(self, stack: str, name: str) -> None:
+        path = self._path(stack, name)
+        self._call(f"delete {path}", lambda: self.client.delete(path))
 
 
 def from_environment() -> SecretStore | None:

@@ -37,9 +37,9 @@ def test_a_pause_holds_the_daemon_and_resume_heals(harness: Harness) -> None:
     stack = harness.stack_file("pausing", size=2)
     d = harness.daemon(stack, interval=0.5)
     d.wait_for(is_pass("ok", observed=2), timeout=60, what="the stack converged")
+    mark = len(d.events())  # before the pause: the daemon may log it before the command returns
     paused = harness.infra("pause", str(stack), "--reason", "disk swap on the host")
     assert paused.returncode == 0, paused.stderr
-    mark = len(d.events())
     d.wait_for(is_event("paused"), after=mark, timeout=30, what="the daemon seeing the pause")
     before = _members(harness, stack)
     os.kill(harness.service_pid(str(before["web-1"]["name"]), "web"), signal.SIGKILL)

@@ -24,8 +24,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 
 from tests.daemon.conftest import CoordEtcd, Harness, is_event, is_pass, report
 from tests.emulator.conftest import launch, wait_for
@@ -181,6 +183,19 @@ stack = Stack(
 TTL, INTERVAL = 3, 1.0
 
 
+def machine_dir(emu: Any, address: str) -> Path:
+    """The emulator's directory of the machine at ``address`` (its ``config/`` is /run/config)."""
+    for record in (emu.root / "emulator-state" / "machines" / "instances").glob("*/instance.json"):
+        if json.loads(record.read_text()).get("address") == address:
+            return record.parent
+    raise AssertionError(f"no machine at {address}")
+
+
+def peer_serial(emu: Any, address: str) -> int:
+    pem = (machine_dir(emu, address) / "config" / "etcd" / "peer.crt").read_bytes()
+    return int(x509.load_pem_x509_certificate(pem).serial_number)
+
+
 def test_three_machines_split_the_stacks_and_heal_a_dead_leaders_etcd_stack_with_the_same_ca(
     harness: Harness, coord_etcd: CoordEtcd, tmp_path: Path
 ) -> None:
@@ -215,6 +230,7 @@ def test_three_machines_split_the_stacks_and_heal_a_dead_leaders_etcd_stack_with
         daemons[owner].proc.kill()
         killed = time.monotonic()
         victim = emu.machine_at("127.128.15.3")
+        old_peer = peer_serial(emu, "127.128.15.3")
         os.kill(int(victim["processes"]["services"]["etcd"]["pid"]), signal.SIGKILL)
         wait_for("the two other machines leading all six stacks", lambda: (
             len(led := leaders()) == 6 and {str(v["host"])[-1] for v in led.values()} == set(survivors)), timeout=30)
@@ -234,6 +250,11 @@ def test_three_machines_split_the_stacks_and_heal_a_dead_leaders_etcd_stack_with
         for m in machines.values():
             got = m.etcdctl(STACK, "get", "/kept", "--print-value-only")
             assert got.stdout.strip() == "through-the-takeover", got.stderr
+        # The killed member's certificate, minted by the dead leader's machine, was revoked by the
+        # heir (the records are shared): the new member's revocation list names it.
+        crl = x509.load_pem_x509_crl((machine_dir(emu, "127.128.15.3") / "config" / "etcd" / "revoked.crl").read_bytes())
+        assert crl.get_revoked_certificate_by_serial_number(old_peer) is not None
+        assert peer_serial(emu, "127.128.15.3") != old_peer
     finally:
         for d in harness.daemons:
             if d.proc.poll() is None:
@@ -263,9 +284,9 @@ def test_a_person_on_another_machine_gets_the_daemons_lock_and_pause(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "being changed elsewhere" in refused.stderr and f"pid {d.pid}" in refused.stderr
 
+    mark = len(d.events())  # before the pause: the daemon may log it before the command returns
     paused = b.infra("pause", str(stack), "--reason", "maintenance from machine B")
     assert paused.returncode == 0, paused.stderr
-    mark = len(d.events())
     d.wait_for(is_event("paused"), after=mark, timeout=30, what="A's daemon seeing B's pause")
     assert coord_etcd.get("/infra/pauses/shared") and "machine B" in (coord_etcd.get("/infra/pauses/shared") or "")
     assert not (b.state / "stacks" / "shared" / "pause.json").exists()  # shared, not B's alone
