@@ -110,6 +110,7 @@ def service(cfg: EtcdConfig) -> Service:
         image=cfg.effective_image,
         command=("/bin/sh", "-c", WRAPPER, "etcd", "{config}", "{data}"),
         ports=(cfg.client_port, cfg.peer_port),
+        debian_package="etcd-server",
     )
 
 

@@ -161,6 +161,7 @@ class PrometheusRole(Role[PrometheusConfig]):
                 f"--storage.tsdb.retention.time={cfg.retention}",
             ),
             ports=(cfg.port,),
+            debian_package="prometheus",
         )
 
     def expand(self, ctx: RoleContext[PrometheusConfig]) -> list[MemberSpec]:

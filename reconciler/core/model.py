@@ -166,6 +166,9 @@ class Service(_Frozen):
     ``{data}`` (its data directory), ``{name}`` (instance name). ``ports`` are TCP ports the
     service listens on at the instance's address. ``secret_env`` names variables whose values the
     service reads at start from its secret files (:func:`secret_env_file`); only the names are here.
+    ``debian_package`` is the Debian package whose binaries run the service in an image built
+    from Debian packages (:mod:`reconciler.engine.debianbuild`), next to the OCI ``image`` LinuxKit
+    runs; it is not part of the spec hash (what it changes, the image, is).
     """
 
     name: str
@@ -174,6 +177,7 @@ class Service(_Frozen):
     env: EnvVars = Field(default_factory=dict)
     ports: tuple[int, ...] = ()
     secret_env: SecretEnvNames = ()
+    debian_package: str | None = None
 
 
 #: ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` without building an encoder per call.
@@ -181,8 +185,10 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def _services_doc(services: tuple[Service, ...]) -> list[Any]:
-    # secret_env only when set: a service without one hashes as it did before the field existed.
-    return [s.model_dump(mode="json", exclude=None if s.secret_env else {"secret_env"}) for s in services]
+    # secret_env only when set: a service without one hashes as it did before the field existed;
+    # debian_package never (a declaration of the roles, not of the member: adding it rolls nothing).
+    return [s.model_dump(mode="json", exclude={"debian_package"} if s.secret_env else {"secret_env", "debian_package"})
+            for s in services]
 
 
 def _files_doc(files: tuple[ConfigFile, ...]) -> list[Any]:

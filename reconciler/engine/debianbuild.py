@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import ConfigError, PermanentError
+from reconciler.core.model import Service
 from reconciler.engine import debian_init
 
 #: The kernel: Debian's cloud kernel (virtio, no desktop drivers), through its metapackage.
@@ -138,6 +139,18 @@ def packages_for(services: Mapping[str, str]) -> list[str]:
         if package not in names:
             names.append(package)
     return names
+
+
+def packages_of(services: Iterable[Service]) -> dict[str, str]:
+    """Service name → its Debian package, as the roles declare them (``Service.debian_package``).
+    ConfigError naming the services that declare none."""
+    services = list(services)
+    missing = [s.name for s in services if not s.debian_package]
+    if missing:
+        raise ConfigError(f"no Debian package declared for service(s) {', '.join(missing)}",
+                          hint="the role declares each service's Debian package next to its OCI image "
+                               "(Service.debian_package)")
+    return {s.name: str(s.debian_package) for s in services}
 
 
 def digest_of(document: Mapping[str, Any], services: Mapping[str, str], packages: Iterable[Package],

@@ -200,3 +200,17 @@ def test_the_image_boots_finds_its_user_data_and_runs_etcd(built: debianbuild.Bu
     finally:
         vm.kill()
         vm.wait(timeout=30)
+
+
+def test_the_roles_declare_their_services_debian_packages() -> None:
+    """etcd and Prometheus say which Debian package runs them; a service that says none is a clear
+    error, not a guess."""
+    from plugins.etcd.config import EtcdConfig
+    from plugins.etcd.render import service as etcd_service
+    from reconciler.core.errors import ConfigError
+    from reconciler.core.model import Service
+
+    etcd = etcd_service(EtcdConfig())
+    assert debianbuild.packages_of([etcd]) == {"etcd": "etcd-server"}
+    with pytest.raises(ConfigError, match=r"no Debian package declared for service.*web"):
+        debianbuild.packages_of([etcd, Service(name="web", image="nginx", command=("nginx",))])

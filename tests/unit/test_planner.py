@@ -263,3 +263,6 @@ def test_the_spec_hash_of_a_known_member_is_pinned() -> None:
     )
     assert m.spec_hash == "5073afd2"
     assert m.name == "demo-web-web-0-5073afd2"
+    # A service's Debian package (what the Debian image builder installs) rolls nothing.
+    with_package = m.model_copy(update={"services": (m.services[0].model_copy(update={"debian_package": "svc-pkg"}),)})
+    assert with_package.spec_hash == "5073afd2"
