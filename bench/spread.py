@@ -136,7 +136,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--stacks", type=int, default=1000)
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of the idle CPU window")
-    ap.add_argument("--logs", type=Path, default=None, help="copy the daemons' logs into this directory")
+    ap.add_argument("--logs", type=Path, default=None,
+                    help="copy the daemons' logs (debug level) into this directory")
     args = ap.parse_args()
     m = args.stacks
     print(f"infra spread bench — {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, {m} stacks")
@@ -156,8 +157,9 @@ def main() -> int:
         try:
             with coordinating_etcd(root) as url:
                 lock = ["--lock", "etcd://" + url.removeprefix("http://"), "--lock-ttl", str(TTL)]
+                debug = ["--log-level", "debug"] if args.logs is not None else []
                 for name in "abc":
-                    procs.append(daemon(files, root / f"machine-{name}", root / f"{name}.log", lock))
+                    procs.append(daemon(files, root / f"machine-{name}", root / f"{name}.log", lock + debug))
                 _, took, counts = settle(url, m, [p.pid for p in procs], timeout=max(300.0, m * 0.6))
                 print(f"  spread over 3 daemons: {took:6.1f} s   min {min(counts.values())} / max "
                       f"{max(counts.values())} per daemon")

@@ -167,10 +167,15 @@ class Daemon:
         """Keys changed in the coordinating etcd. A leader key freed or a daemon gone: every standby
         stack looks again now. A stack just taken: the standby stacks waiting on a free key look
         again (their choice may now be full, and they may take it)."""
-        freed = any(kind == "DELETE" for kind, _key in events)
+        freed = sum(1 for kind, _key in events if kind == "DELETE")
+        woken = 0
         for loop in self.stacks:
             if not loop.leader.leading() and (freed or loop.waiting_on_free_key()):
                 loop.next_due = 0.0
+                woken += 1
+        if freed:
+            self.log("debug", "watch", f"{freed} key(s) freed in the coordinating etcd; {woken} standby stack(s) "
+                     "look now", freed=freed, woken=woken)
         self.wake.set()
 
     def _leading_changed(self, stack: str, leading: bool) -> None:

@@ -305,19 +305,34 @@ class Session:
             try:
                 with self.client.session.post(url, json=body, stream=True, timeout=(2.0, None)) as resp:
                     self._stream = resp
-                    for line in resp.iter_lines():
+                    pending = b""
+                    # chunk_size=None: each chunk as it arrives (iter_lines reads 512 bytes at a time
+                    # and would hold the end of a message until more bytes come)
+                    for chunk in resp.iter_content(chunk_size=None):
                         if self._stop.is_set():
                             return
-                        if not line.strip():
-                            continue
-                        events = json.loads(line).get("result", {}).get("events") or []
-                        if events:
-                            self._apply(events)
-                            on_change([(str(e.get("type", "PUT")), unb64(e.get("kv", {}).get("key", "")))
-                                       for e in events])
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            if line.strip():
+                                self._deliver(json.loads(line), on_change)
+                        if pending.strip().endswith(b"}"):  # a whole message without its newline
+                            try:
+                                doc = json.loads(pending)
+                            except ValueError:
+                                continue
+                            pending = b""
+                            self._deliver(doc, on_change)
             except Exception:
                 pass
             self._stop.wait(1.0)
+
+    def _deliver(self, doc: dict[str, Any], on_change: Callable[[list[tuple[str, str]]], None]) -> None:
+        """One watch response: its events applied to the snapshots, then handed to ``on_change``."""
+        events = doc.get("result", {}).get("events") or []
+        if events:
+            self._apply(events)
+            on_change([(str(e.get("type", "PUT")), unb64(e.get("kv", {}).get("key", ""))) for e in events])
 
     def note(self, key: str, value: str | None, lease: int, revision: int) -> None:
         """What this process just saw of ``key`` at ``revision`` (from a transaction's answer; None:
