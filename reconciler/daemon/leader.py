@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from reconciler.core.errors import LockHeldError
-from reconciler.daemon.session import Session, b64, errors, short, unb64
+from reconciler.daemon.session import Session, b64, errors, revision_of, short, unb64
 from reconciler.engine.lock import describe, holder_note
 from reconciler.engine.state import StateDir
 from reconciler.kit.coordination import EtcdTarget, etcd_client, parse_lock
@@ -152,9 +152,8 @@ class EtcdLeader:
             "failure": [{"request_range": {"key": key}}],
         }
         result = self.session.txn(txn)
-        revision = int(result.get("header", {}).get("revision", 0) or 0)
         if result.get("succeeded"):
-            self.session.note(self.key, value, lease, revision)
+            self.session.note(self.key, value, lease, revision_of(result))
             return True, value
         for resp in result.get("responses", []):
             for kv in resp.get("response_range", {}).get("kvs", []):
@@ -176,7 +175,7 @@ class EtcdLeader:
         except errors():
             return  # the key goes with the session's lease at the latest
         if result.get("succeeded"):
-            self.session.note(self.key, None, 0, int(result.get("header", {}).get("revision", 0) or 0))
+            self.session.note(self.key, None, 0, revision_of(result))
 
     def _current_value(self, max_age: float = 0.5) -> str | None:
         entry = self.session.snapshot(KEY_PREFIX, max_age=max_age).get(self.stack)

@@ -59,6 +59,11 @@ def short(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def revision_of(result: dict[str, Any]) -> int:
+    """The etcd revision an answer of the JSON gateway reflects (its ``header.revision``)."""
+    return int(result.get("header", {}).get("revision", 0) or 0)
+
+
 def errors() -> tuple[type[BaseException], ...]:
     """What a call to the coordinating etcd may raise when it is away or answers oddly, or refuses
     infra's login (a ConfigError: a password changed under a running daemon makes it stand by,
@@ -158,10 +163,6 @@ class Session:
         with self._mutex:
             return self._lease == lease and time.monotonic() < self._deadline
 
-    def current(self) -> int | None:
-        with self._mutex:
-            return self._lease if time.monotonic() < self._deadline else None
-
     def close(self) -> None:
         """Stop refreshing and revoke the lease: every key bound to it goes at once."""
         self.closing = True
@@ -258,7 +259,7 @@ class Session:
             if cached is not None and now - cached[0] < max_age:
                 return cached[2]
         result = self.post("/kv/range", {"key": b64(prefix), "range_end": prefix_end(prefix)})
-        revision = int(result.get("header", {}).get("revision", 0) or 0)
+        revision = revision_of(result)
         keys = {unb64(kv["key"])[len(prefix):]: (unb64(kv.get("value", "")), int(kv.get("lease", 0) or 0))
                 for kv in result.get("kvs", [])}
         with self._mutex:

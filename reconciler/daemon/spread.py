@@ -103,18 +103,16 @@ class Spread:
         self.id = session.id
         self.ttl = session.ttl
         self.grace = grace
-        self.target = session.target
         self._mutex = threading.Lock()
         self._live: list[str] = [self.id]
-        self._read_at = 0.0
         self._first_seen: dict[str, float] = {self.id: time.monotonic()}
         self._known = False  # the list was read at least once
         self.stacks = sorted(stacks)
         #: held by a stack loop while it decides to hand its stack over (one decision at a time)
         self.turn = threading.Lock()
         self._assignment: tuple[tuple[str, ...], dict[str, str]] = ((), {})
-        self._loads: tuple[object, dict[str, int]] = (None, {})
-        self._loads_daemons: object = None
+        #: the leader keys and registrations the counts were made from, and the counts
+        self._loads: tuple[object, object, dict[str, int]] = (None, None, {})
 
     # -- registration ------------------------------------------------------------------------------
 
@@ -146,7 +144,7 @@ class Spread:
                 self._first_seen.setdefault(d, now)
             for gone in set(self._first_seen) - set(ids):
                 del self._first_seen[gone]
-            self._live, self._read_at, self._known = ids, now, True
+            self._live, self._known = ids, True
             return list(ids)
 
     def choice(self, stack: str) -> str:
@@ -165,8 +163,6 @@ class Spread:
         its share, and the stack is chosen for it, or the stack is free and its choice cannot take
         it (already at its share, or has not for ``ttl`` + a grace)."""
         cap = self._cap(len(self.live()))
-        if led >= cap:
-            return False
         choice = self.choice(stack)
         free = free_since is not None
         return takes(me=self.id, choice=choice, led=led, cap=cap, free=free,
@@ -182,8 +178,8 @@ class Spread:
         except errors():
             return {}
         with self._mutex:
-            if self._loads[0] is keys and self._loads_daemons is daemons:
-                return self._loads[1]
+            if self._loads[0] is keys and self._loads[1] is daemons:
+                return self._loads[2]
         owner = {lease: daemon for daemon, (_value, lease) in daemons.items()}
         counts: dict[str, int] = {}
         for _value, lease in keys.values():
@@ -191,7 +187,7 @@ class Spread:
             if daemon is not None:
                 counts[daemon] = counts.get(daemon, 0) + 1
         with self._mutex:
-            self._loads, self._loads_daemons = (keys, counts), daemons
+            self._loads = (keys, daemons, counts)
         return counts
 
     def hand_over(self, stack: str, *, led: int) -> str | None:
@@ -209,8 +205,6 @@ class Spread:
         if choice == self.id:
             return None
         cap, floor = self._cap(len(stable)), len(self.stacks) // max(1, len(stable))
-        if led <= floor:
-            return None
         # A daemon that is not yet stable counts as full: nothing moves to it before it is.
         load = self.loads().get(choice, 0) if choice in stable else cap
         return choice if gives(me=self.id, choice=choice, led=led, cap=cap, floor=floor, choice_load=load) else None

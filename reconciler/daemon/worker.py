@@ -425,17 +425,18 @@ class StackLoop:
         if not self._fair_share():
             self.on_leading(self.stack_name, False)
             self.metrics.leader.labels(self.stack_name).set(0)
-            # Another daemon's share: look again in a TTL. Sooner when it matters: the daemon's watch
-            # of the coordinating etcd makes every standby stack look at once when a leader key is
-            # freed (a dead daemon's lease expired, a stack handed over).
-            # A free key is looked at again soon (its choice may be a daemon just gone).
-            held_long = self._free_since is None and self.spread is not None
-            self.next_due = time.monotonic() + (max(self._standby_delay(), self.spread.ttl)
-                                                if held_long and self.spread else self._standby_delay())
+            # Another daemon's share. Held by another: look again in a TTL (the daemon's watch of the
+            # coordinating etcd makes every standby stack look at once when a leader key is freed).
+            # Free: look again soon (its chosen daemon may be one just gone).
+            wait = self._standby_delay()
+            if self.spread is not None and self._free_since is None:
+                wait = max(wait, self.spread.ttl)
+            self.next_due = time.monotonic() + wait
             return
-        acquired, self._acquired = self._acquired, None
-        leading = acquired if acquired is not None else self.leader.acquire()
-        self.on_leading(self.stack_name, leading)
+        leading, self._acquired = self._acquired, None  # taken (and counted) inside the spread's turn
+        if leading is None:
+            leading = self.leader.acquire()
+            self.on_leading(self.stack_name, leading)
         self.metrics.leader.labels(self.stack_name).set(1 if leading else 0)
         if not leading:
             holder = self.leader.holder()

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ConfigError, PermanentError
+from reconciler.core.errors import ConfigError
 from reconciler.core.model import Service
 from reconciler.engine import debian_init
+from reconciler.engine.imagebuild import BuildError
 
 #: The kernel: Debian's cloud kernel (virtio, no desktop drivers), through its metapackage.
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
@@ -55,10 +56,6 @@ APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "echo", "ip", "udhcpc", "nc"
            "head", "tail", "date", "id", "touch", "poweroff", "reboot")
 #: Bumped when the layout of the initrd changes (part of every digest).
 BUILDER_VERSION = "1"
-
-
-class BuildError(PermanentError):
-    """The Debian image could not be built (a package, a tool)."""
 
 
 @dataclass(frozen=True)
@@ -236,8 +233,9 @@ def build(document: Mapping[str, Any], services: Mapping[str, str], out_dir: Pat
     for tool in ("cpio", "dpkg-deb", "apt-get"):
         if shutil.which(tool) is None:
             raise BuildError(f"the Debian image builder needs {tool}", hint="apt-get install cpio dpkg apt")
-    packages = tuple(fetch(name, cache) for name in packages_for({n: services[n] for n in names}))
-    digest = digest_of(document, {n: services[n] for n in names}, packages, metadata)
+    used = {n: services[n] for n in names}
+    packages = tuple(fetch(name, cache) for name in packages_for(used))
+    digest = digest_of(document, used, packages, metadata)
     target = out_dir / digest
     if (target / "initrd").exists() and (target / "kernel").exists():
         return Built(target / "kernel", target / "initrd", digest, packages)

@@ -46,7 +46,8 @@ class LinuxkitMissingError(ConfigError):
 
 
 class BuildError(PermanentError):
-    """``linuxkit build`` failed; the message carries the end of its output."""
+    """An image build failed (``linuxkit build``, or the Debian builder's packages and tools); the
+    message carries the end of the tool's output."""
 
 
 def find_linuxkit() -> str | None:

@@ -137,10 +137,8 @@ def check_login(target: EtcdTarget, timeout: float = 5.0) -> bool:
 
     session = http_session(target, timeout)
     assert isinstance(session, PasswordSession)
-    scheme = "https" if target.tls else "http"
-    host = f"[{target.host}]" if ":" in target.host else target.host
     try:
-        session.login(f"{scheme}://{host}:{target.port}/v3/")
+        session.login(f"{target}/v3/")
     except requests.RequestException:
         return False
     finally:

@@ -29,10 +29,10 @@ def _password(user: str, password_file: str) -> str:
 
 
 class PasswordSession(requests.Session):
-    """A ``requests`` session that logs in as ``user`` (of the etcd at ``where``) (etcd's ``/v3/auth/authenticate``) and
-    sends the token with every call; when etcd refuses the token (401: it expired, or the etcd
-    restarted) it logs in again once and repeats the call. A refused login is a ConfigError naming
-    the user, never the password."""
+    """A ``requests`` session that logs in as ``user`` to the etcd at ``where`` (etcd's
+    ``/v3/auth/authenticate``) and sends the token with every call; when etcd refuses the token
+    (401: it expired, or the etcd restarted) it logs in again once and repeats the call. A refused
+    login is a ConfigError naming the user, never the password."""
 
     def __init__(self, user: str, password_file: str, where: str, timeout: float) -> None:
         super().__init__()
@@ -45,9 +45,6 @@ class PasswordSession(requests.Session):
 
     def login(self, url: str) -> str:
         """Log in now (``url``: any URL of the etcd's gateway); the token, kept for the next calls."""
-        return self._login(url)
-
-    def _login(self, url: str) -> str:
         base = url.split("/v3/", 1)[0]
         resp = super().request("POST", f"{base}/v3/auth/authenticate", timeout=self._timeout,
                                json={"name": self._user, "password": _password(self._user, self._password_file)})
@@ -71,12 +68,11 @@ class PasswordSession(requests.Session):
         with self._lock:
             token = self._token
         if token is None:
-            token = self._login(target)
+            token = self.login(target)
         headers = dict(kwargs.pop("headers", None) or {})
         kwargs["headers"] = {**headers, "Authorization": token}
         resp = super().request(method, url, *args, **kwargs)
         if resp.status_code == 401:
-            kwargs["headers"] = {**headers, "Authorization": self._login(target)}
+            kwargs["headers"] = {**headers, "Authorization": self.login(target)}
             resp = super().request(method, url, *args, **kwargs)
         return resp
-

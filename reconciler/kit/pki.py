@@ -319,7 +319,7 @@ class StackCA:
         minted = self._read_json(self.dir / "minted.json", {})
         for name, entries in sorted(minted.items()):
             for entry in entries:
-                store.create(self.stack, f"minted/{_safe_name(name)}/{entry['serial']}", json.dumps(entry).encode())
+                store.create(self.stack, _minted_key(name, entry["serial"]), json.dumps(entry).encode())
         for record in self._read_json(self.dir / "revoked.json", {"revoked": []})["revoked"]:
             store.create(self.stack, f"revoked/{record['serial']}", json.dumps(record).encode())
         if minted or (self.dir / "revoked.json").exists():
@@ -466,14 +466,13 @@ class StackCA:
             cert.serial_number,
             cert.not_valid_after_utc,
         )
+        entry = {"serial": str(minted.serial), "at": _now().timestamp(), "not_after": minted.not_after.timestamp()}
         if self.create and not self._throwaway and self.store is not None:
-            entry = {"serial": str(minted.serial), "at": _now().timestamp(), "not_after": minted.not_after.timestamp()}
-            self.store.create(self.stack, f"minted/{_safe_name(name)}/{minted.serial}", json.dumps(entry).encode())
+            self.store.create(self.stack, _minted_key(name, minted.serial), json.dumps(entry).encode())
         elif self.create and not self._throwaway:
             with _THREAD_LOCK, self._file_lock:
                 doc = self._read_json(self.dir / "minted.json", {})
-                doc.setdefault(name, []).append({"serial": str(minted.serial), "at": _now().timestamp(),
-                                                 "not_after": minted.not_after.timestamp()})
+                doc.setdefault(name, []).append(entry)
                 self._write_json(self.dir / "minted.json", doc)
         return minted
 
@@ -511,7 +510,7 @@ class StackCA:
         by every other (one entry per certificate, so two writers never overwrite each other)."""
         out = []
         now = _now().timestamp()
-        for key, raw in sorted(store.list(self.stack, f"minted/{_safe_name(name)}/").items()):
+        for key, raw in sorted(store.list(self.stack, _minted_key(name, "")).items()):
             entry = json.loads(raw)
             if minted_before is not None and float(entry["at"]) > minted_before:
                 continue
@@ -751,3 +750,8 @@ def _build(
     if wanted:
         builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _minted_key(member: str, serial: object) -> str:
+    """The shared store's record of one certificate minted for ``member`` (``serial=""``: all of them)."""
+    return f"minted/{_safe_name(member)}/{serial}"

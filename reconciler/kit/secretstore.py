@@ -138,8 +138,7 @@ class EtcdSecretStore:
         found = self._call(f"read {path}", lambda: self.client.get(path))
         if not found:
             return None
-        value = found[0]
-        return self._open(path, value if isinstance(value, bytes) else str(value).encode())
+        return self._open(path, _raw(found[0]))
 
     def create(self, stack: str, name: str, value: bytes) -> bytes:
         path = self._path(stack, name)
@@ -150,21 +149,24 @@ class EtcdSecretStore:
                                  f"{self.where}")
         return stored
 
-
     def list(self, stack: str, prefix: str) -> dict[str, bytes]:
         path = self._path(stack, prefix)
         found = self._call(f"list {path}*", lambda: self.client.get_prefix(path))
         out: dict[str, bytes] = {}
         for value, meta in found:
             key = meta["key"]
-            full = key.decode() if isinstance(key, bytes) else str(key)
-            sealed = value if isinstance(value, bytes) else str(value).encode()
-            out[full[len(self._path(stack, "")):]] = self._open(full, sealed)
+            full = _raw(key).decode()
+            out[full[len(self._path(stack, "")):]] = self._open(full, _raw(value))
         return out
 
     def delete(self, stack: str, name: str) -> None:
         path = self._path(stack, name)
         self._call(f"delete {path}", lambda: self.client.delete(path))
+
+
+def _raw(value: object) -> bytes:
+    """A key or value as etcd3gw returns it (bytes, or str on some paths) as bytes."""
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def from_environment() -> SecretStore | None:
