@@ -67,6 +67,9 @@ etcd = Etcd(
 )
 
 stack = Stack(
+    # Who builds the images: the linuxkit CLI, or infra's Debian builder (what the emulators'
+    # --machines vm export, since their VMs boot the pushed disk).
+    image_builder="debian" if os.environ.get("INFRA_IMAGE_BUILDER") == "debian" else "linuxkit",
     name="etcd-aws",
     provider="aws",
     provider_config={

@@ -9,7 +9,14 @@ settings) on a provider that stores images boots the image of its own LinuxKit d
 (:func:`reconciler.core.linuxkit.document` of the members' services). That document holds no member
 data, so it is the same for every member; its **digest** is the SHA-256 of the canonical JSON of
 the document and of the output format, cut to :data:`DIGEST_LEN` hex characters (160 bits; short
-enough to be a GCE label value), and the image is named ``infra-<group>-<digest[:12]>``. The
+enough to be a GCE label value), and the image is named ``infra-<group>-<digest[:12]>``.
+
+Two builders make an image of the document, chosen explicitly in the stack file
+(``Stack.image_builder``, a group's own ``image_builder``), never by what the machine has, since
+the builder is part of the digest: ``linuxkit`` (the ``linuxkit`` CLI, from OCI images) and
+``debian`` (:mod:`reconciler.engine.debianbuild`, from Debian packages). A Debian image's digest
+also covers its *pins*: every package's name, version and SHA-256 as apt's lists give them, the
+init and the builder's layout, so a new package version is a new image. The
 provider labels or tags the stored image with :data:`LABEL_IMAGE` = the digest and finds it by
 that label, never by name alone.
 
@@ -44,9 +51,18 @@ def canonical(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
-def digest_of(document: Mapping[str, Any], fmt: str) -> str:
-    """The image digest of ``document`` built in output format ``fmt``."""
+#: The image builders a stack may choose (``Stack.image_builder``).
+BUILDERS = ("linuxkit", "debian")
+
+
+def digest_of(document: Mapping[str, Any], fmt: str, *, builder: str = "linuxkit",
+              pins: Mapping[str, Any] | None = None) -> str:
+    """The image digest of ``document`` built in output format ``fmt`` by ``builder``, whose
+    ``pins`` (the Debian builder's packages) are part of it. A LinuxKit image's digest is the one
+    it always had."""
     raw = f"linuxkit-format:{fmt}\n{canonical(document)}"
+    if builder != "linuxkit":
+        raw = f"builder:{builder}\n{raw}\n{canonical(pins or {})}"
     return hashlib.sha256(raw.encode()).hexdigest()[:DIGEST_LEN]
 
 
@@ -64,9 +80,13 @@ class ImageSpec:
     metadata: str  # the metadata package's source inside the image: "gcp", "aws"
     document: Mapping[str, Any] = field(repr=False, hash=False, compare=False)
     digest: str = ""
+    builder: str = "linuxkit"  # who builds it: "linuxkit" or "debian"
+    #: What the builder adds to the digest (the Debian packages), and hands back to build it.
+    pins: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False, compare=False)
 
     @classmethod
-    def of(cls, group: str, members: Sequence[MemberSpec], *, fmt: str, metadata: str) -> ImageSpec:
+    def of(cls, group: str, members: Sequence[MemberSpec], *, fmt: str, metadata: str, builder: str = "linuxkit",
+           pins: Mapping[str, Any] | None = None) -> ImageSpec:
         """The image of ``members`` (one group's). Raises ValueError when they disagree on it."""
         first = members[0]
         for m in members[1:]:
@@ -76,7 +96,8 @@ class ImageSpec:
                     "so they cannot share one image; a role must give every member the same services"
                 )
         doc = linuxkit.document(first.services, metadata=metadata)
-        return cls(group=group, format=fmt, metadata=metadata, document=doc, digest=digest_of(doc, fmt))
+        return cls(group=group, format=fmt, metadata=metadata, document=doc, builder=builder, pins=dict(pins or {}),
+                   digest=digest_of(doc, fmt, builder=builder, pins=pins))
 
     @property
     def name(self) -> str:
@@ -89,14 +110,16 @@ class ImageSpec:
 
     def yaml(self) -> str:
         """The document as the YAML file handed to ``linuxkit build``."""
+        how = ("build: linuxkit build --format {fmt} --name {name} {name}.yml" if self.builder == "linuxkit"
+               else "built by infra's Debian builder from Debian packages")
         header = (f"# LinuxKit image {self.name} (group {self.group}, format {self.format}, "
                   f"digest {self.digest}).\n# Rendered by infra from the group's declaration; "
-                  "build: linuxkit build --format {fmt} --name {name} {name}.yml\n").format(
-                      fmt=self.format, name=self.name)
+                  + how.format(fmt=self.format, name=self.name) + "\n")
         return linuxkit.dump(self.document, header=header)
 
     def public_view(self) -> dict[str, Any]:
-        return {"group": self.group, "name": self.name, "digest": self.digest, "format": self.format}
+        return {"group": self.group, "name": self.name, "digest": self.digest, "format": self.format,
+                "builder": self.builder}
 
 
 @dataclass(frozen=True)

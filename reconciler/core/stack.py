@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from functools import cached_property
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -178,6 +178,9 @@ def _group_name(value: Any) -> Any:
     return value.name if isinstance(value, Group) else value
 
 
+#: Who builds an image (:data:`reconciler.core.image.BUILDERS`).
+ImageBuilder = Literal["linuxkit", "debian"]
+
 #: A reference to another group of the stack: its name, or the group object itself
 #: (``Prometheus(watch=[etcd])``); validated to the name.
 GroupRef = Annotated[str, BeforeValidator(_group_name)]
@@ -207,6 +210,8 @@ class Group(_Declared):
         "group as a whole (destroy, removed, no longer declared); set False and apply it first")
     labels: Labels = Field(default_factory=dict, description="recorded on every instance; changed in place")
     remediation: Remediation = Field(default_factory=Remediation)
+    image_builder: ImageBuilder | None = Field(
+        None, description="who builds this group's image (default: the stack's image_builder)")
 
     #: Set by a role's typed group class (``plugins.etcd.Etcd``), which also inherits that model:
     #: the role's settings are then keywords of the group, and ``config`` is made from them.
@@ -278,6 +283,9 @@ class Stack(_Declared):
     provider_config: Settings = Field(default_factory=dict)
     groups: tuple[Group, ...] = ()
     labels: Labels = Field(default_factory=dict, description="recorded on every instance of every group")
+    image_builder: ImageBuilder = Field(
+        "linuxkit", description="who builds the images infra builds for its groups: 'linuxkit' (the linuxkit CLI, "
+        "from OCI images) or 'debian' (from Debian packages, reconciler.engine.debianbuild); part of each digest")
     removed: tuple[Annotated[Removed, BeforeValidator(_removed)], ...] = Field(
         (), description="groups to delete on purpose; a group merely left out of the file is kept")
 

@@ -19,7 +19,8 @@ digest). A POSIX ``sh`` script for busybox, run as PID 1:
    ``/var/lib/infra/<name>`` bound on ``/var/lib/infra`` (LinuxKit's binds), restarts it when it
    exits (one second apart), and sends its output to the console prefixed with its name.
 
-Every step says what it does on the serial console (``infra-init: ...``).
+Every step says what it does on the serial console (``infra-init: [<uptime>] ...``: the seconds
+since the kernel started, so the console shows how long the boot took).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 INIT = r"""#!/bin/sh
 # infra's init for Debian-built images (reconciler/engine/debian_init.py).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-say() { echo "infra-init: $*" > /dev/console; }
+say() { echo "infra-init: [$(cut -d' ' -f1 /proc/uptime 2>/dev/null)] $*" > /dev/console; }
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

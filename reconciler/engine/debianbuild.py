@@ -2,8 +2,11 @@
 
 Beside the ``linuxkit`` builder (:mod:`reconciler.engine.imagebuild`), for machines without the
 ``linuxkit`` CLI or Docker, as the seed's last demo rebuilt its assembly "using Debian instead of
-LinuxKit". Called by :func:`build` users (the tests and ``python -m reconciler.engine.debianbuild``);
-not yet chosen by stacks (see docs/images.md).
+LinuxKit". Chosen by a stack (``Stack(image_builder="debian")``, or a group's own
+``image_builder``): the engine asks :func:`pins` for what goes into the image digest while it
+plans, and the image pipeline calls :func:`artefact` for the file it pushes (GCE's
+``<name>.img.tar.gz`` holding ``disk.raw``, EC2's ``<name>.raw``), exactly what ``linuxkit build``
+writes for those formats. Also ``python -m reconciler.engine.debianbuild fetch`` fills the cache.
 
 From the document's services and a map service → the Debian package that provides its binaries
 (``etcd`` → ``etcd-server``), it makes:
@@ -12,8 +15,9 @@ From the document's services and a map service → the Debian package that provi
 * ``initrd``: a gzip'd newc cpio holding busybox (``busybox-static``), Debian's ``jq`` and the
   libraries it and the services link (``libc6``), the kernel modules of virtio networking with
   their dependencies (read from each module's ``modinfo``), infra's init
-  (:mod:`reconciler.engine.debian_init`), and one script per service (its command and env, as
-  LinuxKit would run it).
+  (:mod:`reconciler.engine.debian_init`), one script per service (its command and env, as
+  LinuxKit would run it), and of each service's package the binaries its command names
+  (``prometheus``, not the package's 48 MB ``promtool``).
 
 Packages come from apt (``apt-get download``, no root) into a cache
 (``$XDG_CACHE_HOME/infra/debian``), each checked against the SHA-256 apt's lists give; the digest
@@ -25,28 +29,34 @@ cache holds the packages (the tests' private network namespace).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import ConfigError
+from reconciler.core.image import ImageSpec
 from reconciler.core.model import Service
-from reconciler.engine import debian_init
+from reconciler.engine import debian_init, imagebuild
 from reconciler.engine.imagebuild import BuildError
 
 #: The kernel: Debian's cloud kernel (virtio, no desktop drivers), through its metapackage.
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 #: What every image holds besides the services' packages.
 BASE_PACKAGES = ("busybox-static", "jq", "libjq1", "libonig5", "libc6")
+#: The binaries of the base packages the init uses (a service package's binaries are those its
+#: command names).
+BASE_BINARIES = frozenset({"jq"})
 #: Modules the init loads (with their dependencies, in order).
 MODULES = ("virtio_pci", "virtio_net")
 #: Busybox applets linked into /bin.
@@ -55,7 +65,7 @@ APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "echo", "ip", "udhcpc", "nc"
            "wc", "printf", "ls", "ps", "kill", "grep", "true", "false", "env", "test", "[", "ln", "cp", "mv",
            "head", "tail", "date", "id", "touch", "poweroff", "reboot")
 #: Bumped when the layout of the initrd changes (part of every digest).
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,16 @@ def cache_dir() -> Path:
     return Path(base) / "infra" / "debian"
 
 
+@functools.lru_cache(maxsize=256)
+def _show_cached(name: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_show_uncached(name).items())
+
+
 def _show(name: str) -> dict[str, str]:
+    return dict(_show_cached(name))
+
+
+def _show_uncached(name: str) -> dict[str, str]:
     """``apt-cache show`` of the candidate version of ``name`` (offline: apt's lists)."""
     out = subprocess.run(["apt-cache", "show", "--no-all-versions", name], capture_output=True, text=True,
                          check=False)
@@ -279,8 +298,10 @@ def _assemble(root: Path, full: Path, release: str, modules: list[str], document
     ld = full / "lib64" / "ld-linux-x86-64.so.2"
     if ld.exists() or ld.is_symlink():
         _copy(ld, root / "lib64" / "ld-linux-x86-64.so.2")
+    named = set(re.findall(r"[A-Za-z0-9_.+-]+", " ".join(
+        " ".join(str(w) for w in entry.get("command") or ()) for entry in document.get("services", []))))
     for binary in sorted((full / "usr" / "bin").iterdir()):
-        if binary.name != "busybox":
+        if binary.name in BASE_BINARIES or binary.name in named:
             _copy(binary, root / "usr" / "bin" / binary.name)
     base = Path("lib") / "modules" / release
     for rel in modules:
@@ -383,6 +404,91 @@ def disk(built: Built, *, cmdline: str = "console=ttyS0 panic=-1") -> Path:
                 shutil.copyfileobj(src, fh)
         shutil.move(raw, out)
     return out
+
+
+def pins(services: Mapping[str, str], metadata: str) -> dict[str, Any]:
+    """What an image of ``services`` (service → Debian package) adds to its digest: every package
+    with the version and SHA-256 apt's lists give (nothing downloaded), the init, the layout.
+    Called by the engine for each group that chooses this builder. BuildError when apt does not
+    know a package."""
+    packages = []
+    for name in packages_for(services):
+        fields = _show(name)
+        packages.append([name, fields["Version"], fields["SHA256"]])
+    return {
+        "builder": f"debian/{BUILDER_VERSION}",
+        "services": dict(sorted(services.items())),
+        "packages": packages,
+        "init": hashlib.sha256((debian_init.INIT + debian_init.UDHCPC + debian_init.USERDATA_JQ)
+                               .encode()).hexdigest(),
+        "metadata": metadata,
+        "layout": {"modules": list(MODULES), "applets": list(APPLETS), "base": list(BASE_PACKAGES),
+                   "binaries": sorted(BASE_BINARIES)},
+    }
+
+
+#: GCE imports a ``disk.raw`` whose size is a whole number of GiB.
+GCE_DISK_MULTIPLE = 1 << 30
+
+
+def artefact(image: ImageSpec, state_root: Path, *, log: Callable[[str], None] = lambda m: None) -> Path:
+    """The file the pipeline pushes for ``image`` (``image.builder == "debian"``), built now unless
+    cached, where :func:`reconciler.engine.imagebuild.artefact_path` says: for ``gcp`` a
+    ``<name>.img.tar.gz`` holding ``disk.raw`` (padded to a whole GiB, stored sparse: GNU tar
+    ``--sparse``, what GCE imports), for ``aws`` the ``<name>.raw`` disk (EC2 registers it from an
+    EBS snapshot), for ``raw-bios`` the ``<name>-bios.img`` disk (the ``qemu`` provider boots it).
+    All boot in legacy-BIOS mode through SYSLINUX (:data:`BOOT_MODE`).
+
+    The packages must still be those of ``image.pins`` (apt's lists may have changed since the
+    plan): BuildError otherwise, and nothing is built."""
+    final = imagebuild.artefact_path(image, state_root)
+    if final.is_file():
+        return final
+    if image.format not in imagebuild.OUTPUT_SUFFIX:
+        raise ConfigError(f"image {image.name}: the Debian builder cannot make format {image.format!r}")
+    services = dict(image.pins.get("services") or {})
+    now = pins(services, image.metadata)
+    if now != dict(image.pins):
+        raise BuildError(f"image {image.name}: apt's package lists changed since the plan (other versions now)",
+                         hint="plan again: the new packages are a new image")
+    log(f"building image {image.name} from Debian packages ({len(now['packages'])} packages)")
+    built = build(image.document, services, imagebuild.cache_root(state_root) / "debian", metadata=image.metadata)
+    raw = disk(built)
+    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix=f".build-{image.digest[:12]}-", dir=final.parent) as tmp:
+        out = Path(tmp) / final.name
+        if image.format in ("aws", "raw-bios"):
+            shutil.copyfile(raw, out)
+        else:
+            _gce_tarball(raw, out)
+        out.replace(final)
+    return final
+
+
+def _gce_tarball(raw: Path, out: Path) -> None:
+    """``out``: a gzip'd GNU tar holding ``disk.raw`` = ``raw`` padded to a whole GiB, sparse,
+    reproducible (one mtime, owner 0, no gzip name or time)."""
+    with tempfile.TemporaryDirectory(prefix="infra-gce-") as tmp:
+        padded = Path(tmp) / "disk.raw"
+        shutil.copyfile(raw, padded)
+        size = padded.stat().st_size
+        os.truncate(padded, -(-size // GCE_DISK_MULTIPLE) * GCE_DISK_MULTIPLE)
+        os.utime(padded, (FAT_EPOCH, FAT_EPOCH))
+        tar = subprocess.run(["tar", "--sparse", "--format=gnu", "--numeric-owner", "--owner=0", "--group=0",
+                              "--mode=0644", f"--mtime=@{FAT_EPOCH}", "-C", tmp, "-cf", "-", "disk.raw"],
+                             capture_output=True, check=False)
+        if tar.returncode != 0:
+            raise BuildError(f"tar failed: {tar.stderr.decode(errors='replace')[:300]}")
+        with open(out, "wb") as dst, gzip.GzipFile(filename="", mode="wb", fileobj=dst, mtime=0) as gz:
+            gz.write(tar.stdout)
+
+
+def missing_tools(fmt: str) -> list[str]:
+    """The tools the Debian builder needs for format ``fmt`` that this machine lacks."""
+    tools = ["apt-get", "apt-cache", "dpkg-deb", "cpio", "syslinux", "mcopy", "mkfs.fat", "sfdisk"]
+    if fmt == "gcp":
+        tools.append("tar")
+    return [t for t in tools if shutil.which(t) is None] + ([] if MBR.exists() else [str(MBR)])
 
 
 def main(argv: list[str] | None = None) -> int:

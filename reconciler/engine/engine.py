@@ -38,7 +38,7 @@ from reconciler.core.plan import Plan
 from reconciler.core.planner import Conditions, GroupDesire, labels_differ, member_sort_key
 from reconciler.core.planner import plan as make_plan
 from reconciler.core.stack import Group, Stack
-from reconciler.engine import pipeline
+from reconciler.engine import debianbuild, pipeline
 from reconciler.engine.binding import GroupBinding, group_labels
 from reconciler.engine.executor import ApplyResult, Executor, GroupHooks, NullReporter, Reporter
 from reconciler.engine.health import parallel_health
@@ -396,11 +396,19 @@ class Engine:
         for group, members in expanded.items():
             if not members or any(pinned(m) for m in members):
                 continue
+            binding = self._by_name[group]
+            builder = binding.group.image_builder or self.stack.image_builder
             try:
-                spec = ImageSpec.of(group, members, fmt=store.image_format, metadata=store.image_metadata)
-            except ValueError as exc:
-                raise ConfigError(f"{fieldpath.where(self.stack, self.source, self._by_name[group].path)}: "
-                                  f"{exc}") from None
+                pins = None
+                if builder == "debian":  # the packages' versions are part of the digest
+                    pins = debianbuild.pins(debianbuild.packages_of(members[0].services), store.image_metadata)
+                spec = ImageSpec.of(group, members, fmt=store.image_format, metadata=store.image_metadata,
+                                    builder=builder, pins=pins)
+            except (ValueError, InfraError) as exc:
+                text = exc.message if isinstance(exc, InfraError) else str(exc)
+                hint = exc.hint if isinstance(exc, InfraError) else None
+                raise ConfigError(f"{fieldpath.where(self.stack, self.source, binding.path)}: {text}",
+                                  hint=hint) from None
             images[group] = spec
             expanded[group] = with_image(members, spec)
         return images

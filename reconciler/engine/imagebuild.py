@@ -31,7 +31,7 @@ from reconciler.core.image import ImageSpec
 
 LINUXKIT_ENV: Final = "INFRA_LINUXKIT"
 #: The file ``linuxkit build`` writes for each output format infra uses (``<name><suffix>``).
-OUTPUT_SUFFIX: Final = {"gcp": ".img.tar.gz", "aws": ".raw"}
+OUTPUT_SUFFIX: Final = {"gcp": ".img.tar.gz", "aws": ".raw", "raw-bios": "-bios.img"}
 INSTALL_HINT: Final = (
     "install the linuxkit CLI (a release binary from https://github.com/linuxkit/linuxkit/releases, "
     "or 'go install github.com/linuxkit/linuxkit/src/cmd/linuxkit@latest'); it needs Docker to build. "

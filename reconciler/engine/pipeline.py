@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reconciler.core.image import ImageRecord, ImageSpec
 from reconciler.core.model import Problem
-from reconciler.engine import imagebuild
+from reconciler.engine import debianbuild, imagebuild
 from reconciler.kit import retry
 from reconciler.kit.provider import ImageStore, accepts_documents
 from reconciler.kit.retry import RetryPolicy
@@ -54,18 +54,29 @@ def survey(store: ImageStore, images: Iterable[ImageSpec], state_root: Path) -> 
 
 
 def problems(store: ImageStore, states: Sequence[ImageState], field_of: Callable[[str], str]) -> list[Problem]:
-    """What stops the missing images from being built: no linuxkit (one problem for all of them)."""
+    """What stops the missing images from being built: the Debian builder's missing tools, no
+    linuxkit (one problem for all the images of each builder)."""
     todo = [s for s in states if not s.present and s.artefact is None]
+    out: list[Problem] = []
+    debian = [s for s in todo if s.spec.builder == "debian"]
+    missing = sorted({t for s in debian for t in debianbuild.missing_tools(s.spec.format)})
+    if missing:
+        names = ", ".join(f"{s.spec.name} (group {s.spec.group})" for s in debian)
+        out.append(Problem(field=field_of(debian[0].spec.group),
+                           message=f"the Debian image builder needs {', '.join(missing)} to build {names}: "
+                                   "scripts/install.sh --vm installs them (Debian's syslinux, mtools, "
+                                   "dosfstools, fdisk, cpio)"))
+    todo = [s for s in todo if s.spec.builder == "linuxkit"]
     if not todo or (imagebuild.find_linuxkit() is None and accepts_documents(store)):
-        return []
+        return out
     try:
         imagebuild.require_linuxkit()
     except imagebuild.LinuxkitMissingError as exc:
         names = ", ".join(f"{s.spec.name} (group {s.spec.group})" for s in todo)
-        return [Problem(field=field_of(todo[0].spec.group),
-                        message=f"{exc.message.split(': ', 1)[-1]}, and linuxkit must build {names}: "
-                                f"{imagebuild.INSTALL_HINT}")]
-    return []
+        out.append(Problem(field=field_of(todo[0].spec.group),
+                           message=f"{exc.message.split(': ', 1)[-1]}, and linuxkit must build {names}: "
+                                   f"{imagebuild.INSTALL_HINT}"))
+    return out
 
 
 def push(
@@ -85,7 +96,9 @@ def push(
         if spec.digest in done:
             records.append(done[spec.digest])
             continue
-        if (imagebuild.find_linuxkit() is None and imagebuild.cached(spec, state_root) is None
+        if spec.builder == "debian":
+            artefact = debianbuild.artefact(spec, state_root, log=log)
+        elif (imagebuild.find_linuxkit() is None and imagebuild.cached(spec, state_root) is None
                 and accepts_documents(store)):
             artefact = imagebuild.document_artefact(spec, state_root)
             log(f"no linuxkit: registering the LinuxKit YAML of {spec.name} itself as its image "

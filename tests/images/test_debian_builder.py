@@ -191,10 +191,10 @@ def test_the_image_boots_finds_its_user_data_and_runs_etcd(built: debianbuild.Bu
             assert time.monotonic() < deadline, console.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
         text = console.read_text(errors="replace")
-        assert "Linux version 6.1" in text and "infra-init: booted" in text  # the kernel's boot on the console
+        assert "Linux version 6.1" in text and "] booted" in text  # the kernel's boot on the console
         if boot == "disk":
             assert "SYSLINUX" in text  # booted by the disk's own bootloader
-        assert "infra-init: network eth0 169.254.169.15/24" in text
+        assert "] network eth0 169.254.169.15/24" in text
         assert "[show] hello from user-data $(reboot) 'quoted'" in text  # the value, not run
         assert "refused user-data path ../escaped" in text and "user-data: 1 files under /run/config" in text
     finally:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+import google_crc32c
+
 JsonDict = dict[str, Any]
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -53,6 +55,8 @@ class StoredObject:
             "contentType": self.content_type,
             "size": str(len(self.data)),
             "md5Hash": base64.b64encode(hashlib.md5(self.data).digest()).decode(),
+            # google-cloud-storage checks a resumable upload (over 8 MiB) against it
+            "crc32c": base64.b64encode(google_crc32c.value(self.data).to_bytes(4, "big")).decode(),
             "timeCreated": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.created)),
             "selfLink": f"https://www.googleapis.com/storage/v1/b/{self.bucket}/o/{quote(self.name, safe='')}",
             "mediaLink": f"https://storage.googleapis.com/download/storage/v1/b/{self.bucket}/o/"
