@@ -3,9 +3,9 @@
 #   scripts/install.sh          the package with every optional provider, plus etcd and Prometheus
 #   scripts/install.sh --test   the same plus the test tools (pytest, hypothesis, moto, mypy, ruff)
 #                               and what --vm adds
-#   scripts/install.sh --vm     the package plus QEMU, cpio, SYSLINUX and mtools, and the Debian
-#                               packages of the Debian image builder (kernel, busybox, jq, etcd)
-#                               in its cache
+#   scripts/install.sh --vm     the package plus QEMU, dnsmasq, cpio, SYSLINUX and mtools, and the
+#                               Debian packages of the Debian image builder (kernel, busybox, jq,
+#                               etcd, Prometheus) in its cache: the emulators' --machines vm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,7 @@ if [[ "$extra" == "test" ]]; then               # the daemon's live page is test
 fi
 if [[ -n "$vm" ]]; then                          # Debian-built images boot under QEMU
   command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+  command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)   # DHCP on the VMs' bridge
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
   command -v syslinux >/dev/null 2>&1 || need+=(syslinux syslinux-common)   # bootable raw disks
   command -v mcopy >/dev/null 2>&1 || need+=(mtools)
@@ -44,5 +45,5 @@ python3 -m pip install -q --disable-pip-version-check -e ".[${extra}]"
 if [[ -n "$vm" ]]; then
   # The Debian image builder's packages, fetched while online (the tests run without a network).
   apt-cache show --no-all-versions etcd-server >/dev/null 2>&1 || $SUDO apt-get update -qq
-  python3 -m reconciler.engine.debianbuild fetch etcd-server >/dev/null
+  python3 -m reconciler.engine.debianbuild fetch etcd-server prometheus >/dev/null
 fi

@@ -669,11 +669,19 @@ def env(stack_file: str) -> None:
 @cli.command()
 @click.argument("cloud", metavar="CLOUD")
 @click.option("--port", default=8089, show_default=True, type=click.IntRange(0, 65535),
-              help="Port on 127.0.0.1 to serve the cloud's API on (0: any free port).")
+              help="Port to serve the cloud's API on (0: any free port); on 127.0.0.1, or with --machines vm "
+                   "on the emulated subnet's gateway.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False),
               help="Directory for the emulator's instances (default: <state root>/emulator/CLOUD).")
+@click.option("--machines", type=click.Choice(["process", "vm"]), default="process", show_default=True,
+              help="What an instance boots as: the image's services as local processes, or a QEMU VM booting "
+                   "the pushed disk (only in a private network namespace; see docs/emulator.md).")
+@click.option("--vm-memory", default=512, show_default=True, type=click.IntRange(128, 65536),
+              help="Memory of each VM, MiB (--machines vm).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND...]")
 @_debug_option
-def emulator(cloud: str, port: int, state_dir: str | None) -> None:
+def emulator(cloud: str, port: int, state_dir: str | None, machines: str, vm_memory: int,
+             command: tuple[str, ...]) -> None:
     """Run an emulated cloud on this machine whose instances boot: gcp or aws.
 
     \b
@@ -681,6 +689,11 @@ def emulator(cloud: str, port: int, state_dir: str | None) -> None:
       infra emulator gcp > gcp.env &     (or: infra emulator aws > aws.env &)
       . ./gcp.env; infra apply stacks/etcd-gcp.py --yes
     SIGTERM or Ctrl-C stops every instance it booted.
+
+    \b
+    With a COMMAND after '--', it makes a private network namespace, runs the emulator there and
+    COMMAND beside it with the exports set, and stops the emulator when COMMAND ends:
+      infra emulator gcp --machines vm -- bash
     """
     from pathlib import Path
 
@@ -689,6 +702,10 @@ def emulator(cloud: str, port: int, state_dir: str | None) -> None:
 
     run = registry.emulator(cloud)
     state = Path(state_dir) if state_dir else state_root() / "emulator" / cloud
-    raise SystemExit(run(port, state))
+    if command:
+        from reconciler.cli.namespace import run_beside
+
+        raise SystemExit(run_beside(cloud, port, state, machines, vm_memory, list(command)))
+    raise SystemExit(run(port, state, machines=machines, vm_memory=vm_memory))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 from typing import cast
 
 from reconciler.core.errors import ConfigError
@@ -19,7 +18,7 @@ from reconciler.kit.role import AnyRole, Role
 
 PROVIDER_GROUP = "infra.providers"
 ROLE_GROUP = "infra.plugins"
-#: ``infra emulator NAME``: a callable ``run(port: int, state: Path) -> int`` serving a cloud's API.
+#: ``infra emulator NAME``: a callable ``run(port, state, *, machines, vm_memory) -> int`` serving a cloud's API.
 EMULATOR_GROUP = "infra.emulators"
 
 
@@ -61,9 +60,10 @@ def emulator_names() -> list[str]:
     return sorted(_entry_points(EMULATOR_GROUP))
 
 
-def emulator(name: str) -> Callable[[int, Path], int]:
-    """The ``run`` function of emulator ``name`` (``infra emulator NAME``)."""
-    return cast(Callable[[int, Path], int], _load(EMULATOR_GROUP, "emulator", name, "emulator"))
+def emulator(name: str) -> Callable[..., int]:
+    """The ``run(port, state, *, machines, vm_memory)`` function of emulator ``name`` (``infra
+    emulator NAME``)."""
+    return cast(Callable[..., int], _load(EMULATOR_GROUP, "emulator", name, "emulator"))
 
 
 def role(name: str, where: str = "role") -> AnyRole:

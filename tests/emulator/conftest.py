@@ -147,15 +147,15 @@ def wait_for(what: str, check: Any, timeout: float = 90.0, every: float = 0.5) -
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
 
 
-def launch(cloud: str, tmp_path: Path) -> Emulator:
-    """``infra emulator CLOUD`` as a child process, once it printed ``# ready``."""
+def launch(cloud: str, tmp_path: Path, *extra: str) -> Emulator:
+    """``infra emulator CLOUD`` (with ``extra`` arguments) as a child process, once it printed ``# ready``."""
     for binary in ("etcd", "etcdctl", "prometheus"):
         if shutil.which(binary) is None:
             pytest.fail(f"{binary} is missing: install Debian's etcd-server, etcd-client and prometheus", pytrace=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_GCP", "AWS_"))}
     env["INFRA_STATE_DIR"] = str(tmp_path / "emulator-root")
     proc = subprocess.Popen([*infra_command(), "emulator", cloud, "--port", "0", "--state",
-                             str(tmp_path / "emulator-state")], stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"),  # noqa: SIM115
+                             str(tmp_path / "emulator-state"), *extra], stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "w"),  # noqa: SIM115
                             text=True, env=env, cwd=REPO)
     exports: dict[str, str] = {}
     ready = threading.Event()
@@ -175,9 +175,9 @@ def launch(cloud: str, tmp_path: Path) -> Emulator:
     return Emulator(tmp_path, proc, exports, cloud)
 
 
-def start(cloud: str, tmp_path: Path, stack: str) -> Iterator[Emulator]:
+def start(cloud: str, tmp_path: Path, stack: str, *extra: str) -> Iterator[Emulator]:
     """:func:`launch`, then at the end: destroy ``stack``, SIGTERM, exit 0 and no machine left."""
-    emulator = launch(cloud, tmp_path)
+    emulator = launch(cloud, tmp_path, *extra)
     proc = emulator.proc
     try:
         yield emulator

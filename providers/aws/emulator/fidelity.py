@@ -24,6 +24,10 @@ Checked and left as moto has it because it matches EC2: an instance launched wit
 ``PrivateIpAddress`` gets exactly that address (the etcd members' fixed addresses; the EC2
 emulator's heal test replaces a member at its address).
 
+Left as moto has it, and read around where it matters: ``ListSnapshotBlocks`` answers
+``BlockSize: 512`` where EBS says 524288 (bytes); the emulator's VM mode reads blocks at EBS's
+512 KiB.
+
 Left as moto has it (nothing in infra depends on it): ``RegisterImage`` ignores
 ``BlockDeviceMappings`` and gives the AMI a mapping of its own (find an image's snapshot by its
 ``infra-image`` tag), and ``ClientToken`` is ignored by ``StartSnapshot``.

@@ -20,6 +20,14 @@ unsigned request, or one signed with another key, is ``AuthFailure``. The ``Host
 this server by its loopback address (DNS rebinding), moto's admin API (``/moto-api/``, which could
 reset the state or switch authentication off) is not served, ``OPTIONS`` is refused and no CORS
 header is sent, and ``/_emulator/info`` answers only a request signed with the ``infra`` key.
+
+``machines="vm"`` (``--machines vm``): instances are QEMU VMs booted from the disks their AMIs'
+snapshots hold (:class:`reconciler.kit.vmhost.VmHost`), refused outside a private network
+namespace. The VPC is then ``10.0.0.0/16`` with the subnets ``10.0.0.0/20`` and
+``10.0.16.0/20`` on a bridge (gateways .1, where the API is served, so the VMs' Prometheus
+discovers through it) with the metadata server (IMDSv2) at 169.254.169.254; the exports name the
+gateway, the Debian image builder (``INFRA_IMAGE_BUILDER=debian``) and ``INFRA_NETWORK_ALLOW``
+with the VPC, only inside that namespace.
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ from typing import Any
 REGION = "us-east-1"
 VPC = "127.79.0.0/16"
 SUBNETS = (("127.79.0.0/20", "us-east-1a"), ("127.79.16.0/20", "us-east-1b"))
+#: In VM mode: a VPC of real-looking addresses on the bridge, the API on the first gateway.
+VM_VPC = "10.0.0.0/16"
+VM_SUBNETS = (("10.0.0.0/20", "us-east-1a"), ("10.0.16.0/20", "us-east-1b"))
+VM_GATEWAY = "10.0.0.1"
+VM_BRIDGE = "infra-ec2"
 #: The IAM policies of the emulator's two users (see the module docstring).
 POLICIES = {
     "infra": ["ec2:*", "ebs:*"],
@@ -92,16 +105,17 @@ def _refuse(start_response: Callable[..., Any], status: str, code: str, message:
     return [body]
 
 
-def _guard(app: Callable[..., Iterable[bytes]], port_of: Callable[[], int]) -> Callable[..., Iterable[bytes]]:
+def _guard(app: Callable[..., Iterable[bytes]], port_of: Callable[[], int],
+           address: str = "127.0.0.1") -> Callable[..., Iterable[bytes]]:
     """moto's WSGI app behind the checks of the module docstring, plus ``/_emulator/info``."""
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         port = port_of()
         host = str(environ.get("HTTP_HOST", "")).lower()
         path = str(environ.get("PATH_INFO", ""))
-        if host not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
+        if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"{address}:{port}"}:
             return _refuse(start_response, "403 Forbidden", "Forbidden",
-                           f"Host {host[:80]!r} is not this emulator (127.0.0.1:{port})")
+                           f"Host {host[:80]!r} is not this emulator ({address}:{port})")
         if environ.get("REQUEST_METHOD") == "OPTIONS":
             return _refuse(start_response, "405 Method Not Allowed", "MethodNotAllowed",
                            "this emulator answers no browser")
@@ -128,8 +142,9 @@ def _guard(app: Callable[..., Iterable[bytes]], port_of: Callable[[], int]) -> C
     return wsgi
 
 
-def loopback_only() -> None:
-    """Refuse VPCs and subnets outside 127.0.0.0/8: emulated instances get loopback addresses only.
+def loopback_only(allowed: str = "127.0.0.0/8") -> None:
+    """Refuse VPCs and subnets outside 127.0.0.0/8 (``allowed``: the VM mode's VPC): emulated
+    instances get loopback addresses only.
 
     (moto creates a default VPC in 172.31.0.0/16 when it starts a region; that one is left alone,
     and any instance launched into it boots nothing: its address is not loopback.)
@@ -140,13 +155,14 @@ def loopback_only() -> None:
     from moto.ec2.models.subnets import SubnetBackend
     from moto.ec2.models.vpcs import VPCBackend
 
-    loopback = ipaddress.ip_network("127.0.0.0/8")
+    loopback = ipaddress.ip_network(allowed)
     create_vpc, create_subnet = VPCBackend.create_vpc, SubnetBackend.create_subnet
 
     def check(cidr: str) -> None:
         if not ipaddress.ip_network(cidr, strict=False).subnet_of(loopback):  # type: ignore[arg-type]
-            raise EC2ClientError("InvalidParameterValue", f"the EC2 emulator gives instances loopback addresses "
-                                 f"only: {cidr} is outside 127.0.0.0/8 (try 127.79.0.0/16)")
+            hint = " (loopback addresses only; try 127.79.0.0/16)" if allowed == "127.0.0.0/8" else ""
+            raise EC2ClientError("InvalidParameterValue", f"the EC2 emulator gives instances addresses of "
+                                 f"{allowed} only: {cidr} is outside it{hint}")
 
     def vpc(self: Any, cidr_block: str, *args: Any, **kwargs: Any) -> Any:
         if not kwargs.get("is_default"):
@@ -162,8 +178,11 @@ def loopback_only() -> None:
     SubnetBackend.create_subnet = subnet  # type: ignore[method-assign]
 
 
-def run(port: int, state: Path) -> int:
+def run(port: int, state: Path, machines: str = "process", vm_memory: int = 512) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a clean stop."""
+    vm = machines == "vm"
+    address = VM_GATEWAY if vm else "127.0.0.1"
+    vpc_cidr, subnet_cidrs = (VM_VPC, VM_SUBNETS) if vm else (VPC, SUBNETS)
     os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "MOTO_ENABLE_AMI_VALIDATION": "true",
                        "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true", "AWS_DEFAULT_REGION": REGION,
                        "MOTO_DISABLE_GLOBAL_CORS": "true", "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
@@ -176,15 +195,12 @@ def run(port: int, state: Path) -> int:
     os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = keys["infra"]
     from moto.ec2.responses.general import General
     from moto.ec2.utils import Base64EncodedString  # type: ignore[attr-defined]
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
 
     from providers.aws.emulator import fidelity
     from providers.aws.emulator.machines import Ec2Machines
-    from providers.aws.session import new_session
 
     fidelity.apply(setattr)
-    loopback_only()
+    loopback_only(VM_VPC if vm else "127.0.0.0/8")
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     machines_ref: list[Ec2Machines] = []
 
@@ -199,18 +215,45 @@ def run(port: int, state: Path) -> int:
 
     General.get_console_output = console_output  # type: ignore[method-assign]
     bound: list[int] = []
-    app = _guard(DomainDispatcherApplication(create_backend_app), lambda: bound[0])
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    vms = None
+    if vm:
+        from reconciler.kit.vmhost import VmHost
+
+        if os.environ.get("INFRA_NETWORK_ALLOW"):  # the emulator calls its own API on the gateway
+            os.environ["INFRA_NETWORK_ALLOW"] += f",{VM_VPC}"
+
+        vms = VmHost(state / "vm", bridge=VM_BRIDGE, subnets=[c for c, _ in VM_SUBNETS], flavor="aws",
+                     memory_mib=vm_memory, metadata=lambda a: machines_ref[0].guest(a) if machines_ref else None,
+                     log=lambda m: print(f"# {m}", file=sys.stderr, flush=True)).start()
+    try:
+        return _serve(port, address, keys, vm, vpc_cidr, subnet_cidrs, vms, machines_ref, bound, state)
+    finally:
+        if vms is not None:
+            vms.stop()
+
+
+def _serve(port: int, address: str, keys: dict[str, tuple[str, str]], vm: bool, vpc_cidr: str,
+           subnet_cidrs: tuple[tuple[str, str], ...], vms: Any, machines_ref: list[Any], bound: list[int],
+           state: Path) -> int:
+    """The server, the VPC and the machines until SIGTERM/SIGINT (:func:`run`'s second half)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from providers.aws.emulator.machines import Ec2Machines
+    from providers.aws.session import new_session
+
+    app = _guard(DomainDispatcherApplication(create_backend_app), lambda: bound[0], address)
+    server = make_server(address, port, app, threaded=True)
     bound.append(server.server_address[1])
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"http://{address}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="ec2-emulator", daemon=True)
     thread.start()
     session = new_session()
     ec2 = session.client("ec2", region_name=REGION, endpoint_url=url)
     ebs = session.client("ebs", region_name=REGION, endpoint_url=url)
-    vpc = ec2.create_vpc(CidrBlock=VPC)["Vpc"]["VpcId"]
+    vpc = ec2.create_vpc(CidrBlock=vpc_cidr)["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
-               for cidr, zone in SUBNETS]
+               for cidr, zone in subnet_cidrs]
     group = ec2.create_security_group(GroupName="infra-emulator", Description="etcd 2379/2380, 9090",
                                       VpcId=vpc)["GroupId"]
     stop = threading.Event()
@@ -220,9 +263,9 @@ def run(port: int, state: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    machines = Ec2Machines(ec2, ebs, state, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
-    machines_ref.append(machines)
-    machines.start()
+    watcher = Ec2Machines(ec2, ebs, state, vms=vms, log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    machines_ref.append(watcher)
+    watcher.start()
     try:
         exports = {"AWS_ENDPOINT_URL": url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
                    "AWS_ACCESS_KEY_ID": keys["infra"][0], "AWS_SECRET_ACCESS_KEY": keys["infra"][1],
@@ -230,11 +273,13 @@ def run(port: int, state: Path) -> int:
                    "INFRA_AWS_SD_SECRET_ACCESS_KEY": keys["discovery"][1],
                    "AWS_EC2_METADATA_DISABLED": "true", "INFRA_AWS_SUBNETS": ",".join(subnets),
                    "INFRA_AWS_SECURITY_GROUPS": group, "INFRA_NETWORK_ALLOW": "127.0.0.0/8"}
+        if vm:
+            exports.update({"INFRA_IMAGE_BUILDER": "debian", "INFRA_NETWORK_ALLOW": f"127.0.0.0/8,{VM_VPC}"})
         for key, value in exports.items():
             print(f"export {key}={shlex.quote(value)}")
         print("# ready", flush=True)
         stop.wait()
     finally:
-        machines.stop()
+        watcher.stop()
         server.shutdown()
     return 0

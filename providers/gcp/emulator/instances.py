@@ -93,11 +93,11 @@ class InstancesApi(ImagesApi):
                     f"Quota 'INSTANCES' exceeded.  Limit: {float(self.quota_instances)} in region {region}.",
                 )
         fixed = str(((body.get("networkInterfaces") or [{}])[0]).get("networkIP") or "")
-        if self.boots and fixed and not fixed.startswith("127."):
+        if self.boots and fixed and not fixed.startswith(f"{self.address_prefix}."):
             raise invalid(
                 f"Invalid value for field 'resource.networkInterfaces[0].networkIP': '{fixed}'. The emulator "
-                "gives instances loopback addresses only (its subnetwork is 127.128.0.0/20): use a loopback "
-                "address_range, e.g. INFRA_GCP_ADDRESS_RANGE=127.128.15.0/28."
+                f"gives instances addresses of its subnetwork {self.address_prefix}.0.0/20 only: use an "
+                f"address_range in it, e.g. INFRA_GCP_ADDRESS_RANGE={self.address_prefix}.15.0/28 (it exports one)."
             )
         if error is None and fixed:
             holder = next((i for i in self.instances.values() if i.project == project and i.address == fixed), None)

@@ -20,10 +20,18 @@ Attached to a :class:`~providers.gcp.emulator.compute.FakeCompute` by
 
 An instance whose image has no LinuxKit document (one of the emulator's stock images) boots
 nothing; its console says so.
+
+With ``--machines vm`` (a :class:`~reconciler.kit.vmhost.VmHost` given), a RUNNING instance boots
+as a QEMU VM instead, from the **disk that was pushed**: ``disk.raw`` out of the ``rawDisk.source``
+tarball of its image (extracted once per image, sparse), never from the document. The VM gets its
+``networkIP`` by DHCP and its ``user-data`` from the metadata server, which knows it by that
+address; ``getSerialPortOutput`` is the VM's serial console.
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,10 +39,11 @@ from typing import Any
 
 import yaml
 
-from providers.gcp.emulator.compute import FakeCompute, FakeInstance
+from providers.gcp.emulator.compute import FakeCompute, FakeInstance, JsonDict
 from reconciler.core import linuxkit
 from reconciler.core.model import MemberSpec
-from reconciler.kit.machines import BootError, Machines
+from reconciler.kit.machines import BootError, Machines, VmBoot
+from reconciler.kit.vmhost import GuestInfo, VmHost
 
 STOPPED = {"TERMINATED", "STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED"}
 
@@ -53,8 +62,8 @@ class GceMachines(Machines[Key]):
     title = "infra GCE emulator"
 
     def __init__(self, compute: FakeCompute, root: Path, *, interval: float = 0.2,
-                 log: Callable[[str], None] = lambda m: None) -> None:
-        super().__init__(root, interval=interval, log=log)
+                 log: Callable[[str], None] = lambda m: None, vms: VmHost | None = None) -> None:
+        super().__init__(root, interval=interval, log=log, vms=vms)
         self.compute = compute
         compute.boots = True
         compute.console = lambda inst: self.console(key_of(inst))
@@ -80,14 +89,53 @@ class GceMachines(Machines[Key]):
         return MemberSpec(stack=self.stack, group="vm", member=f"vm-{inst.id}", role="gce-instance",
                           services=linuxkit.host_services(document), files=files, address=inst.address)
 
-    def document(self, inst: FakeInstance) -> Mapping[str, Any]:
-        """The LinuxKit document of the instance's boot image. Raises BootError."""
+    def _image(self, inst: FakeInstance) -> JsonDict:
         disks = [d for d in inst.body.get("disks") or [] if d.get("boot")]
         source = (disks[0].get("initializeParams") or {}).get("sourceImage") if disks else None
         if not source:
             raise BootError("it has no boot disk image")
         with self.compute.lock:
-            image = self.compute._resolve_image(inst.project, str(source))
+            return self.compute._resolve_image(inst.project, str(source))
+
+    def vm_of(self, inst: FakeInstance) -> VmBoot:
+        """The instance's VM: ``disk.raw`` of its image's pushed tarball, at its ``networkIP``."""
+        image = self._image(inst)
+        raw_source = str((image.get("rawDisk") or {}).get("source") or "")
+        prefix = "https://storage.googleapis.com/"
+        if not raw_source.startswith(prefix):
+            raise BootError(f"image {image['name']} has no pushed disk (a stock image)")
+        disk = self.root / "disks" / f"{image['name']}-{image['id']}.raw"
+        if not disk.exists():
+            bucket, _, name = raw_source[len(prefix):].partition("/")
+            obj = self.compute.storage.get(bucket, name)
+            if obj is None:
+                raise BootError(f"image {image['name']}: {raw_source} is gone")
+            disk.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                with tarfile.open(fileobj=io.BytesIO(obj.data), mode="r:gz") as tar:
+                    member = tar.getmember("disk.raw")
+                    if not member.isfile():
+                        raise BootError(f"image {image['name']}: disk.raw is not a file")
+                    tar.extract(member, disk.parent / ".extract", filter="data")
+            except (tarfile.TarError, KeyError, OSError) as exc:
+                raise BootError(f"image {image['name']}: its tarball holds no bootable disk.raw ({exc})") from None
+            (disk.parent / ".extract" / "disk.raw").replace(disk)
+        return VmBoot(disk=disk, address=inst.address)
+
+    def guest(self, address: str) -> GuestInfo | None:
+        """What the metadata server tells the VM at ``address`` (a RUNNING instance's networkIP)."""
+        with self.compute.lock:
+            now = time.monotonic()
+            for inst in self.compute.instances.values():
+                if inst.address == address and inst.status(now) == "RUNNING":
+                    items = {i.get("key"): i.get("value") for i in (inst.body.get("metadata") or {}).get("items") or []}
+                    return GuestInfo(user_data=str(items.get("user-data") or ""), address=address,
+                                     hostname=f"{inst.name}.{inst.zone}.c.{inst.project}.internal")
+        return None
+
+    def document(self, inst: FakeInstance) -> Mapping[str, Any]:
+        """The LinuxKit document of the instance's boot image. Raises BootError."""
+        image = self._image(inst)
         raw_source = str((image.get("rawDisk") or {}).get("source") or "")
         prefix = "https://storage.googleapis.com/"
         if not raw_source.startswith(prefix):

@@ -40,6 +40,7 @@ class Front(Protocol):
 
     storage: FakeStorage
     latency: float
+    host: str
     port: int
     token: str
     sd_token: str
@@ -129,8 +130,8 @@ class Handler(BaseHTTPRequestHandler):
         """Why this request is refused before it is looked at, or None (see the module docstring)."""
         port = self.fake.port
         host = (self.headers.get("Host") or "").strip().lower()
-        if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}:
-            return ApiError(403, "forbidden", f"Host {host[:80]!r} is not this emulator (127.0.0.1:{port}); "
+        if host not in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"{self.fake.host}:{port}"}:
+            return ApiError(403, "forbidden", f"Host {host[:80]!r} is not this emulator ({self.fake.host}:{port}); "
                             "requests through another name are refused")
         scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
         given = given.strip()
