@@ -17,7 +17,6 @@ import contextlib
 import glob
 import json
 import os
-import shlex
 import shutil
 import signal
 import statistics
@@ -30,35 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stackrun import infra_cmd, run, until_healthy  # noqa: E402
 from tests.exports import read_exports  # noqa: E402
-
-
-def infra_cmd() -> list[str]:
-    exe = shutil.which("infra")
-    return [exe] if exe else [sys.executable, "-m", "reconciler.cli"]
-
-
-def run(env: dict[str, str], *args: str) -> None:
-    proc = subprocess.run([*infra_cmd(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          check=False, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise SystemExit(f"infra {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-def healthy(env: dict[str, str], stack: str) -> bool:
-    out = subprocess.run([*infra_cmd(), "env", stack], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    variables = dict(shlex.split(line)[1].split("=", 1) for line in out.stdout.splitlines())
-    check = subprocess.run(["etcdctl", "endpoint", "health", "--cluster"], capture_output=True, text=True,
-                           env={"PATH": os.environ["PATH"], **variables}, timeout=30, check=False)
-    return (check.stdout + check.stderr).count("is healthy") == 3  # etcdctl 3.4 writes them to stderr
-
-
-def until_healthy(env: dict[str, str], stack: str, start: float) -> float:
-    while not healthy(env, stack):
-        if time.perf_counter() - start > 300:
-            raise SystemExit(f"{stack}: not healthy after 300 s")
-        time.sleep(0.1)
-    return time.perf_counter() - start
 
 
 def etcd_pid(records: str, match: dict[str, str]) -> int:

@@ -89,15 +89,9 @@ class Ec2Machines(Machines[str]):
         """The instance's VM: the disk of its AMI's snapshot (the one tagged with the AMI's digest:
         moto's RegisterImage names a copy the EBS direct API does not know), at its private IP."""
         image_id = str(raw["ImageId"])
-        images = self.ec2.describe_images(ImageIds=[image_id]).get("Images", [])
-        tags = {t["Key"]: t["Value"] for t in (images[0].get("Tags", []) if images else [])}
-        digest = tags.get(LABEL_IMAGE)
-        if not digest:
-            raise BootError(f"AMI {image_id} has no {LABEL_IMAGE} tag: no pushed disk to boot")
-        snaps = self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-            {"Name": f"tag:{LABEL_IMAGE}", "Values": [digest]}]).get("Snapshots", [])
+        snaps = self._snapshots(image_id, "no pushed disk to boot")
         if not snaps:
-            raise BootError(f"AMI {image_id}: no snapshot tagged {LABEL_IMAGE}={digest}")
+            raise BootError(f"AMI {image_id}: no snapshot tagged with its {LABEL_IMAGE} digest")
         snapshot = str(snaps[0]["SnapshotId"])
         disk = self.root / "disks" / f"{snapshot}.raw"
         if not disk.exists():
@@ -139,16 +133,20 @@ class Ec2Machines(Machines[str]):
                          hostname=f"ip-{address.replace('.', '-')}.ec2.internal", address=address,
                          require_token=required)
 
-    def document(self, image_id: str) -> Mapping[str, Any]:
-        """The LinuxKit document of AMI ``image_id``, from block 0 of its tagged snapshot."""
+    def _snapshots(self, image_id: str, missing: str) -> list[Any]:
+        """The snapshots tagged with AMI ``image_id``'s digest; BootError (saying ``missing``) when
+        the AMI has no digest."""
         images = self.ec2.describe_images(ImageIds=[image_id]).get("Images", [])
         tags = {t["Key"]: t["Value"] for t in (images[0].get("Tags", []) if images else [])}
         digest = tags.get(LABEL_IMAGE)
         if not digest:
-            raise BootError(f"AMI {image_id} has no {LABEL_IMAGE} tag: no LinuxKit document to boot")
-        snaps = self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-            {"Name": f"tag:{LABEL_IMAGE}", "Values": [digest]}]).get("Snapshots", [])
-        for snap in snaps:
+            raise BootError(f"AMI {image_id} has no {LABEL_IMAGE} tag: {missing}")
+        return list(self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": f"tag:{LABEL_IMAGE}", "Values": [digest]}]).get("Snapshots", []))
+
+    def document(self, image_id: str) -> Mapping[str, Any]:
+        """The LinuxKit document of AMI ``image_id``, from block 0 of its tagged snapshot."""
+        for snap in self._snapshots(image_id, "no LinuxKit document to boot"):
             blocks = self.ebs.list_snapshot_blocks(SnapshotId=snap["SnapshotId"]).get("Blocks", [])
             first = [b for b in blocks if b["BlockIndex"] == 0]
             if not first:
