@@ -20,7 +20,9 @@ From the document's services and a map service → the Debian package that provi
   (``prometheus``, not the package's 48 MB ``promtool``).
 
 Packages come from apt (``apt-get download``, no root) into a cache
-(``$XDG_CACHE_HOME/infra/debian``), each checked against the SHA-256 apt's lists give; the digest
+(``$XDG_CACHE_HOME/infra/debian``), each checked against the SHA-256 apt's lists give, and the
+pipeline's builds are kept beside them by digest (:func:`builds_dir`, each renamed whole into
+place); the digest
 covers every package's name, version and SHA-256, the init, and the document, so a changed
 service, package or init gives a new image. Reproducible: files in sorted order, owner 0, every
 time stamp at 0 (``cpio --reproducible``), gzip without name or time. Builds offline when the
@@ -91,6 +93,12 @@ class Built:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "infra" / "debian"
+
+
+def builds_dir() -> Path:
+    """Where builds are kept, by their digest (every input is in it, so any state directory on this
+    machine may reuse one): ``<cache>/builds/<digest>/`` with ``kernel``, ``initrd``, ``disk.raw``."""
+    return cache_dir() / "builds"
 
 
 @functools.lru_cache(maxsize=256)
@@ -268,9 +276,14 @@ def build(document: Mapping[str, Any], services: Mapping[str, str], out_dir: Pat
         vmlinuz = full / "boot" / f"vmlinuz-{release}"
         modules = _modules(full, release, MODULES)
         _assemble(root, full, release, modules, document, metadata)
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(vmlinuz, target / "kernel")
-        _cpio(root, target / "initrd")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=out_dir))  # renamed whole into place
+        shutil.copyfile(vmlinuz, staged / "kernel")
+        _cpio(root, staged / "initrd")
+        try:
+            staged.rename(target)
+        except OSError:  # another build of the same digest finished first: keep that one
+            shutil.rmtree(staged, ignore_errors=True)
     return Built(target / "kernel", target / "initrd", digest, packages)
 
 
@@ -402,7 +415,9 @@ def disk(built: Built, *, cmdline: str = "console=ttyS0 panic=-1") -> Path:
             fh.seek(1 << 20)
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, fh)
-        shutil.move(raw, out)
+        staged = out.with_name(f".disk.raw.{os.getpid()}")
+        shutil.copyfile(raw, staged)
+        staged.replace(out)  # whole, or not there
     return out
 
 
@@ -452,7 +467,7 @@ def artefact(image: ImageSpec, state_root: Path, *, log: Callable[[str], None] =
         raise BuildError(f"image {image.name}: apt's package lists changed since the plan (other versions now)",
                          hint="plan again: the new packages are a new image")
     log(f"building image {image.name} from Debian packages ({len(now['packages'])} packages)")
-    built = build(image.document, services, imagebuild.cache_root(state_root) / "debian", metadata=image.metadata)
+    built = build(image.document, services, builds_dir(), metadata=image.metadata)
     raw = disk(built)
     final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(prefix=f".build-{image.digest[:12]}-", dir=final.parent) as tmp:

@@ -30,7 +30,7 @@ BARRIER = textwrap.dedent("""
     os.execv(sys.argv[2], sys.argv[2:])
 """)
 
-ROUNDS = 6
+ROUNDS = 4  # the race lost 3 rounds in 5 before the fix: 4 rounds miss it 2.6 % of the time
 
 
 def race(stack: EtcdStack, go: Path) -> list[subprocess.CompletedProcess[str]]:
