@@ -66,12 +66,12 @@ md=169.254.169.254
 # One HTTP/1.0 request to the metadata server with busybox nc (its static wget resolves names
 # through glibc's NSS, which a static binary cannot load): http METHOD PATH [HEADER...] prints
 # the body of a 200 answer, fails otherwise. nc stops reading when its input ends, so the input
-# stays open a second for the answer.
+# stays open half a second for the answer (the server is one hop away; a late answer is a retry).
 http() {
   method=$1; path=$2; shift 2
   { printf '%s %s HTTP/1.0\r\nHost: %s\r\n' "$method" "$path" "$md"
     for header in "$@"; do printf '%s\r\n' "$header"; done
-    printf '\r\n'; sleep 1; } | nc "$md" 80 > /tmp/answer || return 1
+    printf '\r\n'; sleep 0.5; } | nc "$md" 80 > /tmp/answer || return 1
   head -n 1 /tmp/answer | grep -q ' 200 ' || return 1
   tr -d '\r' < /tmp/answer | sed '1,/^$/d'
 }
@@ -86,8 +86,8 @@ fetch() {
 tries=0
 until fetch; do
   tries=$((tries + 1))
-  if [ "$tries" -ge 60 ]; then say "no user-data from the $metadata metadata server"; break; fi
-  sleep 1
+  if [ "$tries" -ge 120 ]; then say "no user-data from the $metadata metadata server"; break; fi
+  sleep 0.5
 done
 if [ -s /tmp/user-data ]; then
   jq -r -f /etc/infra/userdata.jq /tmp/user-data > /tmp/user-data.list || say "user-data is not LinuxKit JSON"

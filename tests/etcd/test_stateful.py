@@ -111,7 +111,7 @@ def test_kills_scales_and_rolls_never_lose_an_acknowledged_write(
     tmp_path_factory: pytest.TempPathFactory, etcd_binaries: None
 ) -> None:
     @settings(
-        max_examples=2,
+        max_examples=1,  # one drawn sequence per run (suite time); each run draws another
         deadline=None,
         database=None,
         phases=[Phase.generate],
