@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.kit.vmhost import GuestInfo, MetadataServer
+from reconciler.kit.vmnet import running
 
 
 def records(root: Path) -> list[dict[str, Any]]:
@@ -35,19 +36,14 @@ def records(root: Path) -> list[dict[str, Any]]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        record["alive"] = alive(record, path.parent)
+        record["alive"] = qemu_pid(path.parent) is not None
         out.append(record)
     return out
 
 
-def alive(record: dict[str, Any], directory: Path) -> bool:
-    """Whether the record's QEMU process runs (its pid, with the instance's directory in its command)."""
-    try:
-        pid = int((directory / "qemu.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return False
-    return str(directory).encode() in cmdline
+def qemu_pid(directory: Path) -> int | None:
+    """The pid of the instance's QEMU when it runs (its pid file, the instance's directory in its command)."""
+    return running(directory / "qemu.pid", str(directory))
 
 
 def guest(root: Path, address: str) -> GuestInfo | None:

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from providers.qemu.config import QemuConfig, parse_config
-from providers.qemu.hostd import alive, records
+from providers.qemu.hostd import qemu_pid, records
 from reconciler.core.errors import ConfigError, InfraError, PermanentError, TransientError
 from reconciler.core.image import ImageRecord, ImageSpec
 from reconciler.core.model import Instance, InstanceStatus, MemberSpec, Problem
@@ -53,7 +53,7 @@ from reconciler.kit.errormap import ErrorTable
 from reconciler.kit.ownership import require_owned
 from reconciler.kit.provider import Progress, SdConfig
 from reconciler.kit.vmhost import qemu_command
-from reconciler.kit.vmnet import Bridge, in_private_namespace
+from reconciler.kit.vmnet import Bridge, in_private_namespace, running
 
 #: The first host number of the subnet given to members (below: the gateway and spares).
 FIRST_HOST = 10
@@ -162,12 +162,7 @@ class QemuProvider:
     # -- the host: bridge, DHCP, metadata --------------------------------------------------------
 
     def _hostd_pid(self) -> int | None:
-        try:
-            pid = int((self.root / "net" / "hostd.pid").read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"providers.qemu.hostd" in cmdline and str(self.root).encode() in cmdline else None
+        return running(self.root / "net" / "hostd.pid", "providers.qemu.hostd", str(self.root))
 
     def _start_host(self) -> None:
         """The bridge, dnsmasq and the host process, unless they run. Under the lock."""
@@ -240,11 +235,11 @@ class QemuProvider:
                 record: dict[str, Any] = {}
                 with contextlib.suppress(OSError, ValueError):
                     record = json.loads((directory / "instance.json").read_text())
-                if alive(record, directory):
-                    pid = int((directory / "qemu.pid").read_text().strip())
+                pid = qemu_pid(directory)
+                if pid is not None:
                     os.kill(pid, signal.SIGKILL)
                     deadline = time.monotonic() + 10
-                    while alive(record, directory) and time.monotonic() < deadline:
+                    while qemu_pid(directory) is not None and time.monotonic() < deadline:
                         time.sleep(0.05)
                 if record.get("address"):
                     self.bridge.release(str(record["address"]))

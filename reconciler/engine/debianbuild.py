@@ -177,20 +177,9 @@ def packages_of(services: Iterable[Service]) -> dict[str, str]:
     return {s.name: str(s.debian_package) for s in services}
 
 
-def digest_of(document: Mapping[str, Any], services: Mapping[str, str], packages: Iterable[Package],
-              metadata: str) -> str:
-    """The image digest: the document, the package of each service, every package (name, version,
-    SHA-256), the init and the builder's layout version."""
-    doc = {
-        "builder": f"debian/{BUILDER_VERSION}",
-        "document": document,
-        "services": dict(sorted(services.items())),
-        "packages": [[p.name, p.version, p.sha256] for p in packages],
-        "init": hashlib.sha256((debian_init.INIT + debian_init.UDHCPC + debian_init.USERDATA_JQ)
-                               .encode()).hexdigest(),
-        "metadata": metadata,
-        "layout": {"modules": list(MODULES), "applets": list(APPLETS), "base": list(BASE_PACKAGES)},
-    }
+def digest_of(document: Mapping[str, Any], pinned: Mapping[str, Any]) -> str:
+    """The digest of a build: the document and its :func:`pins` (every package, the init, the layout)."""
+    doc = {"document": document, **pinned}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:40]
 
 
@@ -262,7 +251,7 @@ def build(document: Mapping[str, Any], services: Mapping[str, str], out_dir: Pat
             raise BuildError(f"the Debian image builder needs {tool}", hint="apt-get install cpio dpkg apt")
     used = {n: services[n] for n in names}
     packages = tuple(fetch(name, cache) for name in packages_for(used))
-    digest = digest_of(document, used, packages, metadata)
+    digest = digest_of(document, pins(used, metadata))  # the fetched packages are apt's: checked by fetch
     target = out_dir / digest
     if (target / "initrd").exists() and (target / "kernel").exists():
         return Built(target / "kernel", target / "initrd", digest, packages)

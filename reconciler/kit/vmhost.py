@@ -62,7 +62,6 @@ class Vm:
     disk: Path
     console: Path
     process: subprocess.Popen[bytes] = field(repr=False)
-    started: float = field(default_factory=time.monotonic)
 
 
 class MetadataServer:

@@ -48,6 +48,17 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def running(pidfile: Path, *markers: str) -> int | None:
+    """The pid in ``pidfile`` when that process runs with every one of ``markers`` in its command
+    line (so a pid reused by another process is not taken for it), else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if all(m.encode() in cmdline for m in markers) else None
+
+
 def in_private_namespace() -> tuple[bool, str]:
     """Whether this process's network namespace is a private one: not the one of PID 1 (when that
     can be read), no default route (nothing leads out), and no interface but ``lo`` and infra's own
@@ -116,12 +127,7 @@ class Bridge:
 
     def running_pid(self) -> int | None:
         """The pid of this bridge's dnsmasq when it runs (from its pid file), else None."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"dnsmasq" in cmdline and str(self.hosts).encode() in cmdline else None
+        return running(self.pidfile, "dnsmasq", str(self.hosts))
 
     def start(self) -> Bridge:
         require_private("a VM network")
